@@ -1,0 +1,198 @@
+//! The bus contract, run against both backends: the in-memory twin and the
+//! real NATS server (`HEIMDALL_TEST_NATS_URL`, default 127.0.0.1:4222).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use heimdall_proto::sensor::v1::{ConnBatch, ConnRecord};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+fn test_config() -> BusConfig {
+    BusConfig {
+        url: std::env::var("HEIMDALL_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        namespace: format!("t{}", uuid::Uuid::new_v4().simple()),
+        memory_storage: true,
+        retry_delay: Duration::from_millis(50),
+        ack_wait: Duration::from_secs(2),
+        ..BusConfig::default()
+    }
+}
+
+async fn backends() -> Vec<(&'static str, Bus)> {
+    let nats = Bus::connect(&test_config(), "heimdall-bus-test")
+        .await
+        .expect("NATS must be running for the bus tests (make setup starts it)");
+    vec![("memory", Bus::memory(&test_config())), ("nats", nats)]
+}
+
+fn batch(id: &str, n: usize) -> ConnBatch {
+    ConnBatch {
+        batch_id: id.into(),
+        sensor_id: "s1".into(),
+        records: (0..n)
+            .map(|i| ConnRecord {
+                uid: format!("{id}-{i}"),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Consume until `until` says stop or 10 s pass; returns the handled batch ids.
+async fn drain<F>(bus: &Bus, durable: &str, mut fail: F, until: usize) -> Vec<(String, u64)>
+where
+    F: FnMut(&Received<ConnBatch>) -> bool + Send,
+{
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let spec = bus.consumer_spec(Kind::Flows, durable, bus.subjects().all(Kind::Flows));
+    let seen2 = seen.clone();
+    let stop2 = stop.clone();
+    let run = bus.consume::<ConnBatch, _, _, String>(spec, stop.clone(), move |m| {
+        let verdict = if fail(&m) {
+            Err("injected failure".to_string())
+        } else {
+            let mut s = seen2.lock().expect("lock");
+            s.push((m.message.batch_id.clone(), m.delivered));
+            if s.len() >= until {
+                stop2.cancel();
+            }
+            Ok(())
+        };
+        async move { verdict }
+    });
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("consumer finished in time")
+        .expect("consumer ran");
+    let out = seen.lock().expect("lock").clone();
+    out
+}
+
+#[tokio::test]
+async fn published_batches_arrive_once_and_in_order() {
+    for (name, bus) in backends().await {
+        bus.ensure_streams(&[Kind::Flows, Kind::Dns]).await.expect("streams");
+        let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
+        for i in 0..5 {
+            let ack = bus.publish(&subject, &format!("b{i}"), &batch(&format!("b{i}"), 3)).await.expect("publish");
+            assert!(!ack.duplicate, "{name}");
+        }
+        let got = drain(&bus, "reader", |_| false, 5).await;
+        let ids: Vec<_> = got.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["b0", "b1", "b2", "b3", "b4"], "{name}");
+        assert!(got.iter().all(|(_, d)| *d == 1), "{name}: {got:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_republished_message_id_is_stored_once() {
+    for (name, bus) in backends().await {
+        bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
+        let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
+        let first = bus.publish(&subject, "same", &batch("same", 1)).await.expect("publish");
+        let again = bus.publish(&subject, "same", &batch("same", 1)).await.expect("publish");
+        assert!(!first.duplicate && again.duplicate, "{name}");
+        assert_eq!(first.sequence, again.sequence, "{name}");
+        assert_eq!(bus.stream_len(Kind::Flows).await.expect("len"), 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_handler_gets_the_message_again_and_nothing_is_skipped() {
+    for (name, bus) in backends().await {
+        bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
+        let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
+        for i in 0..3 {
+            bus.publish(&subject, &format!("m{i}"), &batch(&format!("m{i}"), 1)).await.expect("publish");
+        }
+        let failures = AtomicU32::new(0);
+        // m1 fails twice, then succeeds.
+        let got = drain(
+            &bus,
+            "flaky",
+            |m| m.message.batch_id == "m1" && failures.fetch_add(1, Ordering::SeqCst) < 2,
+            3,
+        )
+        .await;
+        let mut ids: Vec<_> = got.iter().map(|(id, _)| id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids, ["m0", "m1", "m2"], "{name}");
+        let m1 = got.iter().find(|(id, _)| id == "m1").expect("m1 handled");
+        assert_eq!(m1.1, 3, "{name}: m1 handled on its third delivery");
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_resumes_where_it_left_off() {
+    for (name, bus) in backends().await {
+        bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
+        let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
+        for i in 0..4 {
+            bus.publish(&subject, &format!("r{i}"), &batch(&format!("r{i}"), 1)).await.expect("publish");
+        }
+        let first = drain(&bus, "resumer", |_| false, 2).await;
+        let second = drain(&bus, "resumer", |_| false, 2).await;
+        let ids: Vec<_> = first.iter().chain(&second).map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["r0", "r1", "r2", "r3"], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_message_of_the_wrong_type_is_terminated_not_retried() {
+    for (name, bus) in backends().await {
+        bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
+        let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
+        // Field 4 (records) as a varint where ConnBatch expects a message.
+        let mut bytes = Vec::new();
+        prost::encoding::encode_key(4, prost::encoding::WireType::Varint, &mut bytes);
+        prost::encoding::encode_varint(7, &mut bytes);
+        let out = Outgoing {
+            subject: subject.clone(),
+            msg_id: "poison".into(),
+            headers: Headers::new(),
+            payload: bytes.into(),
+        };
+        bus.transport.publish(out).await.expect("raw publish");
+        bus.publish(&subject, "good", &batch("good", 1)).await.expect("publish");
+        let got = drain(&bus, "strict", |_| false, 1).await;
+        assert_eq!(got, [("good".to_string(), 1)], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn retention_drops_the_oldest_beyond_the_byte_bound() {
+    let config = BusConfig {
+        max_bytes_scale: 0.0,
+        ..test_config()
+    };
+    let bus = Bus::memory(&config);
+    let mut spec = bus.stream_spec(Kind::Flows);
+    spec.max_bytes = 2_000;
+    bus.transport.ensure_stream(spec).await.expect("stream");
+    let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
+    for i in 0..20 {
+        bus.publish(&subject, &format!("big{i}"), &batch(&format!("big{i}"), 20)).await.expect("publish");
+    }
+    let kept = bus.stream_len(Kind::Flows).await.expect("len");
+    assert!((1..20).contains(&kept), "kept {kept}");
+    let got = drain(&bus, "late", |_| false, kept as usize).await;
+    assert_eq!(got.last().map(|(id, _)| id.as_str()), Some("big19"));
+}
+
+#[test]
+fn bad_settings_are_all_reported() {
+    let mut loader = heimdall_config::Loader::from_parts(
+        [("HEIMDALL_NATS_URL", "127.0.0.1:4222"), ("HEIMDALL_NATS_REPLICAS", "9"), ("HEIMDALL_NATS_USER", "me")],
+        None,
+    )
+    .expect("loader");
+    let _: BusConfig = loader.section(PREFIX);
+    let err = loader.finish().expect_err("three problems");
+    let vars: Vec<_> = err.problems().iter().map(|p| p.variable.as_str()).collect();
+    assert_eq!(vars, ["HEIMDALL_NATS_PASSWORD", "HEIMDALL_NATS_REPLICAS", "HEIMDALL_NATS_URL"], "{err}");
+}
