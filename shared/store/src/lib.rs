@@ -1,1 +1,193 @@
-//! placeholder
+//! PostgreSQL for Heimdall's services: one pool per service, one schema per
+//! service, migrations that belong to the service that owns the schema, and
+//! throwaway databases for tests on the real server.
+//!
+//! What this crate promises:
+//! - [`connect`] opens a pool whose connections see only the service's own
+//!   schema first on the `search_path`; unqualified table names in a
+//!   service's SQL mean its own tables.
+//! - [`migrate`] creates the schema if needed and applies the service's
+//!   embedded migrations, recording them in a migrations table inside that
+//!   schema, so services migrate independently and concurrently.
+//! - [`testing::TestDb`] creates a fresh database for one test on the server
+//!   named by `HEIMDALL_TEST_DATABASE_URL` (default the local server) and drops
+//!   it afterwards. Tests never share state and never mock the database.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use heimdall_config::{Problem, Secret, Validate};
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+pub use sqlx::PgPool;
+
+pub mod testing;
+
+/// The variable prefix of [`StoreConfig`].
+pub const PREFIX: &str = "HEIMDALL_DATABASE_";
+
+/// Why the store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL does not parse. The message never contains the password.
+    #[error("HEIMDALL_DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    Url(String),
+    /// The server could not be reached or refused us.
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Connect {
+        /// Host and database, password removed.
+        target: String,
+        /// Driver's reason.
+        reason: String,
+    },
+    /// A migration failed; the schema is left at the last good version.
+    #[error("migrating schema {schema}: {reason}")]
+    Migrate {
+        /// The schema being migrated.
+        schema: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Any other database error.
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// Database settings (`HEIMDALL_DATABASE_*`), shared by every service.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// `HEIMDALL_DATABASE_URL` (or `HEIMDALL_DATABASE_URL_FILE`): e.g.
+    /// `postgres://heimdall:pw@127.0.0.1:5432/heimdall`. Secret because it may
+    /// hold a password. Default `postgres://postgres@127.0.0.1:5432/heimdall`.
+    pub url: Secret,
+    /// `HEIMDALL_DATABASE_PASSWORD` (or `HEIMDALL_DATABASE_PASSWORD_FILE`,
+    /// the usual way in containers): replaces the password in the URL, so the
+    /// URL itself can live in plain configuration. Default unset.
+    pub password: Secret,
+    /// `HEIMDALL_DATABASE_MAX_CONNECTIONS`: pool size. Default 8.
+    pub max_connections: u32,
+    /// `HEIMDALL_DATABASE_CONNECT_TIMEOUT`: how long to wait for a
+    /// connection from the pool. Default `10s`.
+    #[serde(with = "heimdall_config::duration")]
+    pub connect_timeout: Duration,
+    /// `HEIMDALL_DATABASE_STATEMENT_TIMEOUT`: abort statements that run
+    /// longer. Default `30s`.
+    #[serde(with = "heimdall_config::duration")]
+    pub statement_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: Secret::new("postgres://postgres@127.0.0.1:5432/heimdall"),
+            password: Secret::default(),
+            max_connections: 8,
+            connect_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Validate for StoreConfig {
+    fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
+        let url = self.url.expose();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            problems.push(Problem {
+                variable: format!("{prefix}URL"),
+                message: format!(
+                    "'{}' is not a PostgreSQL URL; expected postgres://user@host:5432/database",
+                    heimdall_config::check::redact_url(url)
+                ),
+            });
+        } else if let Err(e) = PgConnectOptions::from_str(url) {
+            problems.push(Problem {
+                variable: format!("{prefix}URL"),
+                message: format!("not a PostgreSQL URL ({})", scrub(&e.to_string(), self.url.expose())),
+            });
+        }
+        heimdall_config::check::in_range(problems, format!("{prefix}MAX_CONNECTIONS"), self.max_connections, 1..=256);
+    }
+}
+
+/// Remove the URL (and so any password in it) from a driver message.
+fn scrub(message: &str, url: &str) -> String {
+    if url.is_empty() {
+        message.to_string()
+    } else {
+        message.replace(url, &heimdall_config::check::redact_url(url))
+    }
+}
+
+/// A schema name must be a plain identifier: it is interpolated into DDL.
+fn check_schema(schema: &str) -> Result<(), Error> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema.starts_with(|c: char| c.is_ascii_lowercase())
+        && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Migrate {
+            schema: schema.to_string(),
+            reason: "schema names are lower-case letters, digits and '_'".into(),
+        })
+    }
+}
+
+/// Where a URL points, without credentials, for messages.
+fn target(opts: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database().unwrap_or("(default)")
+    )
+}
+
+/// Open a pool for the service that owns `schema`. Connections put `schema`
+/// first on the `search_path` and carry the statement timeout.
+pub async fn connect(config: &StoreConfig, schema: &str) -> Result<PgPool, Error> {
+    check_schema(schema)?;
+    let mut opts = PgConnectOptions::from_str(config.url.expose())
+        .map_err(|e| Error::Url(scrub(&e.to_string(), config.url.expose())))?;
+    if !config.password.is_empty() {
+        opts = opts.password(config.password.expose());
+    }
+    let opts = opts
+        .application_name(&format!("heimdall-{schema}"))
+        .options([
+            ("search_path", format!("{schema},public")),
+            ("statement_timeout", format!("{}", config.statement_timeout.as_millis())),
+        ]);
+    let where_ = target(&opts);
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.connect_timeout)
+        .connect_with(opts)
+        .await
+        .map_err(|e| Error::Connect {
+            target: where_,
+            reason: scrub(&e.to_string(), config.url.expose()),
+        })
+}
+
+/// Apply `migrations` (from `sqlx::migrate!("./migrations")` in the service
+/// crate) to `schema`, creating it if needed. The record of applied
+/// migrations lives in `<schema>._sqlx_migrations`, so each service's history
+/// is its own. Safe to call from several replicas at once: sqlx holds an
+/// advisory lock while migrating.
+pub async fn migrate(pool: &PgPool, schema: &str, migrations: &Migrator) -> Result<(), Error> {
+    check_schema(schema)?;
+    let mut owned = Migrator::with_migrations(migrations.iter().cloned().collect());
+    owned.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
+    owned.create_schema(schema.to_string());
+    owned.run(pool).await.map_err(|e| Error::Migrate {
+        schema: schema.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;
