@@ -1,1 +1,14 @@
-//! placeholder
+//! End-to-end tests across processes, with the real NATS server and the real
+//! PostgreSQL server, and the small pieces they need.
+//!
+//! What this crate promises:
+//! - [`sink`] is a complete consumer service in the shape every Heimdall
+//!   service takes (settings, telemetry, bus, store, `run(config, shutdown)`):
+//!   it writes connection batches from the bus into its own schema,
+//!   idempotently. The `heimdall-sink` binary wraps it so tests can kill it.
+//! - [`process`] starts binaries, waits for `/readyz`, and kills them hard.
+//! - The tests in `tests/` use only these and the shared crates; nothing is
+//!   mocked.
+
+pub mod process;
+pub mod sink;

@@ -1,0 +1,148 @@
+//! A consumer service that writes connection batches into PostgreSQL.
+//!
+//! It is the smallest complete service: it shows the pattern every Heimdall
+//! service follows, and the bus tests use it as the process they kill.
+
+use std::net::SocketAddr;
+
+use heimdall_bus::{Bus, BusConfig, Kind, Received};
+use heimdall_config::{Loader, Problem, Validate};
+use heimdall_proto::sensor::v1::ConnBatch;
+use heimdall_store::{PgPool, StoreConfig};
+use heimdall_telemetry::{Health, Metrics, TelemetryConfig};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument};
+
+/// The schema this service owns.
+pub const SCHEMA: &str = "sink";
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// `HEIMDALL_SINK_*`: the sink's own settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SinkSettings {
+    /// `HEIMDALL_SINK_DURABLE`: consumer name; replicas with the same name
+    /// share the work. Default `sink`.
+    pub durable: String,
+}
+
+impl Default for SinkSettings {
+    fn default() -> Self {
+        SinkSettings { durable: "sink".into() }
+    }
+}
+
+impl Validate for SinkSettings {
+    fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
+        if self.durable.is_empty() {
+            problems.push(Problem {
+                variable: format!("{prefix}DURABLE"),
+                message: "must not be empty".into(),
+            });
+        }
+    }
+}
+
+/// Everything the sink needs, loaded and validated as one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Own settings.
+    pub sink: SinkSettings,
+    /// Bus connection.
+    pub nats: BusConfig,
+    /// Database connection.
+    pub database: StoreConfig,
+    /// Logs, traces, metrics listener.
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    /// Load every section from `loader`, reporting all problems at once.
+    pub fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
+        let config = Config {
+            sink: loader.section("HEIMDALL_SINK_"),
+            nats: loader.section(heimdall_bus::PREFIX),
+            database: loader.section(heimdall_store::PREFIX),
+            telemetry: loader.section(heimdall_telemetry::PREFIX),
+        };
+        loader.finish().map(|()| config)
+    }
+
+    /// The effective configuration with secrets redacted.
+    pub fn render(&self) -> String {
+        [
+            heimdall_config::render("HEIMDALL_SINK_", &self.sink),
+            heimdall_config::render(heimdall_bus::PREFIX, &self.nats),
+            heimdall_config::render(heimdall_store::PREFIX, &self.database),
+            heimdall_config::render(heimdall_telemetry::PREFIX, &self.telemetry),
+        ]
+        .concat()
+    }
+}
+
+/// Run until `shutdown`: serve telemetry on `listener`, connect, migrate,
+/// then consume every flows partition and write each batch in one
+/// transaction before it is acknowledged.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let health = Health::new();
+    health.register("nats");
+    health.register("database");
+    let telemetry = tokio::spawn(heimdall_telemetry::serve(listener, metrics.clone(), health.clone(), shutdown.clone()));
+
+    let pool = heimdall_store::connect(&config.database, SCHEMA).await?;
+    heimdall_store::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
+    health.ready("database", "migrated");
+
+    let bus = Bus::connect(&config.nats, "heimdall-sink").await?;
+    bus.register_metrics(&metrics);
+    bus.ensure_streams(&[Kind::Flows]).await?;
+    health.ready("nats", "consuming flows");
+    info!(durable = %config.sink.durable, "sink ready");
+
+    let spec = bus.consumer_spec(Kind::Flows, &config.sink.durable, bus.subjects().all(Kind::Flows));
+    bus.consume::<ConnBatch, _, _, sqlx::Error>(spec, shutdown.clone(), |m| write_batch(&pool, m))
+        .await?;
+    shutdown.cancel();
+    telemetry.await??;
+    Ok(())
+}
+
+/// Store one batch: all rows or none, and rows already present are skipped,
+/// so a redelivered batch leaves the table as it was.
+#[instrument(skip_all, fields(batch = %m.message.batch_id, records = m.message.records.len()))]
+async fn write_batch(pool: &PgPool, m: Received<ConnBatch>) -> Result<(), sqlx::Error> {
+    let b = &m.message;
+    let uids: Vec<&str> = b.records.iter().map(|r| r.uid.as_str()).collect();
+    let ts: Vec<i64> = b.records.iter().map(|r| r.ts_us).collect();
+    let orig: Vec<Option<i64>> = b.records.iter().map(|r| r.orig_bytes.map(|v| v as i64)).collect();
+    let resp: Vec<Option<i64>> = b.records.iter().map(|r| r.resp_bytes.map(|v| v as i64)).collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO conn_records (uid, batch_id, sensor_id, ts_us, orig_bytes, resp_bytes) \
+         SELECT u, $2, $3, t, o, r FROM UNNEST($1::text[], $4::bigint[], $5::bigint[], $6::bigint[]) AS x(u, t, o, r) \
+         ON CONFLICT (uid) DO NOTHING",
+    )
+    .bind(&uids)
+    .bind(&b.batch_id)
+    .bind(&b.sensor_id)
+    .bind(&ts)
+    .bind(&orig)
+    .bind(&resp)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO deliveries (batch_id, delivered, records) VALUES ($1, $2, $3)")
+        .bind(&b.batch_id)
+        .bind(m.delivered as i64)
+        .bind(b.records.len() as i32)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+/// The address telemetry listens on.
+pub fn listen_addr(config: &Config) -> SocketAddr {
+    config.telemetry.listen
+}
