@@ -40,7 +40,10 @@ pub fn free_port() -> std::io::Result<SocketAddr> {
 /// Start `binary` with exactly `env` on top of a clean environment (plus
 /// PATH), its stderr going to `log` so a failing test can show it.
 pub fn spawn(binary: &Path, env: &[(String, String)], log: &Path) -> std::io::Result<Child> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     Command::new(binary)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -54,7 +57,11 @@ pub fn spawn(binary: &Path, env: &[(String, String)], log: &Path) -> std::io::Re
 
 /// Poll `GET /readyz` on `addr` until it answers 200, the child exits, or
 /// `timeout` passes.
-pub async fn wait_ready(child: &mut Child, addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+pub async fn wait_ready(
+    child: &mut Child,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -73,7 +80,9 @@ pub async fn wait_ready(child: &mut Child, addr: SocketAddr, timeout: Duration) 
 /// The status code of `GET path` on `addr`, or `None` if nothing answers.
 pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.ok()?;
     let head = std::str::from_utf8(buf.get(..12)?).ok()?;

@@ -30,7 +30,9 @@ pub struct SinkSettings {
 
 impl Default for SinkSettings {
     fn default() -> Self {
-        SinkSettings { durable: "sink".into() }
+        SinkSettings {
+            durable: "sink".into(),
+        }
     }
 }
 
@@ -85,15 +87,24 @@ impl Config {
 /// Run until `shutdown`: serve telemetry on `listener`, connect, migrate,
 /// then consume every flows partition and write each batch in one
 /// transaction before it is acknowledged.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let health = Health::new();
     health.register("nats");
     health.register("database");
-    let telemetry = tokio::spawn(heimdall_telemetry::serve(listener, metrics.clone(), health.clone(), shutdown.clone()));
+    let telemetry = tokio::spawn(heimdall_telemetry::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
 
     let pool = heimdall_store::connect(&config.database, SCHEMA).await?;
-    heimdall_store::migrate(&pool, SCHEMA, &MIGRATIONS).await?;
+    migrate(&pool).await?;
     health.ready("database", "migrated");
 
     let bus = Bus::connect(&config.nats, "heimdall-sink").await?;
@@ -102,7 +113,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     health.ready("nats", "consuming flows");
     info!(durable = %config.sink.durable, "sink ready");
 
-    let spec = bus.consumer_spec(Kind::Flows, &config.sink.durable, bus.subjects().all(Kind::Flows));
+    let spec = bus.consumer_spec(
+        Kind::Flows,
+        &config.sink.durable,
+        bus.subjects().all(Kind::Flows),
+    );
     bus.consume::<ConnBatch, _, _, sqlx::Error>(spec, shutdown.clone(), |m| write_batch(&pool, m))
         .await?;
     shutdown.cancel();
@@ -110,15 +125,28 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     Ok(())
 }
 
+/// Bring the sink's schema up to date.
+pub async fn migrate(pool: &PgPool) -> Result<(), heimdall_store::Error> {
+    heimdall_store::migrate(pool, SCHEMA, &MIGRATIONS).await
+}
+
 /// Store one batch: all rows or none, and rows already present are skipped,
 /// so a redelivered batch leaves the table as it was.
 #[instrument(skip_all, fields(batch = %m.message.batch_id, records = m.message.records.len()))]
-async fn write_batch(pool: &PgPool, m: Received<ConnBatch>) -> Result<(), sqlx::Error> {
+pub async fn write_batch(pool: &PgPool, m: Received<ConnBatch>) -> Result<(), sqlx::Error> {
     let b = &m.message;
     let uids: Vec<&str> = b.records.iter().map(|r| r.uid.as_str()).collect();
     let ts: Vec<i64> = b.records.iter().map(|r| r.ts_us).collect();
-    let orig: Vec<Option<i64>> = b.records.iter().map(|r| r.orig_bytes.map(|v| v as i64)).collect();
-    let resp: Vec<Option<i64>> = b.records.iter().map(|r| r.resp_bytes.map(|v| v as i64)).collect();
+    let orig: Vec<Option<i64>> = b
+        .records
+        .iter()
+        .map(|r| r.orig_bytes.map(|v| v as i64))
+        .collect();
+    let resp: Vec<Option<i64>> = b
+        .records
+        .iter()
+        .map(|r| r.resp_bytes.map(|v| v as i64))
+        .collect();
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO conn_records (uid, batch_id, sensor_id, ts_us, orig_bytes, resp_bytes) \

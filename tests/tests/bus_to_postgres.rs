@@ -48,9 +48,13 @@ struct Sink {
 
 impl Sink {
     async fn start(&self) -> tokio::process::Child {
-        let mut child = process::spawn(&self.binary, &self.env, &self.log).expect("start heimdall-sink");
+        let mut child =
+            process::spawn(&self.binary, &self.env, &self.log).expect("start heimdall-sink");
         if let Err(e) = process::wait_ready(&mut child, self.addr, Duration::from_secs(30)).await {
-            panic!("heimdall-sink: {e}\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            panic!(
+                "heimdall-sink: {e}\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
         }
         child
     }
@@ -65,7 +69,9 @@ async fn count(pool: &sqlx::PgPool) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_lands_exactly_once_through_consumer_crashes() {
-    let db = TestDb::new().await.expect("PostgreSQL must be running (make setup)");
+    let db = TestDb::new()
+        .await
+        .expect("PostgreSQL must be running (make setup)");
     let namespace = format!("e2e{}", uuid::Uuid::new_v4().simple());
     let addr = process::free_port().expect("port");
     let log = std::env::temp_dir().join(format!("{namespace}-sink.log"));
@@ -96,10 +102,14 @@ async fn every_record_lands_exactly_once_through_consumer_crashes() {
         memory_storage: true,
         ..BusConfig::default()
     };
-    let bus = Bus::connect(&bus_config, "e2e-publisher").await.expect("NATS must be running (make setup)");
+    let bus = Bus::connect(&bus_config, "e2e-publisher")
+        .await
+        .expect("NATS must be running (make setup)");
     bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
     let mut child = sink.start().await;
-    let pool = heimdall_store::connect(db.config(), "sink").await.expect("pool");
+    let pool = heimdall_store::connect(db.config(), "sink")
+        .await
+        .expect("pool");
 
     // Publish everything from a task of its own while the test kills and
     // restarts the consumer. A few batches are published twice with the
@@ -111,9 +121,14 @@ async fn every_record_lands_exactly_once_through_consumer_crashes() {
             let mut duplicates = 0;
             for n in 0..RECORDS / PER_BATCH {
                 let b = batch(n);
-                bus.publish(&subject, &b.batch_id, &b).await.expect("publish");
+                bus.publish(&subject, &b.batch_id, &b)
+                    .await
+                    .expect("publish");
                 if n % 40 == 7 {
-                    let again = bus.publish(&subject, &b.batch_id, &b).await.expect("republish");
+                    let again = bus
+                        .publish(&subject, &b.batch_id, &b)
+                        .await
+                        .expect("republish");
                     assert!(again.duplicate, "the bus de-duplicates a republished batch");
                     duplicates += 1;
                 }
@@ -129,12 +144,18 @@ async fn every_record_lands_exactly_once_through_consumer_crashes() {
     for threshold in [RECORDS as i64 * 3 / 10, RECORDS as i64 * 6 / 10] {
         let deadline = Instant::now() + Duration::from_secs(60);
         while count(&pool).await < threshold {
-            assert!(Instant::now() < deadline, "sink stalled before {threshold} records");
+            assert!(
+                Instant::now() < deadline,
+                "sink stalled before {threshold} records"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         child.start_kill().expect("SIGKILL");
         let status = child.wait().await.expect("reaped");
-        assert!(!status.success(), "the sink was killed, not stopped: {status}");
+        assert!(
+            !status.success(),
+            "the sink was killed, not stopped: {status}"
+        );
         eprintln!("killed the sink at {} records", count(&pool).await);
         child = sink.start().await;
     }

@@ -155,22 +155,51 @@ impl Default for BusConfig {
 impl Validate for BusConfig {
     fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
         for url in self.url.split(',') {
-            heimdall_config::check::url(problems, format!("{prefix}URL"), url.trim(), &["nats", "tls", "ws", "wss"]);
+            heimdall_config::check::url(
+                problems,
+                format!("{prefix}URL"),
+                url.trim(),
+                &["nats", "tls", "ws", "wss"],
+            );
         }
-        if self.namespace.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
+        if self
+            .namespace
+            .contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
             problems.push(Problem {
                 variable: format!("{prefix}NAMESPACE"),
                 message: "use letters, digits, '-' and '_' only".into(),
             });
         }
-        heimdall_config::check::in_range(problems, format!("{prefix}REPLICAS"), self.replicas, 1..=5);
-        heimdall_config::check::in_range(problems, format!("{prefix}MAX_AGE_SCALE"), self.max_age_scale, 0.001..=1000.0);
-        heimdall_config::check::in_range(problems, format!("{prefix}MAX_BYTES_SCALE"), self.max_bytes_scale, 0.001..=1000.0);
-        heimdall_config::check::in_range(problems, format!("{prefix}MAX_ACK_PENDING"), self.max_ack_pending, 1..=100_000);
+        heimdall_config::check::in_range(
+            problems,
+            format!("{prefix}REPLICAS"),
+            self.replicas,
+            1..=5,
+        );
+        heimdall_config::check::in_range(
+            problems,
+            format!("{prefix}MAX_AGE_SCALE"),
+            self.max_age_scale,
+            0.001..=1000.0,
+        );
+        heimdall_config::check::in_range(
+            problems,
+            format!("{prefix}MAX_BYTES_SCALE"),
+            self.max_bytes_scale,
+            0.001..=1000.0,
+        );
+        heimdall_config::check::in_range(
+            problems,
+            format!("{prefix}MAX_ACK_PENDING"),
+            self.max_ack_pending,
+            1..=100_000,
+        );
         if self.user.is_empty() != self.password.is_empty() {
             problems.push(Problem {
                 variable: format!("{prefix}PASSWORD"),
-                message: "set both HEIMDALL_NATS_USER and HEIMDALL_NATS_PASSWORD, or neither".into(),
+                message: "set both HEIMDALL_NATS_USER and HEIMDALL_NATS_PASSWORD, or neither"
+                    .into(),
             });
         }
         if self.ack_wait < Duration::from_secs(1) {
@@ -200,16 +229,19 @@ pub struct Received<M> {
     pub message: M,
 }
 
+/// Metric labels: a short list of (name, value).
+type Labels = Vec<(String, String)>;
+
 /// Counters every bus user exposes on `/metrics`.
 #[derive(Clone, Debug)]
 struct BusMetrics {
-    published: Family<Vec<(String, String)>, Counter>,
-    publish_errors: Family<Vec<(String, String)>, Counter>,
-    duplicates: Family<Vec<(String, String)>, Counter>,
-    handled: Family<Vec<(String, String)>, Counter>,
-    handler_errors: Family<Vec<(String, String)>, Counter>,
-    poison: Family<Vec<(String, String)>, Counter>,
-    handle_seconds: Family<Vec<(String, String)>, Histogram, fn() -> Histogram>,
+    published: Family<Labels, Counter>,
+    publish_errors: Family<Labels, Counter>,
+    duplicates: Family<Labels, Counter>,
+    handled: Family<Labels, Counter>,
+    handler_errors: Family<Labels, Counter>,
+    poison: Family<Labels, Counter>,
+    handle_seconds: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -230,13 +262,41 @@ impl BusMetrics {
     }
 
     fn register(&self, m: &heimdall_telemetry::Metrics) {
-        m.register("bus_published", "Messages stored by the bus, by stream kind", self.published.clone());
-        m.register("bus_publish_errors", "Publishes that failed and must be retried", self.publish_errors.clone());
-        m.register("bus_duplicates", "Publishes the bus recognised as duplicates and dropped", self.duplicates.clone());
-        m.register("bus_handled", "Messages handled and acknowledged, by consumer", self.handled.clone());
-        m.register("bus_handler_errors", "Handler failures; the message is redelivered later", self.handler_errors.clone());
-        m.register("bus_poison", "Messages that could not be decoded and were terminated", self.poison.clone());
-        m.register("bus_handle_seconds", "Time from delivery to acknowledgement", self.handle_seconds.clone());
+        m.register(
+            "bus_published",
+            "Messages stored by the bus, by stream kind",
+            self.published.clone(),
+        );
+        m.register(
+            "bus_publish_errors",
+            "Publishes that failed and must be retried",
+            self.publish_errors.clone(),
+        );
+        m.register(
+            "bus_duplicates",
+            "Publishes the bus recognised as duplicates and dropped",
+            self.duplicates.clone(),
+        );
+        m.register(
+            "bus_handled",
+            "Messages handled and acknowledged, by consumer",
+            self.handled.clone(),
+        );
+        m.register(
+            "bus_handler_errors",
+            "Handler failures; the message is redelivered later",
+            self.handler_errors.clone(),
+        );
+        m.register(
+            "bus_poison",
+            "Messages that could not be decoded and were terminated",
+            self.poison.clone(),
+        );
+        m.register(
+            "bus_handle_seconds",
+            "Time from delivery to acknowledgement",
+            self.handle_seconds.clone(),
+        );
     }
 }
 
@@ -293,7 +353,9 @@ impl Bus {
             max_age: kind.default_max_age().mul_f64(c.max_age_scale),
             max_bytes: (kind.default_max_bytes() as f64 * c.max_bytes_scale) as i64,
             max_msg_size: 8 * 1024 * 1024,
-            duplicate_window: c.duplicate_window.min(kind.default_max_age().mul_f64(c.max_age_scale)),
+            duplicate_window: c
+                .duplicate_window
+                .min(kind.default_max_age().mul_f64(c.max_age_scale)),
             replicas: c.replicas,
             memory: c.memory_storage,
         }
@@ -302,7 +364,9 @@ impl Bus {
     /// Create (or update to the configured limits) the streams for `kinds`.
     pub async fn ensure_streams(&self, kinds: &[Kind]) -> Result<(), Error> {
         for kind in kinds {
-            self.transport.ensure_stream(self.stream_spec(*kind)).await?;
+            self.transport
+                .ensure_stream(self.stream_spec(*kind))
+                .await?;
         }
         Ok(())
     }
@@ -315,7 +379,12 @@ impl Bus {
     /// Publish `message` to `subject` with de-duplication id `msg_id`.
     /// Returns once the bus has stored it (or recognised it as a duplicate).
     /// The current span's trace context rides along.
-    pub async fn publish<M: BusMessage>(&self, subject: &str, msg_id: &str, message: &M) -> Result<PublishAck, Error> {
+    pub async fn publish<M: BusMessage>(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        message: &M,
+    ) -> Result<PublishAck, Error> {
         let span = info_span!(
             "bus.publish",
             otel.kind = "producer",
@@ -326,7 +395,10 @@ impl Bus {
         );
         let mut headers = Headers::new();
         headers.inject_span(&span);
-        headers.insert(CONTENT_TYPE, format!("application/protobuf; proto={}", M::full_name()));
+        headers.insert(
+            CONTENT_TYPE,
+            format!("application/protobuf; proto={}", M::full_name()),
+        );
         let out = Outgoing {
             subject: subject.to_string(),
             msg_id: msg_id.to_string(),
@@ -369,7 +441,12 @@ impl Bus {
     /// redelivers the message after a back-off that grows with each delivery.
     /// Transport failures are logged and retried; the loop ends only on
     /// shutdown or when the consumer cannot be created at all.
-    pub async fn consume<M, F, Fut, E>(&self, spec: ConsumerSpec, shutdown: CancellationToken, mut handler: F) -> Result<(), Error>
+    pub async fn consume<M, F, Fut, E>(
+        &self,
+        spec: ConsumerSpec,
+        shutdown: CancellationToken,
+        mut handler: F,
+    ) -> Result<(), Error>
     where
         M: BusMessage,
         F: FnMut(Received<M>) -> Fut,
@@ -426,7 +503,11 @@ impl Bus {
             };
             let received = Received {
                 subject: delivery.subject().to_string(),
-                msg_id: delivery.headers().get(MSG_ID).unwrap_or_default().to_string(),
+                msg_id: delivery
+                    .headers()
+                    .get(MSG_ID)
+                    .unwrap_or_default()
+                    .to_string(),
                 delivered: delivery.delivered(),
                 message,
             };
@@ -436,11 +517,16 @@ impl Bus {
                 Ok(()) => match delivery.ack().instrument(span).await {
                     Ok(()) => {
                         self.metrics.handled.get_or_create(&labels).inc();
-                        self.metrics.handle_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+                        self.metrics
+                            .handle_seconds
+                            .get_or_create(&labels)
+                            .observe(started.elapsed().as_secs_f64());
                     }
                     // The write is done; the message will come again and the
                     // idempotent handler will skip it.
-                    Err(e) => warn!(error = %e, "acknowledgement not confirmed; expect a redelivery"),
+                    Err(e) => {
+                        warn!(error = %e, "acknowledgement not confirmed; expect a redelivery")
+                    }
                 },
                 Err(e) => {
                     self.metrics.handler_errors.get_or_create(&labels).inc();

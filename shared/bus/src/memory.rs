@@ -13,7 +13,9 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
 use crate::subjects::matches;
-use crate::transport::{ConsumerSpec, Delivery, Inbox, Outgoing, PublishAck, StreamSpec, Transport};
+use crate::transport::{
+    ConsumerSpec, Delivery, Inbox, Outgoing, PublishAck, StreamSpec, Transport,
+};
 use crate::{Error, Headers};
 
 /// The in-memory bus. Clones share state.
@@ -93,7 +95,8 @@ impl MemStream {
             }
         }
         let window = self.spec.duplicate_window;
-        self.seen_ids.retain(|_, (at, _)| now.duration_since(*at) <= window);
+        self.seen_ids
+            .retain(|_, (at, _)| now.duration_since(*at) <= window);
     }
 }
 
@@ -102,7 +105,13 @@ impl Transport for MemoryTransport {
         Box::pin(async move {
             let mut state = self.lock();
             for (name, other) in &state.streams {
-                if *name != spec.name && other.spec.subjects.iter().any(|s| spec.subjects.contains(s)) {
+                if *name != spec.name
+                    && other
+                        .spec
+                        .subjects
+                        .iter()
+                        .any(|s| spec.subjects.contains(s))
+                {
                     return Err(Error::Stream {
                         stream: spec.name.clone(),
                         reason: format!("subjects overlap with stream {name}"),
@@ -145,10 +154,15 @@ impl Transport for MemoryTransport {
                         subject: msg.subject.clone(),
                         reason: "no stream captures this subject".into(),
                     })?;
-                if msg.payload.len() > usize::try_from(stream.spec.max_msg_size).unwrap_or(usize::MAX) {
+                if msg.payload.len()
+                    > usize::try_from(stream.spec.max_msg_size).unwrap_or(usize::MAX)
+                {
                     return Err(Error::Publish {
                         subject: msg.subject.clone(),
-                        reason: format!("message of {} bytes exceeds the stream's maximum", msg.payload.len()),
+                        reason: format!(
+                            "message of {} bytes exceeds the stream's maximum",
+                            msg.payload.len()
+                        ),
                     });
                 }
                 stream.enforce_limits(now);
@@ -177,11 +191,14 @@ impl Transport for MemoryTransport {
     fn consumer(&self, spec: ConsumerSpec) -> BoxFuture<'_, Result<Box<dyn Inbox>, Error>> {
         Box::pin(async move {
             let mut state = self.lock();
-            let stream = state.streams.get_mut(&spec.stream).ok_or_else(|| Error::Consumer {
-                stream: spec.stream.clone(),
-                consumer: spec.durable.clone(),
-                reason: "stream not found".into(),
-            })?;
+            let stream = state
+                .streams
+                .get_mut(&spec.stream)
+                .ok_or_else(|| Error::Consumer {
+                    stream: spec.stream.clone(),
+                    consumer: spec.durable.clone(),
+                    reason: "stream not found".into(),
+                })?;
             stream
                 .consumers
                 .entry(spec.durable.clone())
@@ -202,10 +219,13 @@ impl Transport for MemoryTransport {
     fn stream_len(&self, stream: String) -> BoxFuture<'_, Result<u64, Error>> {
         Box::pin(async move {
             let mut state = self.lock();
-            let s = state.streams.get_mut(&stream).ok_or_else(|| Error::Stream {
-                stream: stream.clone(),
-                reason: "stream not found".into(),
-            })?;
+            let s = state
+                .streams
+                .get_mut(&stream)
+                .ok_or_else(|| Error::Stream {
+                    stream: stream.clone(),
+                    reason: "stream not found".into(),
+                })?;
             s.enforce_limits(Instant::now());
             Ok(s.messages.len() as u64)
         })
@@ -234,7 +254,9 @@ impl MemInbox {
             .ok_or_else(|| Error::Delivery(format!("stream {} was deleted", self.stream)))?;
         stream.enforce_limits(now);
         let MemStream {
-            messages, consumers, ..
+            messages,
+            consumers,
+            ..
         } = stream;
         let first_seq = messages.front().map_or(u64::MAX, |m| m.seq);
         let consumer = consumers
@@ -248,7 +270,11 @@ impl MemInbox {
         };
 
         // 1. A pending message whose ack wait or nak delay has run out.
-        let due = consumer.pending.iter().find(|(_, (_, at))| *at <= now).map(|(s, _)| *s);
+        let due = consumer
+            .pending
+            .iter()
+            .find(|(_, (_, at))| *at <= now)
+            .map(|(s, _)| *s);
         if let Some(seq) = due {
             let ack_wait = consumer.spec.ack_wait;
             let entry = consumer.pending.get_mut(&seq);
@@ -264,12 +290,16 @@ impl MemInbox {
             while let Some(stored) = get(consumer.cursor) {
                 consumer.cursor += 1;
                 if matches(&consumer.spec.filter, &stored.msg.subject) {
-                    consumer.pending.insert(stored.seq, (1, now + consumer.spec.ack_wait));
+                    consumer
+                        .pending
+                        .insert(stored.seq, (1, now + consumer.spec.ack_wait));
                     return Ok(Look::Deliver(self.delivery(stored, 1)));
                 }
             }
         }
-        Ok(Look::WaitUntil(consumer.pending.values().map(|(_, at)| *at).min()))
+        Ok(Look::WaitUntil(
+            consumer.pending.values().map(|(_, at)| *at).min(),
+        ))
     }
 
     fn delivery(&self, stored: &Stored, delivered: u64) -> MemDelivery {

@@ -9,7 +9,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tracing::{info, warn};
 
-use crate::transport::{ConsumerSpec, Delivery, Inbox, Outgoing, PublishAck, StreamSpec, Transport};
+use crate::transport::{
+    ConsumerSpec, Delivery, Inbox, Outgoing, PublishAck, StreamSpec, Transport,
+};
 use crate::{BusConfig, Error, Headers, MSG_ID};
 
 /// JetStream over one NATS connection (which reconnects by itself).
@@ -37,17 +39,24 @@ impl NatsTransport {
             opts = opts.token(config.token.expose().to_string());
         }
         if !config.user.is_empty() {
-            opts = opts.user_and_password(config.user.clone(), config.password.expose().to_string());
+            opts =
+                opts.user_and_password(config.user.clone(), config.password.expose().to_string());
         }
         let addrs: Vec<async_nats::ServerAddr> = config
             .url
             .split(',')
-            .map(|u| u.trim().parse::<async_nats::ServerAddr>().map_err(|e| Error::Connect(format!("bad URL {u}: {e}"))))
+            .map(|u| {
+                u.trim()
+                    .parse::<async_nats::ServerAddr>()
+                    .map_err(|e| Error::Connect(format!("bad URL {u}: {e}")))
+            })
             .collect::<Result<_, _>>()?;
-        let client = opts
-            .connect(addrs)
-            .await
-            .map_err(|e| Error::Connect(format!("{}: {e}", heimdall_config::check::redact_url(&config.url))))?;
+        let client = opts.connect(addrs).await.map_err(|e| {
+            Error::Connect(format!(
+                "{}: {e}",
+                heimdall_config::check::redact_url(&config.url)
+            ))
+        })?;
         Ok(NatsTransport {
             js: jetstream::new(client),
         })
@@ -95,10 +104,13 @@ impl Transport for NatsTransport {
                 discard: stream::DiscardPolicy::Old,
                 ..Default::default()
             };
-            self.js.create_or_update_stream(config).await.map_err(|e| Error::Stream {
-                stream: spec.name.clone(),
-                reason: e.to_string(),
-            })?;
+            self.js
+                .create_or_update_stream(config)
+                .await
+                .map_err(|e| Error::Stream {
+                    stream: spec.name.clone(),
+                    reason: e.to_string(),
+                })?;
             Ok(())
         })
     }
@@ -131,7 +143,11 @@ impl Transport for NatsTransport {
                 consumer: spec.durable.clone(),
                 reason: e.to_string(),
             };
-            let stream = self.js.get_stream(&spec.stream).await.map_err(|e| err(&e))?;
+            let stream = self
+                .js
+                .get_stream(&spec.stream)
+                .await
+                .map_err(|e| err(&e))?;
             let config = consumer::pull::Config {
                 durable_name: Some(spec.durable.clone()),
                 filter_subject: spec.filter.clone(),
@@ -160,10 +176,14 @@ impl Transport for NatsTransport {
 
     fn stream_len(&self, stream: String) -> BoxFuture<'_, Result<u64, Error>> {
         Box::pin(async move {
-            let mut s = self.js.get_stream(&stream).await.map_err(|e| Error::Stream {
-                stream: stream.clone(),
-                reason: e.to_string(),
-            })?;
+            let mut s = self
+                .js
+                .get_stream(&stream)
+                .await
+                .map_err(|e| Error::Stream {
+                    stream: stream.clone(),
+                    reason: e.to_string(),
+                })?;
             let info = s.info().await.map_err(|e| Error::Stream {
                 stream: stream.clone(),
                 reason: e.to_string(),
@@ -182,7 +202,10 @@ impl Inbox for NatsInbox {
         Box::pin(async move {
             match self.messages.next().await {
                 Some(Ok(message)) => {
-                    let delivered = message.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
+                    let delivered = message
+                        .info()
+                        .map(|i| i.delivered.max(1) as u64)
+                        .unwrap_or(1);
                     let headers = from_nats_headers(message.headers.as_ref());
                     Ok(Box::new(NatsDelivery {
                         headers,

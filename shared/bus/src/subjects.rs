@@ -122,7 +122,12 @@ impl Subjects {
     /// `intel.<kind-specific>` style `intel.p0` for global kinds.
     pub fn publish(&self, kind: Kind, sensor: &str, partition: u16) -> String {
         if kind.per_sensor() {
-            format!("{}sensor.{}.{}.p{partition}", self.root(), token(sensor), kind.token())
+            format!(
+                "{}sensor.{}.{}.p{partition}",
+                self.root(),
+                token(sensor),
+                kind.token()
+            )
         } else {
             format!("{}{}.p{partition}", self.root(), kind.token())
         }
@@ -217,7 +222,10 @@ mod tests {
         assert_eq!(s.publish(Kind::Intel, "ignored", 0), "intel.p0");
 
         let t = Subjects::new("test.42");
-        assert_eq!(t.publish(Kind::Flows, "a.b c", 0), "test.42.sensor.a_b_c.flows.p0");
+        assert_eq!(
+            t.publish(Kind::Flows, "a.b c", 0),
+            "test.42.sensor.a_b_c.flows.p0"
+        );
         assert_eq!(t.stream(Kind::Flows), "TEST_42_FLOWS");
     }
 

@@ -12,7 +12,8 @@ use super::*;
 
 fn test_config() -> BusConfig {
     BusConfig {
-        url: std::env::var("HEIMDALL_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        url: std::env::var("HEIMDALL_TEST_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
         namespace: format!("t{}", uuid::Uuid::new_v4().simple()),
         memory_storage: true,
         retry_delay: Duration::from_millis(50),
@@ -69,17 +70,21 @@ where
         .await
         .expect("consumer finished in time")
         .expect("consumer ran");
-    let out = seen.lock().expect("lock").clone();
-    out
+    seen.lock().expect("lock").clone()
 }
 
 #[tokio::test]
 async fn published_batches_arrive_once_and_in_order() {
     for (name, bus) in backends().await {
-        bus.ensure_streams(&[Kind::Flows, Kind::Dns]).await.expect("streams");
+        bus.ensure_streams(&[Kind::Flows, Kind::Dns])
+            .await
+            .expect("streams");
         let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
         for i in 0..5 {
-            let ack = bus.publish(&subject, &format!("b{i}"), &batch(&format!("b{i}"), 3)).await.expect("publish");
+            let ack = bus
+                .publish(&subject, &format!("b{i}"), &batch(&format!("b{i}"), 3))
+                .await
+                .expect("publish");
             assert!(!ack.duplicate, "{name}");
         }
         let got = drain(&bus, "reader", |_| false, 5).await;
@@ -94,8 +99,14 @@ async fn a_republished_message_id_is_stored_once() {
     for (name, bus) in backends().await {
         bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
         let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
-        let first = bus.publish(&subject, "same", &batch("same", 1)).await.expect("publish");
-        let again = bus.publish(&subject, "same", &batch("same", 1)).await.expect("publish");
+        let first = bus
+            .publish(&subject, "same", &batch("same", 1))
+            .await
+            .expect("publish");
+        let again = bus
+            .publish(&subject, "same", &batch("same", 1))
+            .await
+            .expect("publish");
         assert!(!first.duplicate && again.duplicate, "{name}");
         assert_eq!(first.sequence, again.sequence, "{name}");
         assert_eq!(bus.stream_len(Kind::Flows).await.expect("len"), 1, "{name}");
@@ -108,7 +119,9 @@ async fn a_failed_handler_gets_the_message_again_and_nothing_is_skipped() {
         bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
         let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
         for i in 0..3 {
-            bus.publish(&subject, &format!("m{i}"), &batch(&format!("m{i}"), 1)).await.expect("publish");
+            bus.publish(&subject, &format!("m{i}"), &batch(&format!("m{i}"), 1))
+                .await
+                .expect("publish");
         }
         let failures = AtomicU32::new(0);
         // m1 fails twice, then succeeds.
@@ -133,11 +146,17 @@ async fn a_consumer_resumes_where_it_left_off() {
         bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
         let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
         for i in 0..4 {
-            bus.publish(&subject, &format!("r{i}"), &batch(&format!("r{i}"), 1)).await.expect("publish");
+            bus.publish(&subject, &format!("r{i}"), &batch(&format!("r{i}"), 1))
+                .await
+                .expect("publish");
         }
         let first = drain(&bus, "resumer", |_| false, 2).await;
         let second = drain(&bus, "resumer", |_| false, 2).await;
-        let ids: Vec<_> = first.iter().chain(&second).map(|(id, _)| id.as_str()).collect();
+        let ids: Vec<_> = first
+            .iter()
+            .chain(&second)
+            .map(|(id, _)| id.as_str())
+            .collect();
         assert_eq!(ids, ["r0", "r1", "r2", "r3"], "{name}");
     }
 }
@@ -158,7 +177,9 @@ async fn a_message_of_the_wrong_type_is_terminated_not_retried() {
             payload: bytes.into(),
         };
         bus.transport.publish(out).await.expect("raw publish");
-        bus.publish(&subject, "good", &batch("good", 1)).await.expect("publish");
+        bus.publish(&subject, "good", &batch("good", 1))
+            .await
+            .expect("publish");
         let got = drain(&bus, "strict", |_| false, 1).await;
         assert_eq!(got, [("good".to_string(), 1)], "{name}");
     }
@@ -176,7 +197,9 @@ async fn retention_drops_the_oldest_beyond_the_byte_bound() {
     bus.transport.ensure_stream(spec).await.expect("stream");
     let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
     for i in 0..20 {
-        bus.publish(&subject, &format!("big{i}"), &batch(&format!("big{i}"), 20)).await.expect("publish");
+        bus.publish(&subject, &format!("big{i}"), &batch(&format!("big{i}"), 20))
+            .await
+            .expect("publish");
     }
     let kept = bus.stream_len(Kind::Flows).await.expect("len");
     assert!((1..20).contains(&kept), "kept {kept}");
@@ -187,12 +210,24 @@ async fn retention_drops_the_oldest_beyond_the_byte_bound() {
 #[test]
 fn bad_settings_are_all_reported() {
     let mut loader = heimdall_config::Loader::from_parts(
-        [("HEIMDALL_NATS_URL", "127.0.0.1:4222"), ("HEIMDALL_NATS_REPLICAS", "9"), ("HEIMDALL_NATS_USER", "me")],
+        [
+            ("HEIMDALL_NATS_URL", "127.0.0.1:4222"),
+            ("HEIMDALL_NATS_REPLICAS", "9"),
+            ("HEIMDALL_NATS_USER", "me"),
+        ],
         None,
     )
     .expect("loader");
     let _: BusConfig = loader.section(PREFIX);
     let err = loader.finish().expect_err("three problems");
     let vars: Vec<_> = err.problems().iter().map(|p| p.variable.as_str()).collect();
-    assert_eq!(vars, ["HEIMDALL_NATS_PASSWORD", "HEIMDALL_NATS_REPLICAS", "HEIMDALL_NATS_URL"], "{err}");
+    assert_eq!(
+        vars,
+        [
+            "HEIMDALL_NATS_PASSWORD",
+            "HEIMDALL_NATS_REPLICAS",
+            "HEIMDALL_NATS_URL"
+        ],
+        "{err}"
+    );
 }

@@ -14,24 +14,35 @@ use tracing_subscriber::layer::SubscriberExt;
 #[tokio::test]
 async fn the_consumer_span_is_a_child_of_the_publisher_span() {
     let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_opentelemetry::layer().with_tracer(opentelemetry::trace::TracerProvider::tracer(&provider, "test")),
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(
+            opentelemetry::trace::TracerProvider::tracer(&provider, "test"),
+        ));
     tracing::subscriber::set_global_default(subscriber).expect("subscriber");
 
     let config = BusConfig {
-        url: std::env::var("HEIMDALL_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        url: std::env::var("HEIMDALL_TEST_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
         namespace: format!("trace{}", uuid::Uuid::new_v4().simple()),
         memory_storage: true,
         ..BusConfig::default()
     };
     // Two connections, as two services would have: nothing in-process links
     // the two sides.
-    let publisher = Bus::connect(&config, "trace-publisher").await.expect("NATS must be running (make setup)");
+    let publisher = Bus::connect(&config, "trace-publisher")
+        .await
+        .expect("NATS must be running (make setup)");
     let consumer = Bus::connect(&config, "trace-consumer").await.expect("NATS");
-    publisher.ensure_streams(&[Kind::Dns]).await.expect("streams");
+    publisher
+        .ensure_streams(&[Kind::Dns])
+        .await
+        .expect("streams");
 
     let subject = publisher.subjects().publish(Kind::Dns, "pi-1", 0);
     let batch = DnsBatch {
@@ -39,7 +50,10 @@ async fn the_consumer_span_is_a_child_of_the_publisher_span() {
         ..Default::default()
     };
     async {
-        publisher.publish(&subject, "dns-1", &batch).await.expect("publish");
+        publisher
+            .publish(&subject, "dns-1", &batch)
+            .await
+            .expect("publish");
     }
     .instrument(tracing::info_span!("capture.flush"))
     .await;
@@ -61,19 +75,20 @@ async fn the_consumer_span_is_a_child_of_the_publisher_span() {
             })
             .await
     });
-    run
+    run.await.expect("join").expect("consumer ran");
+    tokio::time::timeout(Duration::from_secs(5), stop.cancelled())
         .await
-        .expect("join")
-        .expect("consumer ran");
-    tokio::time::timeout(Duration::from_secs(5), stop.cancelled()).await.expect("handled");
+        .expect("handled");
     provider.force_flush().expect("flush");
 
     let spans = exporter.get_finished_spans().expect("spans");
     let find = |name: &str| {
-        spans
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no {name} span in {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()))
+        spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+            panic!(
+                "no {name} span in {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        })
     };
     let root = find("capture.flush");
     let publish = find("bus.publish");
@@ -82,10 +97,22 @@ async fn the_consumer_span_is_a_child_of_the_publisher_span() {
 
     let trace = root.span_context.trace_id();
     for s in [publish, consume, write] {
-        assert_eq!(s.span_context.trace_id(), trace, "{} is in the publisher's trace", s.name);
+        assert_eq!(
+            s.span_context.trace_id(),
+            trace,
+            "{} is in the publisher's trace",
+            s.name
+        );
     }
     assert_eq!(publish.parent_span_id, root.span_context.span_id());
-    assert_eq!(consume.parent_span_id, publish.span_context.span_id(), "consumer span is the publish span's child");
-    assert!(consume.parent_span_is_remote, "the parent came over the wire");
+    assert_eq!(
+        consume.parent_span_id,
+        publish.span_context.span_id(),
+        "consumer span is the publish span's child"
+    );
+    assert!(
+        consume.parent_span_is_remote,
+        "the parent came over the wire"
+    );
     assert_eq!(write.parent_span_id, consume.span_context.span_id());
 }

@@ -263,7 +263,10 @@ fn describe_envy_error(e: &envy::Error) -> (Option<String>, String) {
 }
 
 /// The variable whose removal changes the deserialization error `e`.
-fn culprit<T: DeserializeOwned>(vars: &BTreeMap<String, String>, e: &envy::Error) -> Option<String> {
+fn culprit<T: DeserializeOwned>(
+    vars: &BTreeMap<String, String>,
+    e: &envy::Error,
+) -> Option<String> {
     let wanted = e.to_string();
     vars.keys().find_map(|k| {
         let mut fewer = vars.clone();
@@ -300,13 +303,18 @@ fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     .unwrap_or_default()
 }
 
-fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) -> Result<(), String> {
+fn flatten(
+    prefix: &str,
+    table: &toml::Table,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
     for (key, value) in table {
         let name = format!("{prefix}{}", key.to_ascii_uppercase().replace('-', "_"));
         match value {
             toml::Value::Table(inner) => flatten(&format!("{name}_"), inner, out)?,
             toml::Value::Array(items) => {
-                let parts: Result<Vec<String>, String> = items.iter().map(|v| scalar(&name, v)).collect();
+                let parts: Result<Vec<String>, String> =
+                    items.iter().map(|v| scalar(&name, v)).collect();
                 out.insert(name, parts?.join(","));
             }
             other => {
@@ -326,7 +334,9 @@ fn scalar(name: &str, v: &toml::Value) -> Result<String, String> {
         toml::Value::Boolean(b) => b.to_string(),
         toml::Value::Datetime(d) => d.to_string(),
         toml::Value::Array(_) | toml::Value::Table(_) => {
-            return Err(format!("{name}: nested arrays and tables are not supported"));
+            return Err(format!(
+                "{name}: nested arrays and tables are not supported"
+            ));
         }
     })
 }
@@ -423,12 +433,12 @@ pub mod duration {
     /// Write a duration back in the shortest exact unit.
     pub fn format(d: &Duration) -> String {
         let ms = d.as_millis();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             return format!("{ms}ms");
         }
         let s = d.as_secs();
         for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-            if s >= size && s % size == 0 {
+            if s >= size && s.is_multiple_of(size) {
                 return format!("{}{unit}", s / size);
             }
         }
@@ -462,7 +472,11 @@ pub fn render<T: serde::Serialize>(prefix: &str, value: &T) -> String {
                 serde_json::Value::Null => "(unset)".into(),
                 serde_json::Value::Array(a) => a
                     .iter()
-                    .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| x.to_string())
+                    })
                     .collect::<Vec<_>>()
                     .join(","),
                 other => other.to_string(),

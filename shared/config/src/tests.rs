@@ -39,8 +39,18 @@ impl Default for Demo {
 
 impl Validate for Demo {
     fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
-        check::url(problems, format!("{prefix}URL"), &self.url, &["nats", "tls"]);
-        check::in_range(problems, format!("{prefix}BATCH_SIZE"), self.batch_size, 1..=100_000);
+        check::url(
+            problems,
+            format!("{prefix}URL"),
+            &self.url,
+            &["nats", "tls"],
+        );
+        check::in_range(
+            problems,
+            format!("{prefix}BATCH_SIZE"),
+            self.batch_size,
+            1..=100_000,
+        );
     }
 }
 
@@ -70,8 +80,14 @@ fn two_bad_variables_produce_one_error_naming_both() {
     .expect_err("both values are bad");
     let text = err.to_string();
     assert!(text.starts_with("2 configuration problems"), "{text}");
-    assert!(text.contains("HEIMDALL_DEMO_BATCH_SIZE: invalid digit"), "{text}");
-    assert!(text.contains("HEIMDALL_DEMO_URL: 'localhost:4222' is not a URL"), "{text}");
+    assert!(
+        text.contains("HEIMDALL_DEMO_BATCH_SIZE: invalid digit"),
+        "{text}"
+    );
+    assert!(
+        text.contains("HEIMDALL_DEMO_URL: 'localhost:4222' is not a URL"),
+        "{text}"
+    );
     let vars: Vec<_> = err.problems().iter().map(|p| p.variable.as_str()).collect();
     assert_eq!(vars, ["HEIMDALL_DEMO_BATCH_SIZE", "HEIMDALL_DEMO_URL"]);
 }
@@ -90,7 +106,11 @@ fn parse_errors_validation_errors_and_enum_errors_are_all_reported() {
     let vars: Vec<_> = err.problems().iter().map(|p| p.variable.as_str()).collect();
     assert_eq!(
         vars,
-        ["HEIMDALL_DEMO_BATCH_SIZE", "HEIMDALL_DEMO_FLUSH", "HEIMDALL_DEMO_FORMAT"],
+        [
+            "HEIMDALL_DEMO_BATCH_SIZE",
+            "HEIMDALL_DEMO_FLUSH",
+            "HEIMDALL_DEMO_FORMAT"
+        ],
         "{err}"
     );
     assert!(err.to_string().contains("unknown variant `xml`"), "{err}");
@@ -104,7 +124,11 @@ fn environment_wins_over_file_which_wins_over_defaults() {
         "[demo]\nbatch_size = 50\nurl = \"nats://file:4222\"\nnetworks = [\"192.168.0.0/16\", \"fd00::/8\"]\nflush = \"2m\""
     )
     .expect("write");
-    let d = load(&[("HEIMDALL_DEMO_URL", "nats://env:4222")], Some(file.path())).expect("valid");
+    let d = load(
+        &[("HEIMDALL_DEMO_URL", "nats://env:4222")],
+        Some(file.path()),
+    )
+    .expect("valid");
     assert_eq!(d.url, "nats://env:4222");
     assert_eq!(d.batch_size, 50);
     assert_eq!(d.flush, Duration::from_secs(120));
@@ -130,7 +154,10 @@ fn secrets_come_from_files_and_never_print() {
     assert_eq!(d.api_key.expose(), "s3cr3t-value");
     let shown = format!("{d:?} {} {}", d.api_key, render("HEIMDALL_DEMO_", &d));
     assert!(!shown.contains("s3cr3t"), "{shown}");
-    assert!(shown.contains("HEIMDALL_DEMO_API_KEY=<redacted>"), "{shown}");
+    assert!(
+        shown.contains("HEIMDALL_DEMO_API_KEY=<redacted>"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -146,8 +173,13 @@ fn a_secret_set_twice_or_unreadable_is_a_problem_without_its_value() {
     assert!(err.to_string().contains("keep one"), "{err}");
     assert!(!err.to_string().contains("inline-secret"), "{err}");
 
-    let err = load(&[("HEIMDALL_DEMO_API_KEY_FILE", "/nonexistent/key")], None).expect_err("missing");
-    assert!(err.to_string().contains("HEIMDALL_DEMO_API_KEY_FILE: cannot read /nonexistent/key"), "{err}");
+    let err =
+        load(&[("HEIMDALL_DEMO_API_KEY_FILE", "/nonexistent/key")], None).expect_err("missing");
+    assert!(
+        err.to_string()
+            .contains("HEIMDALL_DEMO_API_KEY_FILE: cannot read /nonexistent/key"),
+        "{err}"
+    );
 }
 
 #[test]

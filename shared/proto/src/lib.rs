@@ -11,7 +11,12 @@
 //! - Every message implements `prost::Name`, so its fully-qualified name is
 //!   known at run time; `bytes` fields are `bytes::Bytes` (zero-copy slices).
 
-#![allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
+#![allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations
+)]
 
 /// `heimdall.sensor.*`: what the sensor produces and consumes on the bus.
 pub mod sensor {

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use heimdall_config::{Problem, Secret, Validate};
 use serde::{Deserialize, Serialize};
+pub use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-pub use sqlx::PgPool;
 
 pub mod testing;
 
@@ -104,10 +104,18 @@ impl Validate for StoreConfig {
         } else if let Err(e) = PgConnectOptions::from_str(url) {
             problems.push(Problem {
                 variable: format!("{prefix}URL"),
-                message: format!("not a PostgreSQL URL ({})", scrub(&e.to_string(), self.url.expose())),
+                message: format!(
+                    "not a PostgreSQL URL ({})",
+                    scrub(&e.to_string(), self.url.expose())
+                ),
             });
         }
-        heimdall_config::check::in_range(problems, format!("{prefix}MAX_CONNECTIONS"), self.max_connections, 1..=256);
+        heimdall_config::check::in_range(
+            problems,
+            format!("{prefix}MAX_CONNECTIONS"),
+            self.max_connections,
+            1..=256,
+        );
     }
 }
 
@@ -125,7 +133,9 @@ fn check_schema(schema: &str) -> Result<(), Error> {
     let ok = !schema.is_empty()
         && schema.len() <= 63
         && schema.starts_with(|c: char| c.is_ascii_lowercase())
-        && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(())
     } else {
@@ -159,7 +169,10 @@ pub async fn connect(config: &StoreConfig, schema: &str) -> Result<PgPool, Error
         .application_name(&format!("heimdall-{schema}"))
         .options([
             ("search_path", format!("{schema},public")),
-            ("statement_timeout", format!("{}", config.statement_timeout.as_millis())),
+            (
+                "statement_timeout",
+                format!("{}", config.statement_timeout.as_millis()),
+            ),
         ]);
     let where_ = target(&opts);
     PgPoolOptions::new()

@@ -11,7 +11,8 @@ use heimdall_config::Secret;
 /// The server tests use: `HEIMDALL_TEST_DATABASE_URL`, else the local server
 /// as the `postgres` superuser over TCP (trust auth, as `make setup` leaves it).
 pub fn admin_url() -> String {
-    std::env::var("HEIMDALL_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("HEIMDALL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A database that exists for one test. Dropping it removes the database
@@ -31,7 +32,8 @@ impl TestDb {
         let mut conn = admin_connection(&admin).await?;
         // The name is ours (a prefix and a UUID), never user input.
         let create = format!("CREATE DATABASE {name}");
-        conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(create))).await?;
+        conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(create)))
+            .await?;
         conn.close().await?;
         let opts = PgConnectOptions::from_str(&admin)
             .map_err(|e| Error::Url(e.to_string()))?
@@ -40,7 +42,11 @@ impl TestDb {
             url: Secret::new(opts.to_url_lossy().to_string()),
             ..StoreConfig::default()
         };
-        Ok(TestDb { name, admin, config })
+        Ok(TestDb {
+            name,
+            admin,
+            config,
+        })
     }
 
     /// Settings that point at this database, as a service would load them.
@@ -60,10 +66,12 @@ impl TestDb {
 }
 
 async fn admin_connection(admin: &str) -> Result<PgConnection, Error> {
-    PgConnection::connect(admin).await.map_err(|e| Error::Connect {
-        target: heimdall_config::check::redact_url(admin),
-        reason: format!("{e} (is PostgreSQL running? `make setup` starts it)"),
-    })
+    PgConnection::connect(admin)
+        .await
+        .map_err(|e| Error::Connect {
+            target: heimdall_config::check::redact_url(admin),
+            reason: format!("{e} (is PostgreSQL running? `make setup` starts it)"),
+        })
 }
 
 impl Drop for TestDb {
@@ -73,7 +81,10 @@ impl Drop for TestDb {
         let admin = self.admin.clone();
         let name = self.name.clone();
         let cleanup = std::thread::spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(_) => return,
             };

@@ -10,7 +10,10 @@ async fn each_service_migrates_its_own_schema_independently() {
     let alpha = connect(db.config(), "alpha").await.expect("pool");
     let beta = connect(db.config(), "beta").await.expect("pool");
     // Concurrently, as two services starting together would.
-    let (a, b) = tokio::join!(migrate(&alpha, "alpha", &DEMO), migrate(&beta, "beta", &DEMO));
+    let (a, b) = tokio::join!(
+        migrate(&alpha, "alpha", &DEMO),
+        migrate(&beta, "beta", &DEMO)
+    );
     a.expect("alpha migrated");
     b.expect("beta migrated");
     // Running again is a no-op.
@@ -20,7 +23,10 @@ async fn each_service_migrates_its_own_schema_independently() {
         .execute(&alpha)
         .await
         .expect("insert");
-    let in_beta: i64 = sqlx::query_scalar("SELECT count(*) FROM items").fetch_one(&beta).await.expect("count");
+    let in_beta: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .fetch_one(&beta)
+        .await
+        .expect("count");
     assert_eq!(in_beta, 0, "beta sees its own table, not alpha's");
 
     let history: Vec<(String, i64)> = sqlx::query_as(
@@ -47,7 +53,9 @@ async fn a_test_database_is_gone_after_the_test() {
         // The pool is still open when the database is dropped: FORCE closes it.
         db.name().to_string()
     };
-    let mut admin = sqlx::PgConnection::connect(&testing::admin_url()).await.expect("admin");
+    let mut admin = sqlx::PgConnection::connect(&testing::admin_url())
+        .await
+        .expect("admin");
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
         .bind(&name)
         .fetch_one(&mut admin)
@@ -63,7 +71,9 @@ async fn connection_errors_name_the_server_but_never_the_password() {
         connect_timeout: std::time::Duration::from_secs(2),
         ..StoreConfig::default()
     };
-    let err = connect(&config, "delta").await.expect_err("nothing listens on port 1");
+    let err = connect(&config, "delta")
+        .await
+        .expect_err("nothing listens on port 1");
     let text = err.to_string();
     assert!(text.contains("127.0.0.1:1/heimdall"), "{text}");
     assert!(!text.contains("very-secret-pw"), "{text}");
@@ -81,7 +91,10 @@ fn schema_names_are_checked_before_they_reach_sql() {
 #[test]
 fn a_bad_url_is_reported_without_its_password() {
     let mut loader = heimdall_config::Loader::from_parts(
-        [("HEIMDALL_DATABASE_URL", "mysql://u:topsecret@h/db"), ("HEIMDALL_DATABASE_MAX_CONNECTIONS", "0")],
+        [
+            ("HEIMDALL_DATABASE_URL", "mysql://u:topsecret@h/db"),
+            ("HEIMDALL_DATABASE_MAX_CONNECTIONS", "0"),
+        ],
         None,
     )
     .expect("loader");

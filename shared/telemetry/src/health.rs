@@ -68,7 +68,11 @@ impl Health {
 
     /// `None` while alive, else the reason it is not.
     pub fn dead(&self) -> Option<String> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).dead.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .dead
+            .clone()
     }
 
     /// Whether every component is ready, and each one's state.

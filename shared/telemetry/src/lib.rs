@@ -89,12 +89,20 @@ impl Validate for TelemetryConfig {
             });
         }
         if let Some(ep) = &self.otlp_endpoint {
-            heimdall_config::check::url(problems, format!("{prefix}OTLP_ENDPOINT"), ep, &["http", "https"]);
+            heimdall_config::check::url(
+                problems,
+                format!("{prefix}OTLP_ENDPOINT"),
+                ep,
+                &["http", "https"],
+            );
         }
         if !(0.0..=1.0).contains(&self.trace_sample_ratio) {
             problems.push(Problem {
                 variable: format!("{prefix}TRACE_SAMPLE_RATIO"),
-                message: format!("{} is out of range; use 0.0 to 1.0", self.trace_sample_ratio),
+                message: format!(
+                    "{} is out of range; use 0.0 to 1.0",
+                    self.trace_sample_ratio
+                ),
             });
         }
     }

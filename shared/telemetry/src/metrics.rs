@@ -44,10 +44,14 @@ impl Metrics {
         metric: impl Metric,
     ) {
         let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
-        let owned = labels
-            .iter()
-            .map(|(k, v)| (std::borrow::Cow::Owned(k.to_string()), std::borrow::Cow::Owned(v.to_string())));
-        reg.sub_registry_with_labels(owned).register(name, help, metric);
+        let owned = labels.iter().map(|(k, v)| {
+            (
+                std::borrow::Cow::Owned(k.to_string()),
+                std::borrow::Cow::Owned(v.to_string()),
+            )
+        });
+        reg.sub_registry_with_labels(owned)
+            .register(name, help, metric);
     }
 
     /// The Prometheus text exposition of everything registered.

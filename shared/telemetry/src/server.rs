@@ -61,7 +61,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, axum::Json(json!({ "ready": ready, "components": components }))).into_response()
+    (
+        code,
+        axum::Json(json!({ "ready": ready, "components": components })),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -79,7 +83,10 @@ mod tests {
         let mut buf = String::new();
         s.read_to_string(&mut buf).await.expect("read");
         let code = buf[9..12].parse().expect("status code");
-        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (code, body)
     }
 
@@ -103,7 +110,10 @@ mod tests {
         assert_eq!(get(addr, "/healthz").await.0, 200);
         let (code, body) = get(addr, "/readyz").await;
         assert_eq!(code, 503);
-        assert!(body.contains(r#""nats":{"detail":"starting","ready":false}"#), "{body}");
+        assert!(
+            body.contains(r#""nats":{"detail":"starting","ready":false}"#),
+            "{body}"
+        );
 
         health.ready("nats", "connected to nats://127.0.0.1:4222");
         assert_eq!(get(addr, "/readyz").await.0, 200);

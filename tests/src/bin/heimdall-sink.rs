@@ -1,6 +1,8 @@
 //! `heimdall-sink`: connection batches from the bus into PostgreSQL.
 //! Settings come from `HEIMDALL_*` variables; `--print-config` shows them.
 
+#![allow(clippy::print_stdout)] // its report (or --print-config) is its output
+
 use heimdall_tests::sink::{self, Config};
 use tokio_util::sync::CancellationToken;
 

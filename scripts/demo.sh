@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make demo`: start the split system as local processes, push a stream of
+# connection batches through NATS JetStream, and show them arriving in
+# PostgreSQL, with the service's metrics and readiness.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+RECORDS="${DEMO_RECORDS:-50000}"
+
+bash scripts/up.sh start
+set -a; . deploy/local.env; set +a
+export PGPASSWORD="$HEIMDALL_DATABASE_PASSWORD"
+psql_() { psql -X -q -tA -h 127.0.0.1 -U heimdall -d heimdall "$@"; }
+before="$(psql_ -c 'SELECT count(*) FROM sink.conn_records')"
+
+echo
+echo "== publishing $RECORDS connection records to sensor.demo-sensor.flows (namespace $HEIMDALL_NATS_NAMESPACE)"
+HEIMDALL_TELEMETRY_LOG=warn target/debug/heimdall-publish --records "$RECORDS" --per-batch 500
+
+echo "== waiting for the sink to store them"
+want=$((before + RECORDS))
+for _ in $(seq 1 600); do
+  now="$(psql_ -c 'SELECT count(*) FROM sink.conn_records')"
+  [ "$now" -ge "$want" ] && break
+  sleep 0.1
+done
+echo "sink.conn_records: $before -> $now rows"
+[ "$now" -ge "$want" ] || { echo "demo: records did not all arrive; see .run/sink.log"; exit 1; }
+
+echo
+echo "== the newest rows"
+psql -X -h 127.0.0.1 -U heimdall -d heimdall -c \
+  "SELECT uid, batch_id, to_timestamp(ts_us / 1e6) AS ts, orig_bytes, resp_bytes FROM sink.conn_records ORDER BY ts_us DESC LIMIT 5"
+echo "== bus metrics of the sink (http://127.0.0.1:9101/metrics)"
+curl -s http://127.0.0.1:9101/metrics | grep -E '^heimdall_bus_(handled|poison|handler_errors)' || true
+echo "== readiness (http://127.0.0.1:9101/readyz)"
+curl -s http://127.0.0.1:9101/readyz; echo
+echo
+echo "The system is still running: 'make status' shows it, 'make down' stops it."
