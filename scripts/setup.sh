@@ -77,6 +77,12 @@ if ! port_open 4222; then
 else
   say "NATS is running"
 fi
+info="$(timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222; head -n1 <&3' 2>/dev/null || true)"
+if ! grep -q '"jetstream":true' <<<"$info"; then
+  say "the NATS server on 127.0.0.1:4222 runs without JetStream; restart it with -js"
+  say "(for example: pkill nats-server && make setup)"
+  exit 1
+fi
 
 # --- 4. tools -----------------------------------------------------------------
 bash "$ROOT/scripts/install-validators.sh"

@@ -200,5 +200,6 @@ async fn every_record_lands_exactly_once_through_consumer_crashes() {
 
     child.start_kill().expect("stop");
     let _ = child.wait().await;
+    bus.delete_streams(&[Kind::Flows]).await.expect("clean up");
     let _ = std::fs::remove_file(&log);
 }

@@ -42,6 +42,11 @@ pub use headers::{CONTENT_TYPE, Headers, MSG_ID};
 pub use subjects::{Kind, Subjects, partition_of};
 pub use transport::{ConsumerSpec, Delivery, Inbox, Outgoing, PublishAck, StreamSpec, Transport};
 
+/// Largest encoded message the bus accepts: NATS's default `max_payload`
+/// (1 MiB), which Debian's server keeps. Publishers close batches before they
+/// reach it; [`Bus::publish`] refuses anything larger with a clear error.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
 /// The variable prefix of [`BusConfig`].
 pub const PREFIX: &str = "HEIMDALL_NATS_";
 
@@ -352,7 +357,7 @@ impl Bus {
             subjects: vec![self.subjects.all(kind)],
             max_age: kind.default_max_age().mul_f64(c.max_age_scale),
             max_bytes: (kind.default_max_bytes() as f64 * c.max_bytes_scale) as i64,
-            max_msg_size: 8 * 1024 * 1024,
+            max_msg_size: MAX_MESSAGE_BYTES as i32,
             duplicate_window: c
                 .duplicate_window
                 .min(kind.default_max_age().mul_f64(c.max_age_scale)),
@@ -367,6 +372,15 @@ impl Bus {
             self.transport
                 .ensure_stream(self.stream_spec(*kind))
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Delete the streams of `kinds` with everything in them. For tests and
+    /// tear-down of a namespace; services never call it.
+    pub async fn delete_streams(&self, kinds: &[Kind]) -> Result<(), Error> {
+        for kind in kinds {
+            self.transport.delete_stream(self.subjects.stream(*kind)).await?;
         }
         Ok(())
     }
@@ -393,6 +407,15 @@ impl Bus {
             messaging.message.id = msg_id,
             messaging.message.body.size = message.encoded_len(),
         );
+        let size = message.encoded_len();
+        if size > MAX_MESSAGE_BYTES {
+            return Err(Error::Publish {
+                subject: subject.to_string(),
+                reason: format!(
+                    "message of {size} bytes is over the bus limit of {MAX_MESSAGE_BYTES}; close batches earlier"
+                ),
+            });
+        }
         let mut headers = Headers::new();
         headers.inject_span(&span);
         headers.insert(

@@ -216,6 +216,14 @@ impl Transport for MemoryTransport {
         })
     }
 
+    fn delete_stream(&self, stream: String) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            self.lock().streams.remove(&stream);
+            self.shared.changed.notify_waiters();
+            Ok(())
+        })
+    }
+
     fn stream_len(&self, stream: String) -> BoxFuture<'_, Result<u64, Error>> {
         Box::pin(async move {
             let mut state = self.lock();

@@ -174,6 +174,19 @@ impl Transport for NatsTransport {
         })
     }
 
+    fn delete_stream(&self, stream: String) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            match self.js.delete_stream(&stream).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.to_string().contains("not found") => Ok(()),
+                Err(e) => Err(Error::Stream {
+                    stream,
+                    reason: e.to_string(),
+                }),
+            }
+        })
+    }
+
     fn stream_len(&self, stream: String) -> BoxFuture<'_, Result<u64, Error>> {
         Box::pin(async move {
             let mut s = self

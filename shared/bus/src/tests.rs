@@ -91,6 +91,7 @@ async fn published_batches_arrive_once_and_in_order() {
         let ids: Vec<_> = got.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["b0", "b1", "b2", "b3", "b4"], "{name}");
         assert!(got.iter().all(|(_, d)| *d == 1), "{name}: {got:?}");
+        bus.delete_streams(&Kind::ALL).await.expect("clean up");
     }
 }
 
@@ -110,6 +111,7 @@ async fn a_republished_message_id_is_stored_once() {
         assert!(!first.duplicate && again.duplicate, "{name}");
         assert_eq!(first.sequence, again.sequence, "{name}");
         assert_eq!(bus.stream_len(Kind::Flows).await.expect("len"), 1, "{name}");
+        bus.delete_streams(&Kind::ALL).await.expect("clean up");
     }
 }
 
@@ -137,6 +139,7 @@ async fn a_failed_handler_gets_the_message_again_and_nothing_is_skipped() {
         assert_eq!(ids, ["m0", "m1", "m2"], "{name}");
         let m1 = got.iter().find(|(id, _)| id == "m1").expect("m1 handled");
         assert_eq!(m1.1, 3, "{name}: m1 handled on its third delivery");
+        bus.delete_streams(&Kind::ALL).await.expect("clean up");
     }
 }
 
@@ -158,6 +161,7 @@ async fn a_consumer_resumes_where_it_left_off() {
             .map(|(id, _)| id.as_str())
             .collect();
         assert_eq!(ids, ["r0", "r1", "r2", "r3"], "{name}");
+        bus.delete_streams(&Kind::ALL).await.expect("clean up");
     }
 }
 
@@ -182,6 +186,7 @@ async fn a_message_of_the_wrong_type_is_terminated_not_retried() {
             .expect("publish");
         let got = drain(&bus, "strict", |_| false, 1).await;
         assert_eq!(got, [("good".to_string(), 1)], "{name}");
+        bus.delete_streams(&Kind::ALL).await.expect("clean up");
     }
 }
 
@@ -230,4 +235,25 @@ fn bad_settings_are_all_reported() {
         ],
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn an_oversized_batch_is_refused_with_a_clear_error() {
+    let bus = Bus::memory(&test_config());
+    bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
+    let big = ConnBatch {
+        batch_id: "big".into(),
+        records: vec![
+            ConnRecord {
+                history: Some("x".repeat(MAX_MESSAGE_BYTES)),
+                ..Default::default()
+            }
+        ],
+        ..Default::default()
+    };
+    let err = bus
+        .publish(&bus.subjects().publish(Kind::Flows, "s1", 0), "big", &big)
+        .await
+        .expect_err("too big");
+    assert!(err.to_string().contains("over the bus limit"), "{err}");
 }

@@ -105,6 +105,8 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     fn publish(&self, msg: Outgoing) -> BoxFuture<'_, Result<PublishAck, Error>>;
     /// Bind to (creating if needed) a durable consumer.
     fn consumer(&self, spec: ConsumerSpec) -> BoxFuture<'_, Result<Box<dyn Inbox>, Error>>;
+    /// Remove `stream` and its consumers; no error if it does not exist.
+    fn delete_stream(&self, stream: String) -> BoxFuture<'_, Result<(), Error>>;
     /// Messages stored in `stream` and not yet removed by retention.
     fn stream_len(&self, stream: String) -> BoxFuture<'_, Result<u64, Error>>;
 }

@@ -115,4 +115,5 @@ async fn the_consumer_span_is_a_child_of_the_publisher_span() {
         "the parent came over the wire"
     );
     assert_eq!(write.parent_span_id, consume.span_context.span_id());
+    publisher.delete_streams(&[Kind::Dns]).await.expect("clean up");
 }

@@ -60,7 +60,9 @@ pub enum Error {
 pub struct StoreConfig {
     /// `HEIMDALL_DATABASE_URL` (or `HEIMDALL_DATABASE_URL_FILE`): e.g.
     /// `postgres://heimdall:pw@127.0.0.1:5432/heimdall`. Secret because it may
-    /// hold a password. Default `postgres://postgres@127.0.0.1:5432/heimdall`.
+    /// hold a password; `--print-config` shows it with the password masked.
+    /// Default `postgres://postgres@127.0.0.1:5432/heimdall`.
+    #[serde(serialize_with = "serialize_url")]
     pub url: Secret,
     /// `HEIMDALL_DATABASE_PASSWORD` (or `HEIMDALL_DATABASE_PASSWORD_FILE`,
     /// the usual way in containers): replaces the password in the URL, so the
@@ -117,6 +119,11 @@ impl Validate for StoreConfig {
             1..=256,
         );
     }
+}
+
+/// Show a database URL with its password masked.
+fn serialize_url<S: serde::Serializer>(url: &Secret, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&heimdall_config::check::redact_url(url.expose()))
 }
 
 /// Remove the URL (and so any password in it) from a driver message.
@@ -193,13 +200,16 @@ pub async fn connect(config: &StoreConfig, schema: &str) -> Result<PgPool, Error
 /// advisory lock while migrating.
 pub async fn migrate(pool: &PgPool, schema: &str, migrations: &Migrator) -> Result<(), Error> {
     check_schema(schema)?;
-    let mut owned = Migrator::with_migrations(migrations.iter().cloned().collect());
-    owned.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
-    owned.create_schema(schema.to_string());
-    owned.run(pool).await.map_err(|e| Error::Migrate {
+    let err = |reason: String| Error::Migrate {
         schema: schema.to_string(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    // The name passed check_schema: a plain lower-case identifier.
+    let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+    sqlx::raw_sql(&create).execute(pool).await.map_err(|e| err(e.to_string()))?;
+    // The pool's search_path starts with `schema`, so sqlx's unqualified
+    // `_sqlx_migrations` table is created and read there.
+    migrations.run(pool).await.map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ impl TestDb {
         let mut conn = admin_connection(&admin).await?;
         // The name is ours (a prefix and a UUID), never user input.
         let create = format!("CREATE DATABASE {name}");
-        conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(create)))
+        conn.execute(sqlx::raw_sql(&create))
             .await?;
         conn.close().await?;
         let opts = PgConnectOptions::from_str(&admin)
@@ -91,7 +91,7 @@ impl Drop for TestDb {
             rt.block_on(async move {
                 if let Ok(mut conn) = admin_connection(&admin).await {
                     let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(drop))).await;
+                    let _ = conn.execute(sqlx::raw_sql(&drop)).await;
                     let _ = conn.close().await;
                 }
             });

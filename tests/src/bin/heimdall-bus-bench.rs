@@ -2,7 +2,8 @@
 //! publisher through JetStream into PostgreSQL, with the same consumer code
 //! the sink runs. Prints one line per measurement and a `BENCH` summary.
 //!
-//! Settings: `BENCH_RECORDS` (default 400000), `BENCH_PER_BATCH` (500), and
+//! Settings: `BENCH_RECORDS` (default 400000), `BENCH_PER_BATCH` (500),
+//! `BENCH_BUS` (`nats`, or `memory` for the in-process bus), and
 //! the test servers from `HEIMDALL_TEST_NATS_URL` / `HEIMDALL_TEST_DATABASE_URL`.
 
 #![allow(clippy::print_stdout)] // its report (or --print-config) is its output
@@ -60,7 +61,13 @@ async fn main() -> anyhow::Result<()> {
         max_ack_pending: 64,
         ..BusConfig::default()
     };
-    let bus = Bus::connect(&config, "heimdall-bus-bench").await?;
+    // BENCH_BUS=memory measures the same path with the in-process bus, to
+    // separate the cost of NATS from the cost of PostgreSQL.
+    let bus = if std::env::var("BENCH_BUS").as_deref() == Ok("memory") {
+        Bus::memory(&config)
+    } else {
+        Bus::connect(&config, "heimdall-bus-bench").await?
+    };
     bus.ensure_streams(&[Kind::Flows]).await?;
     let db = TestDb::new().await?;
     let pool = heimdall_store::connect(db.config(), heimdall_tests::sink::SCHEMA).await?;
@@ -106,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
     let consume = started.elapsed();
     stop.cancel();
     consumer.await??;
+    bus.delete_streams(&[Kind::Flows]).await?;
 
     let total = (batches * per) as f64;
     let bytes: usize = prepared.iter().map(prost::Message::encoded_len).sum();
