@@ -113,11 +113,7 @@ pub async fn run(
     health.ready("nats", "consuming flows");
     info!(durable = %config.sink.durable, "sink ready");
 
-    let spec = bus.consumer_spec(
-        Kind::Flows,
-        &config.sink.durable,
-        bus.subjects().all(Kind::Flows),
-    );
+    let spec = bus.consumer_spec(Kind::Flows, &config.sink.durable, None);
     bus.consume::<ConnBatch, _, _, sqlx::Error>(spec, shutdown.clone(), |m| write_batch(&pool, m))
         .await?;
     shutdown.cancel();

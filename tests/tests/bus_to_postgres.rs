@@ -79,6 +79,7 @@ async fn every_record_lands_exactly_once_through_consumer_crashes() {
         ("HEIMDALL_NATS_URL", nats_url()),
         ("HEIMDALL_NATS_NAMESPACE", namespace.clone()),
         ("HEIMDALL_NATS_MEMORY_STORAGE", "true".into()),
+        ("HEIMDALL_NATS_MAX_BYTES_SCALE", "0.05".into()),
         ("HEIMDALL_NATS_ACK_WAIT", "2s".into()),
         ("HEIMDALL_NATS_MAX_ACK_PENDING", "16".into()),
         ("HEIMDALL_DATABASE_URL", db.url().to_string()),
@@ -97,9 +98,10 @@ async fn every_record_lands_exactly_once_through_consumer_crashes() {
     };
 
     let bus_config = BusConfig {
-        url: nats_url(),
+        url: heimdall_config::Url::new(nats_url()),
         namespace: namespace.clone(),
         memory_storage: true,
+        max_bytes_scale: 0.05,
         ..BusConfig::default()
     };
     let bus = Bus::connect(&bus_config, "e2e-publisher")
@@ -121,9 +123,13 @@ async fn every_record_lands_exactly_once_through_consumer_crashes() {
             let mut duplicates = 0;
             for n in 0..RECORDS / PER_BATCH {
                 let b = batch(n);
-                bus.publish(&subject, &b.batch_id, &b)
-                    .await
-                    .expect("publish");
+                // Retry like a real publisher would: the id makes it safe.
+                let mut tries = 0;
+                while let Err(e) = bus.publish(&subject, &b.batch_id, &b).await {
+                    tries += 1;
+                    assert!(tries < 5, "publish kept failing: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 if n % 40 == 7 {
                     let again = bus
                         .publish(&subject, &b.batch_id, &b)

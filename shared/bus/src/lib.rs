@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use heimdall_config::{Problem, Secret, Validate};
+use heimdall_config::{Problem, Secret, Url, Validate};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -42,10 +42,15 @@ pub use headers::{CONTENT_TYPE, Headers, MSG_ID};
 pub use subjects::{Kind, Subjects, partition_of};
 pub use transport::{ConsumerSpec, Delivery, Inbox, Outgoing, PublishAck, StreamSpec, Transport};
 
-/// Largest encoded message the bus accepts: NATS's default `max_payload`
-/// (1 MiB), which Debian's server keeps. Publishers close batches before they
-/// reach it; [`Bus::publish`] refuses anything larger with a clear error.
+/// Largest message the bus carries, headers included: NATS's default
+/// `max_payload` (1 MiB), which Debian's server keeps.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// Largest encoded payload [`Bus::publish`] accepts: the message limit less
+/// room for headers (trace context, message id, type). Publishers close
+/// batches before they reach it; anything larger is refused with a clear
+/// error, not retried.
+pub const MAX_PAYLOAD_BYTES: usize = MAX_MESSAGE_BYTES - 4096;
 
 /// The variable prefix of [`BusConfig`].
 pub const PREFIX: &str = "HEIMDALL_NATS_";
@@ -82,6 +87,16 @@ pub enum Error {
         /// Server's or client's reason.
         reason: String,
     },
+    /// The message is over [`MAX_PAYLOAD_BYTES`]; retrying cannot help.
+    #[error(
+        "publish to {subject}: message of {size} bytes is over the bus limit of {MAX_PAYLOAD_BYTES}; close batches earlier"
+    )]
+    TooLarge {
+        /// Subject.
+        subject: String,
+        /// Encoded size.
+        size: usize,
+    },
     /// Pulling or acknowledging failed.
     #[error("delivery: {0}")]
     Delivery(String),
@@ -92,8 +107,9 @@ pub enum Error {
 #[serde(default)]
 pub struct BusConfig {
     /// `HEIMDALL_NATS_URL`: server address(es), comma-separated.
-    /// Default `nats://127.0.0.1:4222`.
-    pub url: String,
+    /// Default `nats://127.0.0.1:4222`. Credentials in it are masked in
+    /// logs and `--print-config`.
+    pub url: Url,
     /// `HEIMDALL_NATS_TOKEN` (or `HEIMDALL_NATS_TOKEN_FILE`): auth token, if
     /// the server requires one. Never logged.
     pub token: Secret,
@@ -139,7 +155,7 @@ pub struct BusConfig {
 impl Default for BusConfig {
     fn default() -> Self {
         BusConfig {
-            url: "nats://127.0.0.1:4222".into(),
+            url: Url::new("nats://127.0.0.1:4222"),
             token: Secret::default(),
             user: String::new(),
             password: Secret::default(),
@@ -159,7 +175,7 @@ impl Default for BusConfig {
 
 impl Validate for BusConfig {
     fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
-        for url in self.url.split(',') {
+        for url in self.url.expose().split(',') {
             heimdall_config::check::url(
                 problems,
                 format!("{prefix}URL"),
@@ -207,11 +223,35 @@ impl Validate for BusConfig {
                     .into(),
             });
         }
-        if self.ack_wait < Duration::from_secs(1) {
-            problems.push(Problem {
-                variable: format!("{prefix}ACK_WAIT"),
-                message: "must be at least 1s".into(),
-            });
+        let secs = |s: u64| Duration::from_secs(s);
+        for (name, value, range) in [
+            ("ACK_WAIT", self.ack_wait, secs(1)..=secs(3600)),
+            (
+                "RETRY_DELAY",
+                self.retry_delay,
+                Duration::from_millis(10)..=secs(600),
+            ),
+            (
+                "DUPLICATE_WINDOW",
+                self.duplicate_window,
+                secs(1)..=secs(86_400),
+            ),
+            (
+                "CONNECT_TIMEOUT",
+                self.connect_timeout,
+                Duration::from_millis(100)..=secs(300),
+            ),
+        ] {
+            if !range.contains(&value) {
+                problems.push(Problem {
+                    variable: format!("{prefix}{name}"),
+                    message: format!(
+                        "out of range; use {} to {}",
+                        heimdall_config::duration::format(range.start()),
+                        heimdall_config::duration::format(range.end())
+                    ),
+                });
+            }
         }
     }
 }
@@ -380,7 +420,9 @@ impl Bus {
     /// tear-down of a namespace; services never call it.
     pub async fn delete_streams(&self, kinds: &[Kind]) -> Result<(), Error> {
         for kind in kinds {
-            self.transport.delete_stream(self.subjects.stream(*kind)).await?;
+            self.transport
+                .delete_stream(self.subjects.stream(*kind))
+                .await?;
         }
         Ok(())
     }
@@ -408,12 +450,10 @@ impl Bus {
             messaging.message.body.size = message.encoded_len(),
         );
         let size = message.encoded_len();
-        if size > MAX_MESSAGE_BYTES {
-            return Err(Error::Publish {
+        if size > MAX_PAYLOAD_BYTES {
+            return Err(Error::TooLarge {
                 subject: subject.to_string(),
-                reason: format!(
-                    "message of {size} bytes is over the bus limit of {MAX_MESSAGE_BYTES}; close batches earlier"
-                ),
+                size,
             });
         }
         let mut headers = Headers::new();
@@ -444,13 +484,22 @@ impl Bus {
         result
     }
 
-    /// A consumer definition with this bus's defaults: durable `durable` on
-    /// the stream of `kind`, receiving `filter` (use [`Subjects::all`] or
-    /// [`Subjects::partition`]).
-    pub fn consumer_spec(&self, kind: Kind, durable: &str, filter: String) -> ConsumerSpec {
+    /// A consumer definition with this bus's defaults on the stream of
+    /// `kind`. `partition: None` receives every partition under the durable
+    /// name `durable`; `Some(n)` receives partition `n` only, under
+    /// `<durable>-p<n>`, so each partition keeps its own position and two
+    /// replicas never share a device.
+    pub fn consumer_spec(&self, kind: Kind, durable: &str, partition: Option<u16>) -> ConsumerSpec {
+        let (durable, filter) = match partition {
+            None => (subjects::token(durable), self.subjects.all(kind)),
+            Some(p) => (
+                format!("{}-p{p}", subjects::token(durable)),
+                self.subjects.partition(kind, p),
+            ),
+        };
         ConsumerSpec {
             stream: self.subjects.stream(kind),
-            durable: subjects::token(durable),
+            durable,
             filter,
             ack_wait: self.config.ack_wait,
             max_ack_pending: self.config.max_ack_pending,
@@ -477,11 +526,14 @@ impl Bus {
         E: std::fmt::Display,
     {
         let labels = vec![("consumer".to_string(), spec.durable.clone())];
+        let expected_type = format!("application/protobuf; proto={}", M::full_name());
         let mut inbox = self.transport.consumer(spec.clone()).await?;
         let mut pause = Duration::from_millis(100);
         loop {
             let delivery = tokio::select! {
                 biased;
+                // Messages prefetched but not handled come back after the ack
+                // wait (docs/decisions.md, 6).
                 () = shutdown.cancelled() => return Ok(()),
                 d = inbox.next() => d,
             };
@@ -491,12 +543,21 @@ impl Bus {
                     d
                 }
                 Err(e) => {
-                    warn!(consumer = %spec.durable, error = %e, retry_in = ?pause, "cannot pull messages; retrying");
+                    // The pull may have ended for good (consumer deleted,
+                    // stream lost in a server restart): wait, then bind the
+                    // consumer again, recreating it if needed.
+                    warn!(consumer = %spec.durable, error = %e, retry_in = ?pause, "cannot pull messages; rebinding the consumer");
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
                         () = tokio::time::sleep(pause) => {}
                     }
                     pause = (pause * 2).min(Duration::from_secs(10));
+                    match self.transport.consumer(spec.clone()).await {
+                        Ok(fresh) => inbox = fresh,
+                        Err(e) => {
+                            warn!(consumer = %spec.durable, error = %e, "rebinding failed; will retry")
+                        }
+                    }
                     continue;
                 }
             };
@@ -511,7 +572,15 @@ impl Bus {
                 delivered = delivery.delivered(),
             );
             delivery.headers().set_parent_of(&span);
-            let message = match M::decode(delivery.payload().as_ref()) {
+            let wrong_type = match delivery.headers().get(CONTENT_TYPE) {
+                Some(t) if t != expected_type => Some(t.to_string()),
+                _ => None,
+            };
+            let decoded = match wrong_type {
+                Some(t) => Err(format!("payload is {t}")),
+                None => M::decode(delivery.payload().as_ref()).map_err(|e| e.to_string()),
+            };
+            let message = match decoded {
                 Ok(m) => m,
                 Err(e) => {
                     self.metrics.poison.get_or_create(&labels).inc();
@@ -554,7 +623,7 @@ impl Bus {
                 Err(e) => {
                     self.metrics.handler_errors.get_or_create(&labels).inc();
                     let shift = delivered.saturating_sub(1).min(6) as u32;
-                    let delay = self.config.retry_delay * 2u32.pow(shift);
+                    let delay = self.config.retry_delay.saturating_mul(1 << shift);
                     span.in_scope(|| warn!(error = %e, retry_in = ?delay, "handler failed; message will be redelivered"));
                     if let Err(e) = delivery.nak(delay).await {
                         debug!(error = %e, "nak not delivered; the ack wait will expire instead");

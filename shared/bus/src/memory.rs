@@ -74,6 +74,13 @@ impl MemoryTransport {
     }
 }
 
+/// `now + d`, or a day from now if that would overflow.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
 fn size_of(msg: &Outgoing) -> i64 {
     let headers: usize = msg.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
     (msg.payload.len() + headers + msg.subject.len()) as i64
@@ -199,6 +206,18 @@ impl Transport for MemoryTransport {
                     consumer: spec.durable.clone(),
                     reason: "stream not found".into(),
                 })?;
+            if let Some(existing) = stream.consumers.get(&spec.durable)
+                && existing.spec.filter != spec.filter
+            {
+                return Err(Error::Consumer {
+                    stream: spec.stream.clone(),
+                    consumer: spec.durable.clone(),
+                    reason: format!(
+                        "an existing durable consumer filters {}, not {}; use another name or delete it",
+                        existing.spec.filter, spec.filter
+                    ),
+                });
+            }
             stream
                 .consumers
                 .entry(spec.durable.clone())
@@ -264,9 +283,11 @@ impl MemInbox {
         let MemStream {
             messages,
             consumers,
+            next_seq,
             ..
         } = stream;
-        let first_seq = messages.front().map_or(u64::MAX, |m| m.seq);
+        // With an empty stream, the next message to arrive is the first.
+        let first_seq = messages.front().map_or(*next_seq, |m| m.seq);
         let consumer = consumers
             .get_mut(&self.durable)
             .ok_or_else(|| Error::Delivery(format!("consumer {} was deleted", self.durable)))?;
@@ -288,7 +309,7 @@ impl MemInbox {
             let entry = consumer.pending.get_mut(&seq);
             if let (Some((count, at)), Some(stored)) = (entry, get(seq)) {
                 *count += 1;
-                *at = now + ack_wait;
+                *at = later(now, ack_wait);
                 return Ok(Look::Deliver(self.delivery(stored, *count)));
             }
         }
@@ -300,7 +321,7 @@ impl MemInbox {
                 if matches(&consumer.spec.filter, &stored.msg.subject) {
                     consumer
                         .pending
-                        .insert(stored.seq, (1, now + consumer.spec.ack_wait));
+                        .insert(stored.seq, (1, later(now, consumer.spec.ack_wait)));
                     return Ok(Look::Deliver(self.delivery(stored, 1)));
                 }
             }
@@ -379,7 +400,7 @@ impl MemDelivery {
                     }
                     Some(delay) => {
                         if let Some(entry) = c.pending.get_mut(&self.seq) {
-                            entry.1 = Instant::now() + delay;
+                            entry.1 = later(Instant::now(), delay);
                         }
                     }
                 }

@@ -44,19 +44,21 @@ impl NatsTransport {
         }
         let addrs: Vec<async_nats::ServerAddr> = config
             .url
+            .expose()
             .split(',')
             .map(|u| {
-                u.trim()
-                    .parse::<async_nats::ServerAddr>()
-                    .map_err(|e| Error::Connect(format!("bad URL {u}: {e}")))
+                u.trim().parse::<async_nats::ServerAddr>().map_err(|e| {
+                    Error::Connect(format!(
+                        "bad URL {}: {e}",
+                        heimdall_config::check::redact_url(u)
+                    ))
+                })
             })
             .collect::<Result<_, _>>()?;
-        let client = opts.connect(addrs).await.map_err(|e| {
-            Error::Connect(format!(
-                "{}: {e}",
-                heimdall_config::check::redact_url(&config.url)
-            ))
-        })?;
+        let client = opts
+            .connect(addrs)
+            .await
+            .map_err(|e| Error::Connect(format!("{}: {e}", config.url)))?;
         Ok(NatsTransport {
             js: jetstream::new(client),
         })
@@ -158,10 +160,28 @@ impl Transport for NatsTransport {
                 deliver_policy: consumer::DeliverPolicy::All,
                 ..Default::default()
             };
-            let consumer: consumer::PullConsumer = stream
-                .get_or_create_consumer(&spec.durable, config)
-                .await
-                .map_err(|e| err(&e))?;
+            // Create, or update an existing durable to these settings (ack
+            // wait, pending limit). A durable whose filter differs is an
+            // error: two configurations are fighting over one name.
+            let consumer: consumer::PullConsumer = match stream.get_consumer(&spec.durable).await {
+                Ok(existing) => {
+                    let current: &consumer::Config = &existing.cached_info().config;
+                    if current.filter_subject != spec.filter {
+                        return Err(err(&format!(
+                            "an existing durable consumer filters {}, not {}; use another name or delete it",
+                            current.filter_subject, spec.filter
+                        )));
+                    }
+                    if current.ack_wait != spec.ack_wait
+                        || current.max_ack_pending != spec.max_ack_pending
+                    {
+                        stream.create_consumer(config).await.map_err(|e| err(&e))?
+                    } else {
+                        existing
+                    }
+                }
+                Err(_) => stream.create_consumer(config).await.map_err(|e| err(&e))?,
+            };
             let messages = consumer
                 .stream()
                 .max_messages_per_batch(64)

@@ -12,21 +12,31 @@ use super::*;
 
 fn test_config() -> BusConfig {
     BusConfig {
-        url: std::env::var("HEIMDALL_TEST_NATS_URL")
-            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        url: heimdall_config::Url::new(
+            std::env::var("HEIMDALL_TEST_NATS_URL")
+                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        ),
         namespace: format!("t{}", uuid::Uuid::new_v4().simple()),
         memory_storage: true,
+        // JetStream reserves a memory stream's whole byte bound up front.
+        max_bytes_scale: 0.01,
         retry_delay: Duration::from_millis(50),
-        ack_wait: Duration::from_secs(2),
+        // Long enough that a loaded CI machine never triggers a redelivery
+        // the test did not ask for; naks drive the retries under test.
+        ack_wait: Duration::from_secs(30),
         ..BusConfig::default()
     }
 }
 
 async fn backends() -> Vec<(&'static str, Bus)> {
-    let nats = Bus::connect(&test_config(), "heimdall-bus-test")
+    backends_with(test_config()).await
+}
+
+async fn backends_with(config: BusConfig) -> Vec<(&'static str, Bus)> {
+    let nats = Bus::connect(&config, "heimdall-bus-test")
         .await
         .expect("NATS must be running for the bus tests (make setup starts it)");
-    vec![("memory", Bus::memory(&test_config())), ("nats", nats)]
+    vec![("memory", Bus::memory(&config)), ("nats", nats)]
 }
 
 fn batch(id: &str, n: usize) -> ConnBatch {
@@ -50,7 +60,7 @@ where
 {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stop = CancellationToken::new();
-    let spec = bus.consumer_spec(Kind::Flows, durable, bus.subjects().all(Kind::Flows));
+    let spec = bus.consumer_spec(Kind::Flows, durable, None);
     let seen2 = seen.clone();
     let stop2 = stop.clone();
     let run = bus.consume::<ConnBatch, _, _, String>(spec, stop.clone(), move |m| {
@@ -145,7 +155,13 @@ async fn a_failed_handler_gets_the_message_again_and_nothing_is_skipped() {
 
 #[tokio::test]
 async fn a_consumer_resumes_where_it_left_off() {
-    for (name, bus) in backends().await {
+    // JetStream prefetches: what the first run pulled but did not handle
+    // comes back after the ack wait, so keep it short here.
+    let config = BusConfig {
+        ack_wait: Duration::from_secs(2),
+        ..test_config()
+    };
+    for (name, bus) in backends_with(config).await {
         bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
         let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
         for i in 0..4 {
@@ -243,12 +259,10 @@ async fn an_oversized_batch_is_refused_with_a_clear_error() {
     bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
     let big = ConnBatch {
         batch_id: "big".into(),
-        records: vec![
-            ConnRecord {
-                history: Some("x".repeat(MAX_MESSAGE_BYTES)),
-                ..Default::default()
-            }
-        ],
+        records: vec![ConnRecord {
+            history: Some("x".repeat(MAX_MESSAGE_BYTES)),
+            ..Default::default()
+        }],
         ..Default::default()
     };
     let err = bus
@@ -256,4 +270,119 @@ async fn an_oversized_batch_is_refused_with_a_clear_error() {
         .await
         .expect_err("too big");
     assert!(err.to_string().contains("over the bus limit"), "{err}");
+}
+
+#[tokio::test]
+async fn a_consumer_waiting_on_an_empty_stream_gets_what_comes_later() {
+    for (name, bus) in backends().await {
+        bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
+        let waiting = {
+            let bus = bus.clone();
+            tokio::spawn(async move { drain(&bus, "early", |_| false, 2).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
+        for id in ["late0", "late1"] {
+            bus.publish(&subject, id, &batch(id, 1))
+                .await
+                .expect("publish");
+        }
+        let got = waiting.await.expect("join");
+        let ids: Vec<_> = got.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["late0", "late1"], "{name}");
+        bus.delete_streams(&Kind::ALL).await.expect("clean up");
+    }
+}
+
+#[tokio::test]
+async fn partition_consumers_split_the_work_without_overlap() {
+    for (name, bus) in backends().await {
+        bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
+        for i in 0..12u16 {
+            let subject = bus.subjects().publish(Kind::Flows, "s1", i % 3);
+            let id = format!("p{}-{i}", i % 3);
+            bus.publish(&subject, &id, &batch(&id, 1))
+                .await
+                .expect("publish");
+        }
+        for p in 0..3u16 {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let stop = CancellationToken::new();
+            let spec = bus.consumer_spec(Kind::Flows, "anomaly", Some(p));
+            assert_eq!(spec.durable, format!("anomaly-p{p}"));
+            let (seen2, stop2) = (seen.clone(), stop.clone());
+            let run = bus.consume::<ConnBatch, _, _, String>(spec, stop.clone(), move |m| {
+                let mut s = seen2.lock().expect("lock");
+                s.push(m.message.batch_id.clone());
+                if s.len() == 4 {
+                    stop2.cancel();
+                }
+                async { Ok(()) }
+            });
+            tokio::time::timeout(Duration::from_secs(10), run)
+                .await
+                .expect("in time")
+                .expect("ran");
+            let got = seen.lock().expect("lock").clone();
+            assert!(
+                got.iter().all(|id| id.starts_with(&format!("p{p}-"))),
+                "{name}: {got:?}"
+            );
+        }
+        // The same durable name with another filter is refused, not silently reused.
+        let mut clash = bus.consumer_spec(Kind::Flows, "anomaly", Some(1));
+        clash.durable = "anomaly-p0".into();
+        let err = bus
+            .consume::<ConnBatch, _, _, String>(clash, CancellationToken::new(), |_| async {
+                Ok(())
+            })
+            .await
+            .expect_err("filter clash");
+        assert!(err.to_string().contains("filters"), "{name}: {err}");
+        bus.delete_streams(&Kind::ALL).await.expect("clean up");
+    }
+}
+
+#[tokio::test]
+async fn a_message_of_another_type_on_the_subject_is_terminated() {
+    for (name, bus) in backends().await {
+        bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
+        let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
+        let dns = heimdall_proto::sensor::v1::DnsBatch {
+            batch_id: "not-conn".into(),
+            ..Default::default()
+        };
+        bus.publish(&subject, "not-conn", &dns)
+            .await
+            .expect("publish");
+        bus.publish(&subject, "conn", &batch("conn", 1))
+            .await
+            .expect("publish");
+        let got = drain(&bus, "typed", |_| false, 1).await;
+        assert_eq!(got, [("conn".to_string(), 1)], "{name}");
+        bus.delete_streams(&Kind::ALL).await.expect("clean up");
+    }
+}
+
+#[test]
+fn durations_past_their_bounds_are_problems_not_panics() {
+    let mut loader = heimdall_config::Loader::from_parts(
+        [
+            ("HEIMDALL_NATS_RETRY_DELAY", "99999999999999d"),
+            ("HEIMDALL_NATS_DUPLICATE_WINDOW", "0"),
+        ],
+        None,
+    )
+    .expect("loader");
+    let _: BusConfig = loader.section(PREFIX);
+    let err = loader.finish().expect_err("bad");
+    let vars: Vec<_> = err.problems().iter().map(|p| p.variable.as_str()).collect();
+    assert_eq!(
+        vars,
+        [
+            "HEIMDALL_NATS_DUPLICATE_WINDOW",
+            "HEIMDALL_NATS_RETRY_DELAY"
+        ],
+        "{err}"
+    );
 }

@@ -27,10 +27,13 @@ async fn the_consumer_span_is_a_child_of_the_publisher_span() {
     tracing::subscriber::set_global_default(subscriber).expect("subscriber");
 
     let config = BusConfig {
-        url: std::env::var("HEIMDALL_TEST_NATS_URL")
-            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        url: heimdall_config::Url::new(
+            std::env::var("HEIMDALL_TEST_NATS_URL")
+                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        ),
         namespace: format!("trace{}", uuid::Uuid::new_v4().simple()),
         memory_storage: true,
+        max_bytes_scale: 0.01,
         ..BusConfig::default()
     };
     // Two connections, as two services would have: nothing in-process links
@@ -59,7 +62,7 @@ async fn the_consumer_span_is_a_child_of_the_publisher_span() {
     .await;
 
     let stop = CancellationToken::new();
-    let spec = consumer.consumer_spec(Kind::Dns, "tracer", consumer.subjects().all(Kind::Dns));
+    let spec = consumer.consumer_spec(Kind::Dns, "tracer", None);
     let stop2 = stop.clone();
     // A fresh task: no span of the publisher is current there.
     let run = tokio::spawn(async move {
@@ -115,5 +118,8 @@ async fn the_consumer_span_is_a_child_of_the_publisher_span() {
         "the parent came over the wire"
     );
     assert_eq!(write.parent_span_id, consume.span_context.span_id());
-    publisher.delete_streams(&[Kind::Dns]).await.expect("clean up");
+    publisher
+        .delete_streams(&[Kind::Dns])
+        .await
+        .expect("clean up");
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 mod secret;
-pub use secret::Secret;
+pub use secret::{Secret, Url};
 
 /// The prefix every Heimdall variable starts with.
 pub const PREFIX: &str = "HEIMDALL_";
@@ -91,7 +91,10 @@ pub trait Validate {
 /// optional file, accumulating problems until [`Loader::finish`].
 #[derive(Debug)]
 pub struct Loader {
-    vars: BTreeMap<String, String>,
+    /// `HEIMDALL_*` variables from the TOML file.
+    file: BTreeMap<String, String>,
+    /// `HEIMDALL_*` variables from the environment.
+    env: BTreeMap<String, String>,
     problems: Vec<Problem>,
 }
 
@@ -116,102 +119,118 @@ impl Loader {
         K: Into<String>,
         V: Into<String>,
     {
-        let mut merged = BTreeMap::new();
-        if let Some(path) = file {
-            merged.extend(read_file(path)?);
-        }
-        for (k, v) in vars {
-            let k = k.into();
-            if k.starts_with(PREFIX) {
-                merged.insert(k, v.into());
-            }
-        }
-        let mut loader = Loader {
-            vars: BTreeMap::new(),
-            problems: Vec::new(),
+        let file = match file {
+            Some(path) => read_file(path)?,
+            None => BTreeMap::new(),
         };
-        loader.vars = loader.resolve_file_variables(merged);
-        Ok(loader)
+        let env = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .filter(|(k, _)| k.starts_with(PREFIX) && k != "HEIMDALL_CONFIG_FILE")
+            .collect();
+        Ok(Loader {
+            file,
+            env,
+            problems: Vec::new(),
+        })
     }
 
-    /// Replace every `X_FILE=path` with `X=<contents of path>`. A variable set
-    /// both ways is a problem: the operator meant one of them.
-    fn resolve_file_variables(
+    /// The section's settings from one source, keyed by lower-case field
+    /// name, with `<field>_FILE` indirections read. Only a declared field can
+    /// be given through a file, so a real setting whose name ends in `_file`
+    /// is left alone.
+    fn source(
         &mut self,
-        merged: BTreeMap<String, String>,
+        from: &BTreeMap<String, String>,
+        prefix: &str,
+        fields: &[&str],
     ) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        let mut from_files = Vec::new();
-        for (k, v) in merged {
-            if k == "HEIMDALL_CONFIG_FILE" {
-                continue;
-            }
-            match k.strip_suffix(FILE_SUFFIX) {
-                Some(base) => from_files.push((base.to_string(), k.clone(), v)),
-                None => {
-                    out.insert(k, v);
-                }
-            }
-        }
-        for (base, file_var, path) in from_files {
-            if out.contains_key(&base) {
-                self.problems.push(Problem {
-                    variable: file_var,
-                    message: format!("both {base} and {base}{FILE_SUFFIX} are set; keep one"),
-                });
-                continue;
-            }
-            match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    out.insert(base, text.trim_end_matches(['\r', '\n']).to_string());
-                }
-                Err(e) => self.problems.push(Problem {
-                    variable: file_var,
-                    // The path is not secret; the contents would be.
-                    message: format!("cannot read {path}: {e}"),
-                }),
-            }
-        }
-        out
-    }
-
-    /// Deserialize the section whose variables start with `prefix` (for
-    /// example `"HEIMDALL_NATS_"`), then validate it. On any problem the
-    /// section falls back to defaults for the bad fields so that the remaining
-    /// sections are still checked; the problems surface in [`Loader::finish`].
-    pub fn section<T>(&mut self, prefix: &str) -> T
-    where
-        T: DeserializeOwned + Default + Validate,
-    {
-        let mut vars: BTreeMap<String, String> = self
-            .vars
+        let mut out: BTreeMap<String, String> = from
             .iter()
             .filter_map(|(k, v)| {
                 k.strip_prefix(prefix)
                     .map(|rest| (rest.to_ascii_lowercase(), v.clone()))
             })
             .collect();
-        // envy stops at the first bad field. Remove the field it complained
-        // about and try again, so every bad field in the section is reported.
-        let value = loop {
-            match envy::from_iter::<_, T>(vars.clone()) {
-                Ok(v) => break v,
-                Err(e) => {
-                    let (named, message) = describe_envy_error(&e);
-                    // serde's enum errors do not say which field; find the
-                    // variable whose removal makes this error go away.
-                    let field = named.or_else(|| culprit::<T>(&vars, &e));
-                    let variable = match &field {
-                        Some(f) => format!("{prefix}{}", f.to_ascii_uppercase()),
-                        None => format!("{prefix}*"),
-                    };
-                    self.problems.push(Problem { variable, message });
-                    match field {
-                        Some(f) if vars.remove(&f).is_some() => continue,
-                        // Nothing left to remove: give up on this section.
-                        _ => break T::default(),
+        let indirect: Vec<(String, String)> = out
+            .keys()
+            .filter_map(|k| {
+                let base = k.strip_suffix("_file")?;
+                (!fields.contains(&k.as_str()) && fields.contains(&base))
+                    .then(|| (k.clone(), base.to_string()))
+            })
+            .collect();
+        for (key, base) in indirect {
+            let path = out.remove(&key).unwrap_or_default();
+            let file_var = format!("{prefix}{}", key.to_ascii_uppercase());
+            if out.contains_key(&base) {
+                self.problem(
+                    file_var,
+                    format!(
+                        "both {prefix}{0} and {prefix}{0}{FILE_SUFFIX} are set; keep one",
+                        base.to_ascii_uppercase()
+                    ),
+                );
+                continue;
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    out.insert(base, text.trim_end_matches(['\r', '\n']).to_string());
+                }
+                // The path is not secret; the contents would be.
+                Err(e) => self.problem(file_var, format!("cannot read {path}: {e}")),
+            }
+        }
+        out
+    }
+
+    /// Deserialize the section whose variables start with `prefix` (for
+    /// example `"HEIMDALL_NATS_"`), then validate it. A bad field falls back to
+    /// its default so the remaining settings and sections are still checked;
+    /// every problem surfaces in [`Loader::finish`].
+    pub fn section<T>(&mut self, prefix: &str) -> T
+    where
+        T: DeserializeOwned + Default + Validate,
+    {
+        let fields = field_names::<T>();
+        let file = self.file.clone();
+        let env = self.env.clone();
+        let mut vars = self.source(&file, prefix, fields);
+        vars.extend(self.source(&env, prefix, fields));
+
+        let unknown: Vec<String> = vars
+            .keys()
+            .filter(|k| !fields.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for key in unknown {
+            vars.remove(&key);
+            self.problem(
+                format!("{prefix}{}", key.to_ascii_uppercase()),
+                format!("unknown setting; this section has {}", fields.join(", ")),
+            );
+        }
+
+        // envy stops at the first bad field, so try each variable on its own:
+        // every one that fails is reported and left at its default.
+        let value = match envy::from_iter::<_, T>(vars.clone()) {
+            Ok(v) => v,
+            Err(whole) => {
+                let mut found = false;
+                for (key, val) in vars.clone() {
+                    if let Err(e) = envy::from_iter::<_, T>([(key.clone(), val)]) {
+                        found = true;
+                        vars.remove(&key);
+                        self.problem(
+                            format!("{prefix}{}", key.to_ascii_uppercase()),
+                            describe_envy_error(&e),
+                        );
                     }
                 }
+                if !found {
+                    self.problem(format!("{prefix}*"), describe_envy_error(&whole));
+                }
+                envy::from_iter::<_, T>(vars).unwrap_or_default()
             }
         };
         value.validate(prefix, &mut self.problems);
@@ -240,42 +259,57 @@ impl Loader {
     }
 }
 
-/// Turn envy's message into (lower-case field name, readable message). envy
-/// says `missing value for field url` or `... while parsing value 'x' provided
-/// by port`; the value itself is left out of our message because the field
-/// might be a secret.
-fn describe_envy_error(e: &envy::Error) -> (Option<String>, String) {
+/// envy's message without the offending value, which may be a secret typed
+/// into the wrong variable: `invalid digit found in string while parsing
+/// value 'x' provided by PORT` becomes `invalid digit found in string`, and
+/// serde's ``unknown variant `x`, expected one of ...`` loses the `x`.
+fn describe_envy_error(e: &envy::Error) -> String {
     match e {
-        envy::Error::MissingValue(field) => (Some((*field).to_string()), "is required".into()),
+        envy::Error::MissingValue(_) => "is required".into(),
         envy::Error::Custom(msg) => {
-            if let Some((cause, field)) = msg.rsplit_once(" provided by ") {
-                let cause = cause
-                    .split(" while parsing value ")
-                    .next()
-                    .unwrap_or(cause)
-                    .to_string();
-                (Some(field.to_ascii_lowercase()), cause)
-            } else {
-                (None, msg.clone())
+            let cause = msg.split(" while parsing value ").next().unwrap_or(msg);
+            match cause
+                .strip_prefix("unknown variant `")
+                .and_then(|rest| rest.split_once("`, "))
+            {
+                Some((_, expected)) => format!("unknown value, {expected}"),
+                None => cause.to_string(),
             }
         }
     }
 }
 
-/// The variable whose removal changes the deserialization error `e`.
-fn culprit<T: DeserializeOwned>(
-    vars: &BTreeMap<String, String>,
-    e: &envy::Error,
-) -> Option<String> {
-    let wanted = e.to_string();
-    vars.keys().find_map(|k| {
-        let mut fewer = vars.clone();
-        fewer.remove(k);
-        match envy::from_iter::<_, T>(fewer) {
-            Err(other) if other.to_string() == wanted => None,
-            _ => Some(k.clone()),
-        }
-    })
+/// The field names a settings struct declares, read from its `Deserialize`
+/// implementation (serde passes them to `deserialize_struct`).
+fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
+    let mut fields = None;
+    let _ = T::deserialize(FieldProbe(&mut fields));
+    fields.unwrap_or(&[])
+}
+
+struct FieldProbe<'a>(&'a mut Option<&'static [&'static str]>);
+
+impl<'de> serde::Deserializer<'de> for FieldProbe<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("settings must be a struct"))
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = Some(fields);
+        Err(serde::de::Error::custom("probe only"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+    }
 }
 
 /// Flatten a TOML file into `HEIMDALL_SECTION_KEY` variables: top-level keys
@@ -386,22 +420,52 @@ pub mod check {
         }
     }
 
-    /// Hide a password embedded in a URL (`postgres://user:pw@host`).
+    /// Hide credentials in a URL, or in a comma-separated list of URLs:
+    /// the password of `user:password@`, a bare token in `nats://token@host`
+    /// (NATS schemes only; elsewhere a bare userinfo is a user name), and a
+    /// `password=` query parameter.
     pub fn redact_url(value: &str) -> String {
-        match (value.find("://"), value.rfind('@')) {
-            (Some(scheme_end), Some(at)) if at > scheme_end => {
-                let userinfo = &value[scheme_end + 3..at];
-                match userinfo.split_once(':') {
-                    Some((user, _)) => format!(
-                        "{}{user}:<redacted>{}",
-                        &value[..scheme_end + 3],
-                        &value[at..]
-                    ),
-                    None => value.to_string(),
+        value
+            .split(',')
+            .map(redact_one)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn redact_one(value: &str) -> String {
+        let Some(scheme_end) = value.find("://") else {
+            return value.to_string();
+        };
+        let scheme = value[..scheme_end].trim().to_ascii_lowercase();
+        let rest = &value[scheme_end + 3..];
+        let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(host_end);
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:<redacted>@{host}"),
+                None if matches!(scheme.as_str(), "nats" | "tls" | "ws" | "wss") => {
+                    format!("<redacted>@{host}")
                 }
+                None => format!("{userinfo}@{host}"),
+            },
+            None => authority.to_string(),
+        };
+        let tail = match tail.split_once('?') {
+            Some((path, query)) => {
+                let query: Vec<String> = query
+                    .split('&')
+                    .map(|kv| match kv.split_once('=') {
+                        Some((k, _)) if k.eq_ignore_ascii_case("password") => {
+                            format!("{k}=<redacted>")
+                        }
+                        _ => kv.to_string(),
+                    })
+                    .collect();
+                format!("{path}?{}", query.join("&"))
             }
-            _ => value.to_string(),
-        }
+            None => tail.to_string(),
+        };
+        format!("{}://{authority}{tail}", &value[..scheme_end])
     }
 }
 
@@ -418,7 +482,7 @@ pub mod duration {
         let (num, unit) = t.split_at(split);
         let n: u64 = num
             .parse()
-            .map_err(|_| format!("'{t}' is not a duration; use e.g. 30s, 500ms, 2m, 1h or 7d"))?;
+            .map_err(|_| "not a duration; use e.g. 30s, 500ms, 2m, 1h or 7d".to_string())?;
         let secs = |m: u64| Duration::from_secs(n.saturating_mul(m));
         Ok(match unit {
             "" | "s" => secs(1),
@@ -426,7 +490,7 @@ pub mod duration {
             "m" => secs(60),
             "h" => secs(3600),
             "d" => secs(86_400),
-            _ => return Err(format!("'{t}' has an unknown unit; use ms, s, m, h or d")),
+            _ => return Err("unknown unit; use ms, s, m, h or d".to_string()),
         })
     }
 

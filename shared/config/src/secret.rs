@@ -1,4 +1,5 @@
-//! A value that must never be printed: API keys, tokens, passwords.
+//! Values that must never be printed whole: API keys, tokens, passwords,
+//! and URLs that may carry credentials.
 
 use std::fmt;
 
@@ -62,5 +63,48 @@ impl Serialize for Secret {
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d).map(Secret::new)
+    }
+}
+
+/// A URL (or comma-separated list of URLs) that may carry credentials.
+/// `Debug`, `Display` and `Serialize` show it with passwords and tokens
+/// masked (see [`crate::check::redact_url`]); [`Url::expose`] gives the
+/// whole value to the one place that connects with it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Url(String);
+
+impl Url {
+    /// Wrap a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Url(value.into())
+    }
+
+    /// The URL with its credentials, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", crate::check::redact_url(&self.0))
+    }
+}
+
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::check::redact_url(&self.0))
+    }
+}
+
+impl Serialize for Url {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::check::redact_url(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Url {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Url)
     }
 }

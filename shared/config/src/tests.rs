@@ -15,6 +15,8 @@ struct Demo {
     format: Format,
     networks: Vec<String>,
     api_key: Secret,
+    /// A real setting whose name ends in `_file`: not a file indirection.
+    read_file: String,
 }
 
 #[derive(Debug, Deserialize, Serialize, PartialEq, Clone, Copy)]
@@ -33,6 +35,7 @@ impl Default for Demo {
             format: Format::Human,
             networks: vec!["10.0.0.0/8".into()],
             api_key: Secret::default(),
+            read_file: String::new(),
         }
     }
 }
@@ -113,7 +116,15 @@ fn parse_errors_validation_errors_and_enum_errors_are_all_reported() {
         ],
         "{err}"
     );
-    assert!(err.to_string().contains("unknown variant `xml`"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("unknown value, expected `json` or `human`"),
+        "{err}"
+    );
+    assert!(
+        !err.to_string().contains("xml"),
+        "the bad value is not echoed: {err}"
+    );
 }
 
 #[test]
@@ -211,4 +222,65 @@ fn urls_with_passwords_are_redacted() {
         "postgres://heimdall:<redacted>@db:5432/h"
     );
     assert_eq!(check::redact_url("nats://host:4222"), "nats://host:4222");
+    assert_eq!(
+        check::redact_url("nats://tok1@a:4222,nats://u:p@b:4222"),
+        "nats://<redacted>@a:4222,nats://u:<redacted>@b:4222"
+    );
+    assert_eq!(
+        check::redact_url("postgres://heimdall@db/h?sslmode=require&password=pw"),
+        "postgres://heimdall@db/h?sslmode=require&password=<redacted>"
+    );
+    let url = Url::new("nats://secret-token@host:4222");
+    let shown = format!(
+        "{url} {url:?} {}",
+        serde_json::to_string(&url).expect("json")
+    );
+    assert!(!shown.contains("secret-token"), "{shown}");
+    assert_eq!(url.expose(), "nats://secret-token@host:4222");
+}
+
+#[test]
+fn unknown_variables_in_a_section_are_reported_with_the_known_ones() {
+    let err = load(&[("HEIMDALL_DEMO_BATCHSIZE", "5")], None).expect_err("typo");
+    let text = err.to_string();
+    assert!(
+        text.contains("HEIMDALL_DEMO_BATCHSIZE: unknown setting; this section has url, batch_size"),
+        "{text}"
+    );
+}
+
+#[test]
+fn two_fields_with_the_same_bad_value_are_both_reported() {
+    let err = load(
+        &[
+            ("HEIMDALL_DEMO_BATCH_SIZE", "5x"),
+            ("HEIMDALL_DEMO_FLUSH", "5x"),
+        ],
+        None,
+    )
+    .expect_err("bad");
+    let vars: Vec<_> = err.problems().iter().map(|p| p.variable.as_str()).collect();
+    assert_eq!(
+        vars,
+        ["HEIMDALL_DEMO_BATCH_SIZE", "HEIMDALL_DEMO_FLUSH"],
+        "{err}"
+    );
+}
+
+#[test]
+fn an_environment_secret_wins_over_a_secret_file_named_in_the_config_file() {
+    let mut key = tempfile::NamedTempFile::new().expect("temp file");
+    writeln!(key, "from-file").expect("write");
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    writeln!(file, "[demo]\napi_key_file = \"{}\"", key.path().display()).expect("write");
+    let d = load(&[], Some(file.path())).expect("valid");
+    assert_eq!(d.api_key.expose(), "from-file");
+    let d = load(&[("HEIMDALL_DEMO_API_KEY", "from-env")], Some(file.path())).expect("valid");
+    assert_eq!(d.api_key.expose(), "from-env");
+}
+
+#[test]
+fn a_setting_that_ends_in_file_is_a_setting() {
+    let d = load(&[("HEIMDALL_DEMO_READ_FILE", "/tmp/capture.pcap")], None).expect("valid");
+    assert_eq!(d.read_file, "/tmp/capture.pcap");
 }

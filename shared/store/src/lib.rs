@@ -204,12 +204,35 @@ pub async fn migrate(pool: &PgPool, schema: &str, migrations: &Migrator) -> Resu
         schema: schema.to_string(),
         reason,
     };
+    let mut conn = pool.acquire().await?;
+    // Migrations may run longer than the statement timeout meant for
+    // queries, and may wait for another replica's migration lock.
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut *conn)
+        .await?;
+    // Two replicas starting together would race on CREATE SCHEMA (a unique
+    // violation in pg_namespace); a transaction-scoped lock serialises them.
     // The name passed check_schema: a plain lower-case identifier.
     let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
-    sqlx::raw_sql(&create).execute(pool).await.map_err(|e| err(e.to_string()))?;
-    // The pool's search_path starts with `schema`, so sqlx's unqualified
-    // `_sqlx_migrations` table is created and read there.
-    migrations.run(pool).await.map_err(|e| err(e.to_string()))
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('heimdall.create_schema'))")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(&create)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    tx.commit().await?;
+    // The connection's search_path starts with `schema`, so sqlx's
+    // unqualified `_sqlx_migrations` table is created and read there.
+    let result = migrations
+        .run(&mut *conn)
+        .await
+        .map_err(|e| err(e.to_string()));
+    sqlx::query("RESET statement_timeout")
+        .execute(&mut *conn)
+        .await?;
+    result
 }
 
 #[cfg(test)]

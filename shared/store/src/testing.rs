@@ -32,8 +32,7 @@ impl TestDb {
         let mut conn = admin_connection(&admin).await?;
         // The name is ours (a prefix and a UUID), never user input.
         let create = format!("CREATE DATABASE {name}");
-        conn.execute(sqlx::raw_sql(&create))
-            .await?;
+        conn.execute(sqlx::raw_sql(&create)).await?;
         conn.close().await?;
         let opts = PgConnectOptions::from_str(&admin)
             .map_err(|e| Error::Url(e.to_string()))?

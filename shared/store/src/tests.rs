@@ -9,12 +9,16 @@ async fn each_service_migrates_its_own_schema_independently() {
     let db = TestDb::new().await.expect("test database");
     let alpha = connect(db.config(), "alpha").await.expect("pool");
     let beta = connect(db.config(), "beta").await.expect("pool");
-    // Concurrently, as two services starting together would.
-    let (a, b) = tokio::join!(
+    // Concurrently, as two services and a second replica of one starting
+    // together would.
+    let alpha_replica = connect(db.config(), "alpha").await.expect("pool");
+    let (a, a2, b) = tokio::join!(
         migrate(&alpha, "alpha", &DEMO),
+        migrate(&alpha_replica, "alpha", &DEMO),
         migrate(&beta, "beta", &DEMO)
     );
     a.expect("alpha migrated");
+    a2.expect("the second alpha replica found it migrated");
     b.expect("beta migrated");
     // Running again is a no-op.
     migrate(&alpha, "alpha", &DEMO).await.expect("idempotent");

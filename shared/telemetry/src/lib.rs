@@ -63,6 +63,9 @@ pub struct TelemetryConfig {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` is used if set; if neither is set, spans
     /// are not exported.
     pub otlp_endpoint: Option<String>,
+    /// `HEIMDALL_TELEMETRY_TRACE_FILTER`: which spans are exported, in
+    /// `RUST_LOG` syntax, independent of the log filter. Default `info`.
+    pub trace_filter: String,
     /// `HEIMDALL_TELEMETRY_TRACE_SAMPLE_RATIO`: share of new traces recorded,
     /// 0.0 to 1.0. Default 1.0; traces started elsewhere follow their parent.
     pub trace_sample_ratio: f64,
@@ -75,6 +78,7 @@ impl Default for TelemetryConfig {
             log: "info".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             otlp_endpoint: None,
+            trace_filter: "info".into(),
             trace_sample_ratio: 1.0,
         }
     }
@@ -82,11 +86,13 @@ impl Default for TelemetryConfig {
 
 impl Validate for TelemetryConfig {
     fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
-            problems.push(Problem {
-                variable: format!("{prefix}LOG"),
-                message: format!("not a valid filter: {e}"),
-            });
+        for (name, filter) in [("LOG", &self.log), ("TRACE_FILTER", &self.trace_filter)] {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(filter) {
+                problems.push(Problem {
+                    variable: format!("{prefix}{name}"),
+                    message: format!("not a valid filter: {e}"),
+                });
+            }
         }
         if let Some(ep) = &self.otlp_endpoint {
             heimdall_config::check::url(

@@ -76,7 +76,11 @@ pub fn init_with_provider(
     provider: Option<SdkTracerProvider>,
 ) -> Result<Guard, Error> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_new(&cfg.log).map_err(|e| Error::Filter(e.to_string()))?;
+    // Each layer has its own filter: a quiet log level must not stop the
+    // spans that carry trace context across the bus.
+    let log_filter = EnvFilter::try_new(&cfg.log).map_err(|e| Error::Filter(e.to_string()))?;
+    let trace_filter =
+        EnvFilter::try_new(&cfg.trace_filter).map_err(|e| Error::Filter(e.to_string()))?;
     let fmt = match cfg.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -88,13 +92,15 @@ pub fn init_with_provider(
             .with_writer(std::io::stderr)
             .with_target(true)
             .boxed(),
-    };
-    let otel = provider.as_ref().map(|p| otel_layer(p, service));
+    }
+    .with_filter(log_filter);
+    let otel = provider
+        .as_ref()
+        .map(|p| otel_layer(p, service).with_filter(trace_filter));
     if let Some(p) = &provider {
         opentelemetry::global::set_tracer_provider(p.clone());
     }
     Registry::default()
-        .with(filter)
         .with(fmt)
         .with(otel)
         .try_init()

@@ -55,8 +55,10 @@ async fn main() -> anyhow::Result<()> {
     let per = env_usize("BENCH_PER_BATCH", 500).max(1);
     let batches = records.div_ceil(per);
     let config = BusConfig {
-        url: std::env::var("HEIMDALL_TEST_NATS_URL")
-            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        url: heimdall_config::Url::new(
+            std::env::var("HEIMDALL_TEST_NATS_URL")
+                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        ),
         namespace: format!("bench{}", uuid::Uuid::new_v4().simple()),
         max_ack_pending: 64,
         ..BusConfig::default()
@@ -84,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 2. Consume into PostgreSQL until every record is stored.
     let stop = CancellationToken::new();
-    let spec = bus.consumer_spec(Kind::Flows, "bench", bus.subjects().all(Kind::Flows));
+    let spec = bus.consumer_spec(Kind::Flows, "bench", None);
     let consumer = {
         let bus = bus.clone();
         let pool = pool.clone();
