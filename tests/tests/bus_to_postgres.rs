@@ -13,10 +13,6 @@ use heimdall_tests::process;
 const RECORDS: usize = 100_000;
 const PER_BATCH: usize = 500;
 
-fn nats_url() -> String {
-    std::env::var("HEIMDALL_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
 fn batch(n: usize) -> ConnBatch {
     let id = format!("batch-{n:05}");
     ConnBatch {
@@ -76,7 +72,7 @@ async fn every_record_lands_exactly_once_through_consumer_crashes() {
     let addr = process::free_port().expect("port");
     let log = std::env::temp_dir().join(format!("{namespace}-sink.log"));
     let env: Vec<(String, String)> = [
-        ("HEIMDALL_NATS_URL", nats_url()),
+        ("HEIMDALL_NATS_URL", heimdall_bus::testing::nats_url()),
         ("HEIMDALL_NATS_NAMESPACE", namespace.clone()),
         ("HEIMDALL_NATS_MEMORY_STORAGE", "true".into()),
         ("HEIMDALL_NATS_MAX_BYTES_SCALE", "0.05".into()),
@@ -98,11 +94,8 @@ async fn every_record_lands_exactly_once_through_consumer_crashes() {
     };
 
     let bus_config = BusConfig {
-        url: heimdall_config::Url::new(nats_url()),
         namespace: namespace.clone(),
-        memory_storage: true,
-        max_bytes_scale: 0.05,
-        ..BusConfig::default()
+        ..heimdall_bus::testing::config("")
     };
     let bus = Bus::connect(&bus_config, "e2e-publisher")
         .await

@@ -36,6 +36,7 @@ mod headers;
 pub mod memory;
 pub mod nats;
 pub mod subjects;
+pub mod testing;
 mod transport;
 
 pub use headers::{CONTENT_TYPE, Headers, MSG_ID};

@@ -12,19 +12,9 @@ use super::*;
 
 fn test_config() -> BusConfig {
     BusConfig {
-        url: heimdall_config::Url::new(
-            std::env::var("HEIMDALL_TEST_NATS_URL")
-                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
-        ),
-        namespace: format!("t{}", uuid::Uuid::new_v4().simple()),
-        memory_storage: true,
-        // JetStream reserves a memory stream's whole byte bound up front.
-        max_bytes_scale: 0.01,
+        // Retries under test are driven by naks; keep them quick.
         retry_delay: Duration::from_millis(50),
-        // Long enough that a loaded CI machine never triggers a redelivery
-        // the test did not ask for; naks drive the retries under test.
-        ack_wait: Duration::from_secs(30),
-        ..BusConfig::default()
+        ..testing::config("t")
     }
 }
 

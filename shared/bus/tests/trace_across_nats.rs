@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use heimdall_bus::{Bus, BusConfig, Kind};
+use heimdall_bus::{Bus, Kind};
 use heimdall_proto::sensor::v1::DnsBatch;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use tokio_util::sync::CancellationToken;
@@ -26,16 +26,7 @@ async fn the_consumer_span_is_a_child_of_the_publisher_span() {
         ));
     tracing::subscriber::set_global_default(subscriber).expect("subscriber");
 
-    let config = BusConfig {
-        url: heimdall_config::Url::new(
-            std::env::var("HEIMDALL_TEST_NATS_URL")
-                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
-        ),
-        namespace: format!("trace{}", uuid::Uuid::new_v4().simple()),
-        memory_storage: true,
-        max_bytes_scale: 0.01,
-        ..BusConfig::default()
-    };
+    let config = heimdall_bus::testing::config("trace");
     // Two connections, as two services would have: nothing in-process links
     // the two sides.
     let publisher = Bus::connect(&config, "trace-publisher")

@@ -54,14 +54,12 @@ async fn main() -> anyhow::Result<()> {
     let records = env_usize("BENCH_RECORDS", 400_000);
     let per = env_usize("BENCH_PER_BATCH", 500).max(1);
     let batches = records.div_ceil(per);
+    // File storage, as in production; a namespace of its own.
     let config = BusConfig {
-        url: heimdall_config::Url::new(
-            std::env::var("HEIMDALL_TEST_NATS_URL")
-                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
-        ),
-        namespace: format!("bench{}", uuid::Uuid::new_v4().simple()),
+        memory_storage: false,
+        max_bytes_scale: 1.0,
         max_ack_pending: 64,
-        ..BusConfig::default()
+        ..heimdall_bus::testing::config("bench")
     };
     // BENCH_BUS=memory measures the same path with the in-process bus, to
     // separate the cost of NATS from the cost of PostgreSQL.
