@@ -107,7 +107,9 @@ pub async fn run(
     migrate(&pool).await?;
     health.ready("database", "migrated");
 
-    let bus = Bus::connect(&config.nats, "heimdall-sink").await?;
+    let bus = Bus::connect(&config.nats, "heimdall-sink")
+        .await?
+        .with_health(health.clone());
     bus.register_metrics(&metrics);
     bus.ensure_streams(&[Kind::Flows]).await?;
     health.ready("nats", "consuming flows");

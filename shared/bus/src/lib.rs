@@ -353,6 +353,7 @@ pub struct Bus {
     subjects: Subjects,
     config: Arc<BusConfig>,
     metrics: BusMetrics,
+    health: Option<heimdall_telemetry::Health>,
 }
 
 impl Bus {
@@ -377,6 +378,26 @@ impl Bus {
             subjects: Subjects::new(config.namespace.clone()),
             config: Arc::new(config.clone()),
             metrics: BusMetrics::new(),
+            health: None,
+        }
+    }
+
+    /// Report each consumer's state on `/readyz` as component
+    /// `consumer <durable>`: ready while it is bound, not ready (with the
+    /// reason) while its pull is failing and it is being bound again.
+    pub fn with_health(mut self, health: heimdall_telemetry::Health) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    fn report(&self, spec: &ConsumerSpec, ready: bool, detail: String) {
+        if let Some(h) = &self.health {
+            let component = format!("consumer {}", spec.durable);
+            if ready {
+                h.ready(&component, detail);
+            } else {
+                h.not_ready(&component, detail);
+            }
         }
     }
 
@@ -529,6 +550,7 @@ impl Bus {
         let labels = vec![("consumer".to_string(), spec.durable.clone())];
         let expected_type = format!("application/protobuf; proto={}", M::full_name());
         let mut inbox = self.transport.consumer(spec.clone()).await?;
+        self.report(&spec, true, format!("bound to {}", spec.stream));
         let mut pause = Duration::from_millis(100);
         loop {
             let delivery = tokio::select! {
@@ -548,15 +570,28 @@ impl Bus {
                     // stream lost in a server restart): wait, then bind the
                     // consumer again, recreating it if needed.
                     warn!(consumer = %spec.durable, error = %e, retry_in = ?pause, "cannot pull messages; rebinding the consumer");
+                    self.report(&spec, false, e.to_string());
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
                         () = tokio::time::sleep(pause) => {}
                     }
                     pause = (pause * 2).min(Duration::from_secs(10));
+                    // A stream lost with a server restart (memory storage,
+                    // or a wiped disk) is created again before rebinding.
+                    if let Some(kind) = Kind::ALL
+                        .into_iter()
+                        .find(|k| self.subjects.stream(*k) == spec.stream)
+                        && let Err(e) = self.transport.ensure_stream(self.stream_spec(kind)).await
+                    {
+                        warn!(stream = %spec.stream, error = %e, "cannot recreate the stream; will retry");
+                    }
                     match self.transport.consumer(spec.clone()).await {
-                        Ok(fresh) => inbox = fresh,
+                        Ok(fresh) => {
+                            inbox = fresh;
+                            self.report(&spec, true, format!("bound again to {}", spec.stream));
+                        }
                         Err(e) => {
-                            warn!(consumer = %spec.durable, error = %e, "rebinding failed; will retry")
+                            warn!(consumer = %spec.durable, error = %e, "rebinding failed; will retry");
                         }
                     }
                     continue;

@@ -376,3 +376,60 @@ fn durations_past_their_bounds_are_problems_not_panics() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_consumer_whose_stream_vanished_binds_again_and_says_so_on_readyz() {
+    for (name, bus) in backends().await {
+        let health = heimdall_telemetry::Health::new();
+        let bus = bus.with_health(health.clone());
+        bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
+        let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
+        bus.publish(&subject, "before", &batch("before", 1))
+            .await
+            .expect("publish");
+        let consumer = {
+            let bus = bus.clone();
+            tokio::spawn(async move { drain(&bus, "survivor", |_| false, 2).await })
+        };
+        let component = "consumer survivor".to_string();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while health.readiness().1.get(&component).map(|r| r.ready) != Some(true) {
+            assert!(std::time::Instant::now() < deadline, "{name}: never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The stream disappears under the consumer (a server restart losing
+        // a memory stream, or an operator's mistake).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        bus.delete_streams(&[Kind::Flows]).await.expect("delete");
+        // The consumer recreates the stream and binds again; what is
+        // published now reaches it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if bus.stream_len(Kind::Flows).await.is_ok()
+                && health
+                    .readiness()
+                    .1
+                    .get(&component)
+                    .is_some_and(|r| r.detail.starts_with("bound again"))
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: never bound again: {:?}",
+                health.readiness()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bus.publish(&subject, "after", &batch("after", 1))
+            .await
+            .expect("publish");
+        let got = tokio::time::timeout(Duration::from_secs(15), consumer)
+            .await
+            .expect("in time")
+            .expect("join");
+        let ids: Vec<_> = got.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["before", "after"], "{name}");
+        bus.delete_streams(&Kind::ALL).await.expect("clean up");
+    }
+}
