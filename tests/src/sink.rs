@@ -3,8 +3,6 @@
 //! It is the smallest complete service: it shows the pattern every Heimdall
 //! service follows, and the bus tests use it as the process they kill.
 
-use std::net::SocketAddr;
-
 use heimdall_bus::{Bus, BusConfig, Kind, Received};
 use heimdall_config::{Loader, Problem, Validate};
 use heimdall_proto::sensor::v1::ConnBatch;
@@ -166,9 +164,4 @@ pub async fn write_batch(pool: &PgPool, m: Received<ConnBatch>) -> Result<(), sq
         .execute(&mut *tx)
         .await?;
     tx.commit().await
-}
-
-/// The address telemetry listens on.
-pub fn listen_addr(config: &Config) -> SocketAddr {
-    config.telemetry.listen
 }

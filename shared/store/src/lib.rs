@@ -95,15 +95,17 @@ impl Default for StoreConfig {
 impl Validate for StoreConfig {
     fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
         let url = self.url.expose();
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            problems.push(Problem {
-                variable: format!("{prefix}URL"),
-                message: format!(
-                    "'{}' is not a PostgreSQL URL; expected postgres://user@host:5432/database",
-                    heimdall_config::check::redact_url(url)
-                ),
-            });
-        } else if let Err(e) = PgConnectOptions::from_str(url) {
+        let before = problems.len();
+        heimdall_config::check::url(
+            problems,
+            format!("{prefix}URL"),
+            url,
+            &["postgres", "postgresql"],
+        );
+        // Only a postgres:// URL is worth handing to the driver's parser.
+        if problems.len() == before
+            && let Err(e) = PgConnectOptions::from_str(url)
+        {
             problems.push(Problem {
                 variable: format!("{prefix}URL"),
                 message: format!(

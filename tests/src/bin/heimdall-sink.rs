@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let _guard = heimdall_telemetry::init("heimdall-sink", &config.telemetry)?;
-    let listener = tokio::net::TcpListener::bind(sink::listen_addr(&config)).await?;
+    let listener = tokio::net::TcpListener::bind(config.telemetry.listen).await?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
