@@ -1,0 +1,237 @@
+//! `heimdall analyze`: capture files in, Zeek logs out.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use heimdall_engine::zeeklog::{Format, LogWriter};
+use heimdall_engine::{CaptureReader, Engine, EngineConfig, ReadError, Stats};
+
+/// What to analyze and where the logs go.
+#[derive(Debug, Clone)]
+pub struct AnalyzeOptions {
+    pub inputs: Vec<PathBuf>,
+    pub logs: PathBuf,
+    pub format: Format,
+    pub engine: EngineConfig,
+    /// Show a progress bar when stderr is a terminal and the input is large.
+    pub progress: bool,
+}
+
+/// Failures that stop the run (an unreadable input does not: it is a problem).
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    #[error("cannot create the log folder {path}: {source}")]
+    LogDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// One input that did not read cleanly.
+#[derive(Debug)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub error: ReadError,
+    /// Packets analyzed from this file before the problem.
+    pub packets_before: u64,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.error)?;
+        if self.error.is_damage() {
+            write!(f, "; the {} packets before it were analyzed", self.packets_before)?;
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of a run.
+#[derive(Debug)]
+pub struct Report {
+    pub files: usize,
+    pub stats: Stats,
+    pub conn_rows: u64,
+    pub dns_rows: u64,
+    pub elapsed: Duration,
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    pub fn exit_code(&self) -> u8 {
+        if self.problems.iter().any(|p| !p.error.is_damage()) {
+            crate::EXIT_UNREADABLE
+        } else if !self.problems.is_empty() {
+            crate::EXIT_DAMAGED
+        } else {
+            crate::EXIT_OK
+        }
+    }
+
+    pub fn summary_line(&self) -> String {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        format!(
+            "heimdall analyze: {} file{}, {} packets ({}), {} connections, {} DNS transactions, {} decode errors, {} bad checksums, {:.2} s ({}/s)",
+            self.files,
+            if self.files == 1 { "" } else { "s" },
+            group(self.stats.packets),
+            bytes(self.stats.bytes),
+            group(self.conn_rows),
+            group(self.dns_rows),
+            group(self.stats.decode_errors),
+            group(self.stats.bad_checksums),
+            secs,
+            rate(self.stats.packets as f64 / secs, "packets"),
+        )
+    }
+}
+
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn bytes(n: u64) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.1} GB", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.1} MB", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1} kB", n / 1e3)
+    } else {
+        format!("{n} B")
+    }
+}
+
+fn rate(r: f64, what: &str) -> String {
+    if r >= 1e6 {
+        format!("{:.2} M {what}", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1} k {what}", r / 1e3)
+    } else {
+        format!("{r:.0} {what}")
+    }
+}
+
+struct Logs {
+    conn: LogWriter<BufWriter<File>>,
+    dns: LogWriter<BufWriter<File>>,
+    conn_path: PathBuf,
+    dns_path: PathBuf,
+}
+
+impl Logs {
+    fn open(dir: &Path, format: Format, now_s: i64) -> Result<Self, AnalyzeError> {
+        std::fs::create_dir_all(dir).map_err(|source| AnalyzeError::LogDir { path: dir.to_path_buf(), source })?;
+        let conn_path = dir.join("conn.log");
+        let dns_path = dir.join("dns.log");
+        let open = |p: &Path| {
+            File::create(p)
+                .map(|f| BufWriter::with_capacity(1 << 16, f))
+                .map_err(|source| AnalyzeError::Write { path: p.to_path_buf(), source })
+        };
+        let conn = LogWriter::conn(open(&conn_path)?, format, now_s)
+            .map_err(|source| AnalyzeError::Write { path: conn_path.clone(), source })?;
+        let dns = LogWriter::dns(open(&dns_path)?, format, now_s)
+            .map_err(|source| AnalyzeError::Write { path: dns_path.clone(), source })?;
+        Ok(Logs { conn, dns, conn_path, dns_path })
+    }
+
+    fn drain(&mut self, engine: &mut Engine) -> Result<(), AnalyzeError> {
+        for r in engine.out.conns.drain(..) {
+            self.conn
+                .write_conn(&r)
+                .map_err(|source| AnalyzeError::Write { path: self.conn_path.clone(), source })?;
+        }
+        for r in engine.out.dns.drain(..) {
+            self.dns.write_dns(&r).map_err(|source| AnalyzeError::Write { path: self.dns_path.clone(), source })?;
+        }
+        Ok(())
+    }
+}
+
+fn wall_now_s() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Analyzes every input in order as one stream of packets.
+pub fn analyze(opts: &AnalyzeOptions) -> Result<Report, AnalyzeError> {
+    let started = Instant::now();
+    let mut logs = Logs::open(&opts.logs, opts.format, wall_now_s())?;
+    let mut engine = Engine::new(opts.engine.clone());
+    let mut problems = Vec::new();
+
+    let total: u64 = opts.inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let bar = (opts.progress && std::io::stderr().is_terminal() && total > 64 << 20).then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} [{bar:40}] {eta} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut done_before = 0u64;
+
+    for path in &opts.inputs {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let mut reader = match CaptureReader::open(path) {
+            Ok(r) => r,
+            Err(error) => {
+                problems.push(Problem { file: path.clone(), error, packets_before: 0 });
+                continue;
+            }
+        };
+        let mut n = 0u64;
+        loop {
+            match reader.next_packet() {
+                Ok(Some(pkt)) => {
+                    engine.packet(&pkt);
+                    n += 1;
+                    if n % 4096 == 0 {
+                        logs.drain(&mut engine)?;
+                        if let Some(bar) = &bar {
+                            let at = if reader.is_gzip() { size * n / (n + 1) } else { reader.offset().min(size) };
+                            bar.set_position(done_before + at);
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    problems.push(Problem { file: path.clone(), error, packets_before: n });
+                    break;
+                }
+            }
+        }
+        done_before += size;
+        logs.drain(&mut engine)?;
+    }
+    engine.finish();
+    logs.drain(&mut engine)?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let conn_rows = logs.conn.rows();
+    let dns_rows = logs.dns.rows();
+    let now = wall_now_s();
+    let conn_path = logs.conn_path.clone();
+    let dns_path = logs.dns_path.clone();
+    logs.conn.finish(now).map_err(|source| AnalyzeError::Write { path: conn_path, source })?;
+    logs.dns.finish(now).map_err(|source| AnalyzeError::Write { path: dns_path, source })?;
+    Ok(Report {
+        files: opts.inputs.len(),
+        stats: engine.stats(),
+        conn_rows,
+        dns_rows,
+        elapsed: started.elapsed(),
+        problems,
+    })
+}

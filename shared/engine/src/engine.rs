@@ -1,0 +1,1215 @@
+//! The engine: packets in, connection and DNS records out. It owns the flow
+//! table (bounded, with Zeek's timers driven by packet time), fragment
+//! reassembly, tunnel decapsulation, and the per-connection analyzers.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use heimdall_proto::sensor::v1::{ConnRecord, ConnState, DnsRecord, Transport};
+
+use crate::dns;
+use crate::frag::{FragLimits, Reassembler};
+use crate::history::{History, Letter};
+use crate::ids::{LocalNets, UidGen, community_id, icmp_counterpart, uid_string};
+use crate::ip::{self, Addr, IpPacket};
+use crate::link::{self, L3Kind};
+use crate::reader::Packet;
+use crate::service::{self, Detector, Expected};
+use crate::tcp::{self, Segment, Tcp};
+
+const SEC: i64 = 1_000_000_000;
+
+/// Engine settings. The defaults are Zeek's.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Networks whose addresses count as local (local_orig/local_resp).
+    pub local_nets: LocalNets,
+    /// Drop packets with bad IP/TCP/UDP/ICMP checksums, as Zeek does unless
+    /// run with -C. Turn off for captures taken on a host whose NIC
+    /// offloads checksums.
+    pub verify_checksums: bool,
+    /// Most connections tracked at once; beyond it the least recently
+    /// scheduled connection is logged early and counted as evicted.
+    pub max_connections: usize,
+    pub tcp_inactivity_ns: i64,
+    pub udp_inactivity_ns: i64,
+    pub icmp_inactivity_ns: i64,
+    pub unknown_inactivity_ns: i64,
+    /// Seed for connection uids (a fixed seed makes runs repeatable).
+    pub uid_seed: u64,
+    /// Sensor id stamped on every record.
+    pub sensor_id: String,
+    /// Count gaps in connections whose handshake was not seen, too.
+    pub report_gaps_for_partial: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            local_nets: LocalNets::private_address_space(),
+            verify_checksums: true,
+            max_connections: 1_000_000,
+            tcp_inactivity_ns: 300 * SEC,
+            udp_inactivity_ns: 60 * SEC,
+            icmp_inactivity_ns: 60 * SEC,
+            unknown_inactivity_ns: 60 * SEC,
+            uid_seed: 0x4865_696d_6461_6c6c,
+            sensor_id: String::new(),
+            report_gaps_for_partial: false,
+        }
+    }
+}
+
+/// Counters for the summary line and for metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Frames with no network layer we track (ARP, LLDP, 802.11 management...).
+    pub non_ip: u64,
+    /// Frames or packets that could not be decoded (truncated headers,
+    /// unknown link types, bad IP headers).
+    pub decode_errors: u64,
+    pub bad_checksums: u64,
+    pub connections: u64,
+    pub dns_transactions: u64,
+    /// Connections logged early because the table was full.
+    pub evicted: u64,
+    pub fragments: u64,
+    pub fragments_dropped: u64,
+    pub tunnel_packets: u64,
+    /// Tunnels nested deeper than followed.
+    pub tunnel_too_deep: u64,
+    /// Connections tracked right now.
+    pub active: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct Key {
+    a: Addr,
+    b: Addr,
+    pa: u16,
+    pb: u16,
+    proto: u8,
+    /// One-way ICMP keys keep their direction.
+    oneway: bool,
+}
+
+impl Key {
+    fn new(proto: u8, src: Addr, sp: u16, dst: Addr, dp: u16) -> Self {
+        if (src, sp) <= (dst, dp) {
+            Key { a: src, b: dst, pa: sp, pb: dp, proto, oneway: false }
+        } else {
+            Key { a: dst, b: src, pa: dp, pb: sp, proto, oneway: false }
+        }
+    }
+}
+
+/// FNV-style multiply-xor hashing: keys are not attacker-chosen in a way
+/// that matters here (a flood fills the bounded table either way).
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut v = [0u8; 8];
+            v[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(v)).wrapping_mul(0x51_7cc1_b727_220a_95);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Inactivity,
+    TcpAttempt,
+    TcpExpire,
+    TcpClose,
+    DnsExpire,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Side {
+    pkts: u64,
+    ip_bytes: u64,
+    /// UDP/ICMP payload bytes.
+    size: u64,
+    active: bool,
+    chk: u64,
+    chk_threshold: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Encap {
+    parents: [u128; 4],
+    depth: u8,
+}
+
+impl Encap {
+    fn push(&self, uid: u128) -> Option<Encap> {
+        if self.depth as usize >= 2 {
+            return None;
+        }
+        let mut e = *self;
+        e.parents[e.depth as usize] = uid;
+        e.depth += 1;
+        Some(e)
+    }
+    fn innermost(&self) -> Option<u128> {
+        (self.depth > 0).then(|| self.parents[self.depth as usize - 1])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tunnel {
+    Vxlan,
+    Geneve,
+    Gtp,
+    Teredo,
+    Ayiya,
+}
+
+#[derive(Debug)]
+struct Conn {
+    key: Key,
+    generation: u32,
+    uid: u128,
+    orig: Addr,
+    resp: Addr,
+    orig_p: u16,
+    resp_p: u16,
+    ip_proto: u8,
+    start_ns: i64,
+    last_ns: i64,
+    o: Side,
+    r: Side,
+    history: History,
+    tcp: Option<Box<Tcp>>,
+    inactivity_ns: i64,
+    svc: Detector,
+    dns: Option<Box<dns::Session>>,
+    parents: Vec<u128>,
+    /// Started mid-stream (no SYN or SYN-ACK as first packet).
+    partial: bool,
+    tunnel: Option<Tunnel>,
+    tunnel_violation: bool,
+    x_added: bool,
+}
+
+impl Conn {
+    fn side(&mut self, is_orig: bool) -> &mut Side {
+        if is_orig { &mut self.o } else { &mut self.r }
+    }
+
+    fn flip(&mut self) {
+        std::mem::swap(&mut self.orig, &mut self.resp);
+        std::mem::swap(&mut self.orig_p, &mut self.resp_p);
+        std::mem::swap(&mut self.o, &mut self.r);
+        self.history.flip();
+    }
+
+    fn dns_ctx(&self) -> dns::ConnCtx {
+        dns::ConnCtx { orig_p: self.orig_p, resp_p: self.resp_p, resp_multicast: is_multicast(&self.resp) }
+    }
+}
+
+fn is_multicast(a: &Addr) -> bool {
+    if a.is_v4() { a.0[12] & 0xf0 == 0xe0 } else { a.0[0] == 0xff }
+}
+
+fn is_limited_broadcast(a: &Addr) -> bool {
+    a.is_v4() && a.0[12..] == [255, 255, 255, 255]
+}
+
+/// Records the engine produced; drain them after each call.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub conns: Vec<ConnRecord>,
+    pub dns: Vec<DnsRecord>,
+}
+
+/// Packets to records.
+pub struct Engine {
+    cfg: EngineConfig,
+    table: FastMap<Key, u32>,
+    slots: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    generations: Vec<u32>,
+    timers: BinaryHeap<Reverse<(i64, u32, u32, TimerKind)>>,
+    frags: Reassembler,
+    uids: UidGen,
+    ip_tunnels: FastMap<(Addr, Addr), (u128, i64)>,
+    expected: Vec<(Expected, i64)>,
+    expect_scratch: Vec<Expected>,
+    dns_scratch: Vec<dns::Info>,
+    now: i64,
+    stats: Stats,
+    pub out: Output,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("stats", &self.stats).finish()
+    }
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Self {
+        let uids = UidGen::new(cfg.uid_seed);
+        Engine {
+            cfg,
+            table: FastMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            generations: Vec::new(),
+            timers: BinaryHeap::new(),
+            frags: Reassembler::new(FragLimits::default()),
+            uids,
+            ip_tunnels: FastMap::default(),
+            expected: Vec::new(),
+            expect_scratch: Vec::new(),
+            dns_scratch: Vec::new(),
+            now: i64::MIN,
+            stats: Stats::default(),
+            out: Output::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.active = self.table.len() as u64;
+        s.fragments = self.frags.stats.fragments;
+        s.fragments_dropped = self.frags.stats.dropped + self.frags.stats.invalid;
+        s
+    }
+
+    /// One captured frame.
+    pub fn packet(&mut self, pkt: &Packet<'_>) {
+        self.stats.packets += 1;
+        self.stats.bytes += pkt.wire_len as u64;
+        self.advance(pkt.ts_ns);
+        match link::decode(pkt.linktype, pkt.data) {
+            Ok(l3) => match l3.kind {
+                L3Kind::Ipv4 | L3Kind::Ipv6 => self.ip(l3.data, Encap::default()),
+                _ => self.stats.non_ip += 1,
+            },
+            Err(link::LinkError::NotData) => self.stats.non_ip += 1,
+            Err(_) => self.stats.decode_errors += 1,
+        }
+    }
+
+    /// Fires every timer due by `ts` (packet time drives all timers).
+    fn advance(&mut self, ts: i64) {
+        if ts > self.now {
+            self.now = ts;
+        }
+        while let Some(Reverse((t, slot, generation, kind))) = self.timers.peek().copied() {
+            if t > self.now {
+                break;
+            }
+            self.timers.pop();
+            self.fire(t, slot, generation, kind);
+        }
+    }
+
+    fn fire(&mut self, t: i64, slot: u32, generation: u32, kind: TimerKind) {
+        let Some(Some(c)) = self.slots.get(slot as usize) else { return };
+        if c.generation != generation {
+            return;
+        }
+        let remove = match kind {
+            TimerKind::Inactivity => {
+                if c.last_ns + c.inactivity_ns <= t {
+                    true
+                } else {
+                    let next = c.last_ns + c.inactivity_ns;
+                    self.timers.push(Reverse((next, slot, generation, kind)));
+                    false
+                }
+            }
+            TimerKind::TcpAttempt => c.tcp.as_ref().is_some_and(|tcp| tcp.attempt_unanswered()),
+            TimerKind::TcpExpire => {
+                let due = c.last_ns + 5 * SEC < t && c.tcp.as_ref().is_some_and(|tcp| tcp.expire_ok());
+                if !due {
+                    self.timers.push(Reverse((t + 6 * SEC, slot, generation, kind)));
+                }
+                due
+            }
+            TimerKind::TcpClose => true,
+            TimerKind::DnsExpire => {
+                if t - c.last_ns >= 9 * SEC {
+                    true
+                } else {
+                    self.timers.push(Reverse((t + 10 * SEC, slot, generation, kind)));
+                    false
+                }
+            }
+        };
+        if remove {
+            self.remove(slot);
+        }
+    }
+
+    /// End of input: every connection is logged.
+    pub fn finish(&mut self) {
+        // In timer order, as Zeek drains its timers at termination.
+        let mut order: Vec<(i64, u32)> = Vec::with_capacity(self.table.len());
+        while let Some(Reverse((t, slot, generation, _))) = self.timers.pop() {
+            if let Some(Some(c)) = self.slots.get(slot as usize) {
+                if c.generation == generation {
+                    order.push((t, slot));
+                }
+            }
+        }
+        for (_, slot) in order {
+            if matches!(self.slots.get(slot as usize), Some(Some(_))) {
+                self.remove(slot);
+            }
+        }
+        let rest: Vec<u32> = self.table.values().copied().collect();
+        for slot in rest {
+            self.remove(slot);
+        }
+    }
+
+    // ---------------------------------------------------------------- IP
+
+    fn ip(&mut self, data: &[u8], encap: Encap) {
+        let pkt = match ip::parse(data, self.cfg.verify_checksums) {
+            Ok(p) => p,
+            Err(ip::IpError::BadChecksum) => {
+                self.stats.bad_checksums += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.decode_errors += 1;
+                return;
+            }
+        };
+        if pkt.frag.is_some() {
+            if let Some(full) = self.frags.add(self.now, &pkt) {
+                if let Ok(whole) = ip::parse(&full, false) {
+                    self.transport(&whole, encap);
+                }
+            }
+            return;
+        }
+        self.transport(&pkt, encap);
+    }
+
+    fn transport(&mut self, p: &IpPacket<'_>, encap: Encap) {
+        if encap.depth > 0 {
+            self.stats.tunnel_packets += 1;
+        }
+        match p.proto {
+            6 => self.tcp(p, encap),
+            17 => self.udp(p, encap),
+            1 | 58 => self.icmp(p, encap),
+            4 | 41 => {
+                let uid = self.ip_tunnel_uid(p.src, p.dst);
+                match encap.push(uid) {
+                    Some(e) => self.ip(p.payload, e),
+                    None => self.stats.tunnel_too_deep += 1,
+                }
+            }
+            47 => self.gre(p, encap),
+            59 => {}
+            50 | 135 if p.v6 => {}
+            _ => self.unknown(p, encap),
+        }
+    }
+
+    fn ip_tunnel_uid(&mut self, a: Addr, b: Addr) -> u128 {
+        let key = if a <= b { (a, b) } else { (b, a) };
+        let now = self.now;
+        if self.ip_tunnels.len() > 65_536 {
+            self.ip_tunnels.retain(|_, (_, last)| now - *last < 24 * 3600 * SEC);
+        }
+        let fresh = self.uids.next();
+        let e = self.ip_tunnels.entry(key).or_insert((fresh, now));
+        if now - e.1 >= 24 * 3600 * SEC {
+            e.0 = fresh;
+        }
+        e.1 = now;
+        e.0
+    }
+
+    fn gre(&mut self, p: &IpPacket<'_>, encap: Encap) {
+        let g = p.payload;
+        if g.len() < 4 {
+            self.stats.decode_errors += 1;
+            return;
+        }
+        let flags = g[0];
+        let version = g[1] & 0x07;
+        let proto = u16::from_be_bytes([g[2], g[3]]);
+        if flags & 0x40 != 0 || flags & 0x07 != 0 || version > 1 {
+            self.stats.decode_errors += 1;
+            return;
+        }
+        let mut off = 4;
+        if flags & 0x80 != 0 {
+            off += 4;
+        }
+        if flags & 0x20 != 0 {
+            off += 4;
+        }
+        let seq = flags & 0x10 != 0;
+        if seq {
+            off += 4;
+        }
+        if version == 1 && g[1] & 0x80 != 0 {
+            off += 4;
+        }
+        if g.len() < off {
+            self.stats.decode_errors += 1;
+            return;
+        }
+        let body = &g[off..];
+        let uid = self.ip_tunnel_uid(p.src, p.dst);
+        let Some(inner) = encap.push(uid) else {
+            self.stats.tunnel_too_deep += 1;
+            return;
+        };
+        let l3 = match (version, proto) {
+            (1, 0x880b) => link::ppp(body).ok(),
+            (0, 0x0800) | (0, 0x86dd) => link::raw_ip(body).ok(),
+            (0, 0x6558) => link::ethernet(body).ok(),
+            (0, 0x88be) => {
+                if seq {
+                    body.get(8..).and_then(|b| link::ethernet(b).ok())
+                } else {
+                    link::ethernet(body).ok()
+                }
+            }
+            (0, 0x22eb) => {
+                let sub = body.get(11).is_some_and(|b| b & 0x01 != 0);
+                body.get(if sub { 20 } else { 12 }..).and_then(|b| link::ethernet(b).ok())
+            }
+            (0, t) if (0x8200..=0x8300).contains(&t) || t == 0x9000 => link::ieee80211(body).ok(),
+            _ => None,
+        };
+        match l3 {
+            Some(l3) if matches!(l3.kind, L3Kind::Ipv4 | L3Kind::Ipv6) => self.ip(l3.data, inner),
+            Some(_) => self.stats.non_ip += 1,
+            None => self.stats.decode_errors += 1,
+        }
+    }
+
+    // -------------------------------------------------------- connections
+
+    fn lookup(&self, key: &Key) -> Option<u32> {
+        self.table.get(key).copied()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create(&mut self, key: Key, orig: Addr, orig_p: u16, resp: Addr, resp_p: u16, ip_proto: u8, flip: bool, encap: Encap) -> u32 {
+        while self.table.len() >= self.cfg.max_connections.max(1) {
+            if !self.evict_one() {
+                break;
+            }
+        }
+        let (orig, orig_p, resp, resp_p) = if flip { (resp, resp_p, orig, orig_p) } else { (orig, orig_p, resp, resp_p) };
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.generations.push(0);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let generation = self.generations[slot as usize].wrapping_add(1);
+        self.generations[slot as usize] = generation;
+        let inactivity_ns = match ip_proto {
+            6 | 17 => self.cfg.udp_inactivity_ns,
+            1 | 58 => self.cfg.icmp_inactivity_ns,
+            _ => self.cfg.unknown_inactivity_ns,
+        };
+        let mut history = History::default();
+        if flip {
+            history.flip();
+        }
+        let udp = ip_proto == 17;
+        let dns = ((udp || ip_proto == 6) && dns::is_dns_port(udp, resp_p)).then(|| Box::new(dns::Session::new()));
+        let now = self.now;
+        let mut c = Conn {
+            key,
+            generation,
+            uid: self.uids.next(),
+            orig,
+            resp,
+            orig_p,
+            resp_p,
+            ip_proto,
+            start_ns: now,
+            last_ns: now,
+            o: Side::default(),
+            r: Side::default(),
+            history,
+            tcp: (ip_proto == 6).then(|| Box::new(Tcp::new(self.cfg.report_gaps_for_partial))),
+            inactivity_ns,
+            svc: Detector::default(),
+            dns,
+            parents: encap.innermost().into_iter().collect(),
+            partial: false,
+            tunnel: None,
+            tunnel_violation: false,
+            x_added: false,
+        };
+        // An announced FTP data connection.
+        if ip_proto == 6 && !self.expected.is_empty() {
+            self.expected.retain(|(_, exp)| *exp > now);
+            if let Some(i) = self.expected.iter().position(|(e, _)| {
+                e.port == c.resp_p && (e.resp.is_unspecified() || Addr::from(e.resp) == c.resp)
+            }) {
+                self.expected.remove(i);
+                c.svc.add_first("ftp-data");
+            }
+        }
+        self.timers.push(Reverse((now + inactivity_ns, slot, generation, TimerKind::Inactivity)));
+        if ip_proto == 6 {
+            self.timers.push(Reverse((now + 5 * SEC, slot, generation, TimerKind::TcpExpire)));
+        }
+        if udp && c.dns.is_some() {
+            self.timers.push(Reverse((now + 10 * SEC, slot, generation, TimerKind::DnsExpire)));
+        }
+        self.slots[slot as usize] = Some(c);
+        self.table.insert(key, slot);
+        self.stats.connections += 1;
+        slot
+    }
+
+    fn evict_one(&mut self) -> bool {
+        while let Some(Reverse((_, slot, generation, _))) = self.timers.pop() {
+            if let Some(Some(c)) = self.slots.get(slot as usize) {
+                if c.generation == generation {
+                    self.stats.evicted += 1;
+                    self.remove(slot);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Logs a connection and frees its slot.
+    fn remove(&mut self, slot: u32) {
+        let Some(mut c) = self.slots.get_mut(slot as usize).and_then(Option::take) else { return };
+        self.table.remove(&c.key);
+        self.free.push(slot);
+        let uid = uid_string('C', c.uid);
+        if let Some(mut d) = c.dns.take() {
+            let ctx = c.dns_ctx();
+            d.finish(&ctx, self.now, &mut self.dns_scratch);
+        }
+        self.emit_dns(&c, &uid);
+        let rec = self.record(&c, uid);
+        self.out.conns.push(rec);
+    }
+
+    fn emit_dns(&mut self, c: &Conn, uid: &str) {
+        if self.dns_scratch.is_empty() {
+            return;
+        }
+        let proto = if c.ip_proto == 6 { Transport::Tcp } else { Transport::Udp };
+        for info in self.dns_scratch.drain(..) {
+            self.stats.dns_transactions += 1;
+            self.out.dns.push(DnsRecord {
+                ts_us: info.ts_ns.div_euclid(1000),
+                uid: uid.to_string(),
+                id_orig_h: c.orig.octets().to_vec().into(),
+                id_orig_p: c.orig_p as u32,
+                id_resp_h: c.resp.octets().to_vec().into(),
+                id_resp_p: c.resp_p as u32,
+                proto: proto as i32,
+                trans_id: Some(info.trans_id as u32),
+                rtt_us: info.rtt_ns.map(|n| n.div_euclid(1000)),
+                query: info.query,
+                qclass: info.qclass.map(u32::from),
+                qclass_name: info.qclass.map(dns::qclass_name),
+                qtype: info.qtype.map(u32::from),
+                qtype_name: info.qtype_name,
+                rcode: info.rcode.map(u32::from),
+                rcode_name: info.rcode.map(dns::rcode_name),
+                aa: info.aa,
+                tc: info.tc,
+                rd: info.rd,
+                ra: info.ra,
+                z: info.z as u32,
+                answers: info.answers,
+                ttls_us: info.ttls.iter().map(|t| *t as i64 * 1_000_000).collect(),
+                rejected: info.rejected,
+                opcode: Some(info.opcode as u32),
+                opcode_name: Some(dns::opcode_name(info.opcode, info.netbios)),
+                sensor_id: self.cfg.sensor_id.clone(),
+                answer_addrs: info.answer_addrs.iter().map(|a| a.octets().to_vec().into()).collect(),
+                ..Default::default()
+            });
+        }
+    }
+
+    fn record(&self, c: &Conn, uid: String) -> ConnRecord {
+        let duration = c.last_ns - c.start_ns;
+        let has_duration = duration > 0;
+        let (proto, state, ob, rb) = match (c.ip_proto, &c.tcp) {
+            (6, Some(t)) => (Transport::Tcp, tcp_state(t.conn_state(c.history.as_str())), t.size(true), t.size(false)),
+            (17, _) => (Transport::Udp, udp_state(c), c.o.size, c.r.size),
+            (1 | 58, _) => (Transport::Icmp, ConnState::Oth, c.o.size, c.r.size),
+            _ => (Transport::Unspecified, ConnState::Oth, 0, 0),
+        };
+        let (sp, dp) = (c.orig_p, c.resp_p);
+        ConnRecord {
+            ts_us: c.start_ns.div_euclid(1000),
+            uid,
+            id_orig_h: c.orig.octets().to_vec().into(),
+            id_orig_p: sp as u32,
+            id_resp_h: c.resp.octets().to_vec().into(),
+            id_resp_p: dp as u32,
+            proto: proto as i32,
+            service: c.svc.names().iter().map(|s| s.to_string()).collect(),
+            duration_us: has_duration.then(|| duration.div_euclid(1000)),
+            orig_bytes: has_duration.then_some(ob),
+            resp_bytes: has_duration.then_some(rb),
+            conn_state: state as i32,
+            local_orig: (!self.cfg.local_nets.is_empty()).then(|| self.cfg.local_nets.contains(&c.orig)),
+            local_resp: (!self.cfg.local_nets.is_empty()).then(|| self.cfg.local_nets.contains(&c.resp)),
+            missed_bytes: c.tcp.as_ref().map_or(0, |t| t.missed_bytes),
+            history: (!c.history.is_empty()).then(|| c.history.as_str().to_string()),
+            orig_pkts: Some(c.o.pkts),
+            orig_ip_bytes: Some(c.o.ip_bytes),
+            resp_pkts: Some(c.r.pkts),
+            resp_ip_bytes: Some(c.r.ip_bytes),
+            tunnel_parents: c.parents.iter().map(|p| uid_string('C', *p)).collect(),
+            ip_proto: Some(c.ip_proto as u32),
+            sensor_id: self.cfg.sensor_id.clone(),
+            community_id: community_id(c.ip_proto, &c.orig, sp, &c.resp, dp),
+            ..Default::default()
+        }
+    }
+
+    fn note_parent(c: &mut Conn, encap: &Encap) {
+        if let Some(p) = encap.innermost() {
+            if !c.parents.contains(&p) && c.parents.len() < 8 {
+                c.parents.push(p);
+            }
+        }
+    }
+
+    fn bad_checksum(c: &mut Conn, is_orig: bool) {
+        let s = c.side(is_orig);
+        s.chk += 1;
+        if s.chk_threshold == 0 {
+            s.chk_threshold = 1;
+        }
+        let hit = s.chk == s.chk_threshold;
+        if hit {
+            s.chk_threshold *= 10;
+            c.history.add(is_orig, Letter::C);
+        }
+    }
+
+    fn count(c: &mut Conn, is_orig: bool, ip_bytes: u32) {
+        let s = c.side(is_orig);
+        s.pkts += 1;
+        s.ip_bytes += ip_bytes as u64;
+    }
+
+    // ------------------------------------------------------------------ TCP
+
+    fn tcp(&mut self, p: &IpPacket<'_>, encap: Encap) {
+        let b = p.payload;
+        if b.len() < 20 || (p.payload_len != 0 && p.payload_len < 20) {
+            self.stats.decode_errors += 1;
+            return;
+        }
+        let sp = u16::from_be_bytes([b[0], b[1]]);
+        let dp = u16::from_be_bytes([b[2], b[3]]);
+        let seg_seq = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+        let seg_ack = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+        let off = ((b[12] >> 4) as usize) * 4;
+        let flags = b[13];
+        let window = u16::from_be_bytes([b[14], b[15]]);
+        let key = Key::new(6, p.src, sp, p.dst, dp);
+        let hdr_ok = off >= 20 && off as u32 <= p.payload_len && off <= b.len();
+        let len = if hdr_ok { p.payload_len - off as u32 } else { 0 };
+        let payload = if hdr_ok { &b[off..] } else { &[][..] };
+        let seg = Segment { seq: seg_seq, ack: seg_ack, flags, window, len, payload };
+
+        let mut slot = self.lookup(&key);
+        if let Some(s) = slot {
+            let reuse = hdr_ok
+                && self.slots[s as usize].as_ref().and_then(|c| c.tcp.as_ref()).is_some_and(|t| t.is_reuse(&seg));
+            if reuse {
+                self.remove(s);
+                slot = None;
+            }
+        }
+        let slot = match slot {
+            Some(s) => s,
+            None => {
+                let syn = flags & tcp::SYN != 0;
+                let ackf = flags & tcp::ACK != 0;
+                let mut flip = false;
+                if !(syn && !ackf) && service::likely_server_port(false, sp) {
+                    flip = if service::likely_server_port(false, dp) { !syn && sp < dp } else { true };
+                }
+                if is_limited_broadcast(&p.dst) {
+                    flip = false;
+                }
+                let s = self.create(key, p.src, sp, p.dst, dp, 6, flip, encap);
+                if let Some(c) = self.slots[s as usize].as_mut() {
+                    c.partial = !syn;
+                }
+                s
+            }
+        };
+        let now = self.now;
+        let verify = self.cfg.verify_checksums;
+        let fx;
+        let mut dns_fx = dns::Effects::default();
+        {
+            let Some(c) = self.slots[slot as usize].as_mut() else { return };
+            let generation = c.generation;
+            Self::note_parent(c, &encap);
+            let is_orig = p.src == c.orig && sp == c.orig_p;
+            if !hdr_ok {
+                return;
+            }
+            if verify && b.len() as u32 >= p.payload_len {
+                let sum = ip::pseudo_header_sum(&p.src, &p.dst, 6, p.payload_len);
+                if ip::internet_checksum(&b[..p.payload_len as usize], sum) != 0 {
+                    self.stats.bad_checksums += 1;
+                    Self::bad_checksum(c, is_orig);
+                    return;
+                }
+            }
+            let Some(t) = c.tcp.as_mut() else { return };
+            let partial = c.partial;
+            let resp_p = c.resp_p;
+            let svc = &mut c.svc;
+            let dns = &mut c.dns;
+            let expect = &mut self.expect_scratch;
+            let dns_out = &mut self.dns_scratch;
+            let ctx = dns::ConnCtx { orig_p: c.orig_p, resp_p, resp_multicast: false };
+            let mut deliver = |from_orig: bool, data: &[u8]| {
+                if !svc.finished() {
+                    svc.tcp(from_orig, data, resp_p, partial, expect);
+                }
+                if let Some(d) = dns.as_mut() {
+                    d.tcp_data(&ctx, from_orig, data, now, dns_out, &mut dns_fx);
+                }
+            };
+            fx = t.packet(is_orig, &seg, now, &mut c.last_ns, &mut c.history, &mut deliver);
+            if fx.flip {
+                // The state machine flipped roles; the rest of the connection follows.
+                std::mem::swap(&mut c.orig, &mut c.resp);
+                std::mem::swap(&mut c.orig_p, &mut c.resp_p);
+                std::mem::swap(&mut c.o, &mut c.r);
+            }
+            let sender_is_orig = if fx.flip { !is_orig } else { is_orig };
+            Self::count(c, sender_is_orig, p.total_len);
+            if dns_fx.confirmed {
+                c.svc.add("dns");
+            }
+            if dns_fx.add_x && !c.x_added {
+                c.x_added = true;
+                c.history.add(true, Letter::X);
+            }
+            if fx.handshake_done {
+                c.inactivity_ns = self.cfg.tcp_inactivity_ns;
+            }
+            if fx.attempt_timer {
+                self.timers.push(Reverse((now + 5 * SEC, slot, generation, TimerKind::TcpAttempt)));
+            }
+            if fx.close_complete {
+                self.timers.push(Reverse((c.last_ns + 5 * SEC, slot, generation, TimerKind::TcpClose)));
+            }
+            if fx.close_partial {
+                self.timers.push(Reverse((c.last_ns + 6 * SEC, slot, generation, TimerKind::TcpExpire)));
+            }
+        }
+        if !self.expect_scratch.is_empty() {
+            let resp = self.slots[slot as usize].as_ref().map(|c| c.resp.ip());
+            for mut e in self.expect_scratch.drain(..) {
+                if e.resp.is_unspecified() {
+                    if let Some(r) = resp {
+                        e.resp = r;
+                    }
+                }
+                self.expected.push((e, now + 300 * SEC));
+            }
+            if self.expected.len() > 1024 {
+                self.expected.drain(..self.expected.len() - 1024);
+            }
+        }
+        if !self.dns_scratch.is_empty() {
+            if let Some(c) = self.slots[slot as usize].take() {
+                let uid = uid_string('C', c.uid);
+                self.emit_dns(&c, &uid);
+                self.slots[slot as usize] = Some(c);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ UDP
+
+    fn udp(&mut self, p: &IpPacket<'_>, encap: Encap) {
+        let b = p.payload;
+        if b.len() < 8 || (p.payload_len != 0 && p.payload_len < 8) {
+            self.stats.decode_errors += 1;
+            return;
+        }
+        let sp = u16::from_be_bytes([b[0], b[1]]);
+        let dp = u16::from_be_bytes([b[2], b[3]]);
+        let ulen = u16::from_be_bytes([b[4], b[5]]) as u32;
+        let csum = u16::from_be_bytes([b[6], b[7]]);
+        let key = Key::new(17, p.src, sp, p.dst, dp);
+        let slot = match self.lookup(&key) {
+            Some(s) => s,
+            None => {
+                let flip = service::likely_server_port(true, sp)
+                    && !service::likely_server_port(true, dp)
+                    && !is_limited_broadcast(&p.dst);
+                self.create(key, p.src, sp, p.dst, dp, 17, flip, encap)
+            }
+        };
+        let now = self.now;
+        let verify = self.cfg.verify_checksums;
+        let Some(c) = self.slots[slot as usize].as_mut() else { return };
+        Self::note_parent(c, &encap);
+        let is_orig = p.src == c.orig && sp == c.orig_p;
+        let full = b.len() as u32 >= p.payload_len;
+        if verify && full && !(csum == 0 && !p.v6) {
+            let vxlan_zero = csum == 0;
+            if !vxlan_zero {
+                let sum = ip::pseudo_header_sum(&p.src, &p.dst, 17, p.payload_len);
+                if ip::internet_checksum(&b[..p.payload_len as usize], sum) != 0 {
+                    self.stats.bad_checksums += 1;
+                    Self::bad_checksum(c, is_orig);
+                    return;
+                }
+            }
+        }
+        c.last_ns = now;
+        c.history.check(is_orig, Letter::D);
+        let s = c.side(is_orig);
+        s.active = true;
+        s.size += ulen.saturating_sub(8) as u64;
+        Self::count(c, is_orig, p.total_len);
+        let end = (ulen as usize).clamp(8, b.len().max(8)).min(b.len());
+        let data = &b[8..end.max(8)];
+
+        // DNS.
+        let mut dns_fx = dns::Effects::default();
+        if let Some(d) = c.dns.as_mut() {
+            let ctx = dns::ConnCtx { orig_p: c.orig_p, resp_p: c.resp_p, resp_multicast: is_multicast(&c.resp) };
+            dns_fx = d.message(&ctx, data, Some(is_orig), now, &mut self.dns_scratch);
+        } else if !c.svc.finished() {
+            c.svc.udp(is_orig, data, c.resp_p);
+        }
+        if dns_fx.confirmed {
+            c.svc.add("dns");
+        }
+        if dns_fx.flip {
+            c.flip();
+        }
+        if dns_fx.add_x && !c.x_added {
+            c.x_added = true;
+            c.history.add(true, Letter::X);
+        }
+        let uid = c.uid;
+        let resp_p = c.resp_p;
+        let orig_p = c.orig_p;
+        let violated = c.tunnel_violation;
+        if !self.dns_scratch.is_empty() {
+            if let Some(c) = self.slots[slot as usize].take() {
+                let u = uid_string('C', c.uid);
+                self.emit_dns(&c, &u);
+                self.slots[slot as usize] = Some(c);
+            }
+        }
+
+        // Tunnels, chosen by the responder's port or by content.
+        if violated {
+            return;
+        }
+        let kind = match resp_p {
+            4789 => Some(Tunnel::Vxlan),
+            6081 => Some(Tunnel::Geneve),
+            2152 | 2123 => Some(Tunnel::Gtp),
+            3544 => Some(Tunnel::Teredo),
+            5072 => Some(Tunnel::Ayiya),
+            _ if orig_p == 3544 || teredo_like(data) => Some(Tunnel::Teredo),
+            _ => None,
+        };
+        let Some(kind) = kind else { return };
+        let inner = decapsulate(kind, data);
+        let Some(c) = self.slots[slot as usize].as_mut() else { return };
+        match inner {
+            Decap::Inner { confirm, frame } => {
+                if confirm {
+                    c.tunnel = Some(kind);
+                    c.svc.add(tunnel_name(kind));
+                }
+                let Some(e) = encap.push(uid) else {
+                    if !c.x_added {
+                        c.x_added = true;
+                        c.history.add(true, Letter::X);
+                    }
+                    self.stats.tunnel_too_deep += 1;
+                    return;
+                };
+                match frame {
+                    Frame::Ip(d) => self.ip(d, e),
+                    Frame::Ethernet(d) => match link::ethernet(d) {
+                        Ok(l3) if matches!(l3.kind, L3Kind::Ipv4 | L3Kind::Ipv6) => self.ip(l3.data, e),
+                        Ok(_) => self.stats.non_ip += 1,
+                        Err(_) => self.stats.decode_errors += 1,
+                    },
+                }
+            }
+            Decap::Confirmed => {
+                c.tunnel = Some(kind);
+                c.svc.add(tunnel_name(kind));
+            }
+            Decap::NotTunnel => {}
+            Decap::Violation => {
+                if c.tunnel.is_none() {
+                    c.tunnel_violation = true;
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- ICMP
+
+    fn icmp(&mut self, p: &IpPacket<'_>, encap: Encap) {
+        let b = p.payload;
+        if b.len() < 8 || p.payload_len < 8 {
+            self.stats.decode_errors += 1;
+            return;
+        }
+        let v6 = p.proto == 58;
+        let t = b[0];
+        let code = b[1];
+        let (sp, dp, oneway) = match icmp_counterpart(v6, t) {
+            Some(cp) => (t as u16, cp as u16, false),
+            None => (t as u16, code as u16, true),
+        };
+        let key = if oneway {
+            Key { a: p.src, b: p.dst, pa: sp, pb: dp, proto: p.proto, oneway: true }
+        } else {
+            Key::new(p.proto, p.src, sp, p.dst, dp)
+        };
+        let slot = match self.lookup(&key) {
+            Some(s) => s,
+            None => self.create(key, p.src, sp, p.dst, dp, p.proto, false, encap),
+        };
+        let now = self.now;
+        let verify = self.cfg.verify_checksums;
+        let Some(c) = self.slots[slot as usize].as_mut() else { return };
+        Self::note_parent(c, &encap);
+        let is_orig = p.src == c.orig && sp == c.orig_p;
+        let full = b.len() as u32 >= p.payload_len;
+        if verify && full {
+            let init = if v6 { ip::pseudo_header_sum(&p.src, &p.dst, 58, p.payload_len) } else { 0 };
+            if ip::internet_checksum(&b[..p.payload_len as usize], init) != 0 {
+                self.stats.bad_checksums += 1;
+                return;
+            }
+        }
+        c.last_ns = now;
+        c.side(is_orig).size += (p.payload_len - 8) as u64;
+        if full {
+            Self::count(c, is_orig, p.total_len);
+        }
+    }
+
+    fn unknown(&mut self, p: &IpPacket<'_>, encap: Encap) {
+        let key = Key::new(p.proto, p.src, 0, p.dst, 0);
+        let slot = match self.lookup(&key) {
+            Some(s) => s,
+            None => self.create(key, p.src, 0, p.dst, 0, p.proto, false, encap),
+        };
+        let now = self.now;
+        let Some(c) = self.slots[slot as usize].as_mut() else { return };
+        Self::note_parent(c, &encap);
+        let is_orig = p.src == c.orig;
+        c.last_ns = now;
+        Self::count(c, is_orig, p.total_len);
+    }
+}
+
+fn tcp_state(s: &str) -> ConnState {
+    match s {
+        "S0" => ConnState::S0,
+        "S1" => ConnState::S1,
+        "SF" => ConnState::Sf,
+        "REJ" => ConnState::Rej,
+        "S2" => ConnState::S2,
+        "S3" => ConnState::S3,
+        "RSTO" => ConnState::Rsto,
+        "RSTR" => ConnState::Rstr,
+        "RSTOS0" => ConnState::Rstos0,
+        "RSTRH" => ConnState::Rstrh,
+        "SH" => ConnState::Sh,
+        "SHR" => ConnState::Shr,
+        _ => ConnState::Oth,
+    }
+}
+
+fn udp_state(c: &Conn) -> ConnState {
+    match (c.o.active, c.r.active) {
+        (true, true) => ConnState::Sf,
+        (true, false) => ConnState::S0,
+        (false, true) => ConnState::Shr,
+        (false, false) => ConnState::Oth,
+    }
+}
+
+fn tunnel_name(k: Tunnel) -> &'static str {
+    match k {
+        Tunnel::Vxlan => "vxlan",
+        Tunnel::Geneve => "geneve",
+        Tunnel::Gtp => "gtpv1",
+        Tunnel::Teredo => "teredo",
+        Tunnel::Ayiya => "ayiya",
+    }
+}
+
+enum Frame<'a> {
+    Ip(&'a [u8]),
+    Ethernet(&'a [u8]),
+}
+
+enum Decap<'a> {
+    Inner { confirm: bool, frame: Frame<'a> },
+    Confirmed,
+    NotTunnel,
+    Violation,
+}
+
+fn decapsulate(kind: Tunnel, d: &[u8]) -> Decap<'_> {
+    match kind {
+        Tunnel::Vxlan => {
+            if d.len() < 8 || d[0] & 0x08 == 0 {
+                return Decap::Violation;
+            }
+            Decap::Inner { confirm: true, frame: Frame::Ethernet(&d[8..]) }
+        }
+        Tunnel::Geneve => {
+            if d.len() < 8 || d[0] >> 6 != 0 {
+                return Decap::Violation;
+            }
+            let hlen = 8 + ((d[0] & 0x3f) as usize) * 4;
+            if d.len() < hlen {
+                return Decap::Violation;
+            }
+            let proto = u16::from_be_bytes([d[2], d[3]]);
+            let body = &d[hlen..];
+            match proto {
+                0x6558 => Decap::Inner { confirm: true, frame: Frame::Ethernet(body) },
+                0x0800 | 0x86dd => Decap::Inner { confirm: true, frame: Frame::Ip(body) },
+                _ => Decap::Confirmed,
+            }
+        }
+        Tunnel::Gtp => {
+            if d.len() < 8 || d[0] >> 5 != 1 {
+                return Decap::Violation;
+            }
+            let mut off = 8;
+            let flags = d[0];
+            if flags & 0x07 != 0 {
+                if d.len() < 12 {
+                    return Decap::Violation;
+                }
+                off = 12;
+                if flags & 0x04 != 0 {
+                    let mut next = d[11];
+                    while next != 0 {
+                        let Some(&l) = d.get(off) else { return Decap::Violation };
+                        let l = l as usize * 4;
+                        if l == 0 || d.len() < off + l {
+                            return Decap::Violation;
+                        }
+                        next = d[off + l - 1];
+                        off += l;
+                    }
+                }
+            }
+            if d[1] != 0xff {
+                return Decap::NotTunnel;
+            }
+            let body = &d[off..];
+            match body.first().map(|b| b >> 4) {
+                Some(4) if body.len() >= 20 => Decap::Inner { confirm: true, frame: Frame::Ip(body) },
+                Some(6) if body.len() >= 40 => Decap::Inner { confirm: true, frame: Frame::Ip(body) },
+                _ => Decap::Violation,
+            }
+        }
+        Tunnel::Teredo => match teredo_inner(d) {
+            Some(body) => Decap::Inner { confirm: true, frame: Frame::Ip(body) },
+            None => Decap::Violation,
+        },
+        Tunnel::Ayiya => {
+            if d.len() < 8 {
+                return Decap::Violation;
+            }
+            let id_len = 1usize << (d[0] >> 4);
+            let sig_len = (d[1] >> 4) as usize * 4;
+            let opcode = d[2] & 0x0f;
+            let next = d[3];
+            let hlen = 8 + id_len + sig_len;
+            if d.len() < hlen || opcode != 1 || !(next == 4 || next == 41) {
+                return Decap::Violation;
+            }
+            Decap::Inner { confirm: true, frame: Frame::Ip(&d[hlen..]) }
+        }
+    }
+}
+
+/// The IPv6 packet inside a Teredo datagram (after optional authentication
+/// and origin-indication headers), when it is one.
+fn teredo_inner(d: &[u8]) -> Option<&[u8]> {
+    let mut d = d;
+    if d.len() >= 2 && d[0] == 0 && d[1] == 1 {
+        if d.len() < 4 {
+            return None;
+        }
+        let n = 4 + d[2] as usize + d[3] as usize + 9;
+        d = d.get(n..)?;
+    }
+    if d.len() >= 2 && d[0] == 0 && d[1] == 0 {
+        d = d.get(8..)?;
+    }
+    if d.len() < 40 || d[0] >> 4 != 6 {
+        return None;
+    }
+    let plen = u16::from_be_bytes([d[4], d[5]]) as usize;
+    if d.len() == 40 + plen || (plen == 0 && d[6] == 59) {
+        Some(d)
+    } else {
+        None
+    }
+}
+
+/// Teredo on a port other than 3544: an IPv6 packet with a Teredo
+/// (2001:0::/32) address, or the Teredo headers.
+fn teredo_like(d: &[u8]) -> bool {
+    let Some(inner) = teredo_inner(d) else { return false };
+    let teredo_addr = |a: &[u8]| a[..4] == [0x20, 0x01, 0x00, 0x00];
+    inner.len() >= 40 && (teredo_addr(&inner[8..24]) || teredo_addr(&inner[24..40]) || inner.as_ptr() != d.as_ptr())
+}
