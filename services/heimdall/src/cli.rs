@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use heimdall_engine::EngineConfig;
+use heimdall_engine::{Checksums, EngineConfig};
 use heimdall_engine::ids::LocalNets;
 use heimdall_engine::zeeklog::Format;
 
@@ -25,6 +25,13 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ChecksumArg {
+    All,
+    Auto,
+    None,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Read capture files (pcap, pcapng, gzip) and write conn.log and dns.log
@@ -42,8 +49,13 @@ pub enum Command {
         /// space (comma-separated CIDRs, like 203.0.113.0/24,2001:db8::/32)
         #[arg(long, value_delimiter = ',')]
         local_nets: Vec<String>,
-        /// Accept packets with bad checksums (for captures taken on a host
-        /// whose network card computes checksums; Zeek's -C)
+        /// Which checksums to verify: all (Zeek's default), auto (IP headers
+        /// and tunnel encapsulations; transport checksums are often wrong in
+        /// captures taken on the sending host because of checksum offload),
+        /// none
+        #[arg(long, value_enum, default_value_t = ChecksumArg::Auto)]
+        checksums: ChecksumArg,
+        /// Verify no checksums (Zeek's -C; the same as --checksums none)
         #[arg(short = 'C', long)]
         ignore_checksums: bool,
         /// Most connections tracked at once; beyond it the oldest are logged early
@@ -69,6 +81,7 @@ pub fn run(cli: Cli) -> Result<u8, String> {
             logs,
             format,
             local_nets,
+            checksums,
             ignore_checksums,
             max_connections,
             sensor_id,
@@ -85,7 +98,11 @@ pub fn run(cli: Cli) -> Result<u8, String> {
                     .map_err(|e| format!("--local-nets: {e}"))?;
                 engine.local_nets = engine.local_nets.union(&extra);
             }
-            engine.verify_checksums = !ignore_checksums;
+            engine.checksums = match (ignore_checksums, checksums) {
+                (true, _) | (false, ChecksumArg::None) => Checksums::None,
+                (false, ChecksumArg::All) => Checksums::All,
+                (false, ChecksumArg::Auto) => Checksums::Auto,
+            };
             if max_connections == 0 {
                 return Err("--max-connections must be at least 1".into());
             }

@@ -25,10 +25,9 @@ const SEC: i64 = 1_000_000_000;
 pub struct EngineConfig {
     /// Networks whose addresses count as local (local_orig/local_resp).
     pub local_nets: LocalNets,
-    /// Drop packets with bad IP/TCP/UDP/ICMP checksums, as Zeek does unless
-    /// run with -C. Turn off for captures taken on a host whose NIC
-    /// offloads checksums.
-    pub verify_checksums: bool,
+    /// Which checksums are verified (packets failing them are dropped and
+    /// counted, and the connection history shows `C`).
+    pub checksums: Checksums,
     /// Most connections tracked at once; beyond it the least recently
     /// scheduled connection is logged early and counted as evicted.
     pub max_connections: usize,
@@ -44,11 +43,25 @@ pub struct EngineConfig {
     pub report_gaps_for_partial: bool,
 }
 
+/// Checksum policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksums {
+    /// Every IP, TCP, UDP and ICMP checksum (Zeek's default).
+    All,
+    /// IP header checksums, and the UDP checksums of VXLAN encapsulations;
+    /// transport checksums otherwise pass, because a capture taken on a
+    /// host whose network card computes them shows them wrong for every
+    /// packet the host sends (checksum offload). This is the default.
+    Auto,
+    /// None (Zeek's -C).
+    None,
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             local_nets: LocalNets::private_address_space(),
-            verify_checksums: true,
+            checksums: Checksums::Auto,
             max_connections: 1_000_000,
             tcp_inactivity_ns: 300 * SEC,
             udp_inactivity_ns: 60 * SEC,
@@ -388,7 +401,7 @@ impl Engine {
     // ---------------------------------------------------------------- IP
 
     fn ip(&mut self, data: &[u8], encap: Encap) {
-        let pkt = match ip::parse(data, self.cfg.verify_checksums) {
+        let pkt = match ip::parse(data, self.cfg.checksums != Checksums::None) {
             Ok(p) => p,
             Err(ip::IpError::BadChecksum) => {
                 self.stats.bad_checksums += 1;
@@ -777,7 +790,7 @@ impl Engine {
             }
         };
         let now = self.now;
-        let verify = self.cfg.verify_checksums;
+        let verify = self.cfg.checksums == Checksums::All;
         let fx;
         let mut dns_fx = dns::Effects::default();
         {
@@ -790,7 +803,7 @@ impl Engine {
             }
             if verify && b.len() as u32 >= p.payload_len {
                 let sum = ip::pseudo_header_sum(&p.src, &p.dst, 6, p.payload_len);
-                if ip::internet_checksum(&b[..p.payload_len as usize], sum) != 0 {
+                if !l4_checksum_ok(&b[..p.payload_len as usize], sum, 16) {
                     self.stats.bad_checksums += 1;
                     Self::bad_checksum(c, is_orig);
                     return;
@@ -887,7 +900,11 @@ impl Engine {
             }
         };
         let now = self.now;
-        let verify = self.cfg.verify_checksums;
+        let verify = match self.cfg.checksums {
+            Checksums::All => true,
+            Checksums::Auto => dp == 4789 || sp == 4789,
+            Checksums::None => false,
+        };
         let Some(c) = self.slots[slot as usize].as_mut() else { return };
         Self::note_parent(c, &encap);
         let is_orig = p.src == c.orig && sp == c.orig_p;
@@ -896,7 +913,13 @@ impl Engine {
             let vxlan_zero = csum == 0;
             if !vxlan_zero {
                 let sum = ip::pseudo_header_sum(&p.src, &p.dst, 17, p.payload_len);
-                if ip::internet_checksum(&b[..p.payload_len as usize], sum) != 0 {
+                let strict = self.cfg.checksums == Checksums::Auto;
+                let ok = if strict {
+                    ip::internet_checksum(&b[..p.payload_len as usize], sum) == 0
+                } else {
+                    l4_checksum_ok(&b[..p.payload_len as usize], sum, 6)
+                };
+                if !ok {
                     self.stats.bad_checksums += 1;
                     Self::bad_checksum(c, is_orig);
                     return;
@@ -1019,7 +1042,7 @@ impl Engine {
             None => self.create(key, p.src, sp, p.dst, dp, p.proto, false, encap),
         };
         let now = self.now;
-        let verify = self.cfg.verify_checksums;
+        let verify = self.cfg.checksums == Checksums::All;
         let Some(c) = self.slots[slot as usize].as_mut() else { return };
         Self::note_parent(c, &encap);
         let is_orig = p.src == c.orig && sp == c.orig_p;
@@ -1051,6 +1074,23 @@ impl Engine {
         c.last_ns = now;
         Self::count(c, is_orig, p.total_len);
     }
+}
+
+/// A TCP or UDP checksum is right, or it is what a sending host leaves when
+/// its network card computes checksums (checksum offload): the field then
+/// holds the folded pseudo-header sum, not the final checksum. Such packets
+/// were sent fine; only the capture saw them before the card finished.
+fn l4_checksum_ok(seg: &[u8], pseudo: u32, field_at: usize) -> bool {
+    if ip::internet_checksum(seg, pseudo) == 0 {
+        return true;
+    }
+    let Some(f) = seg.get(field_at..field_at + 2) else { return false };
+    let field = u16::from_be_bytes([f[0], f[1]]);
+    let mut folded = pseudo;
+    while folded >> 16 != 0 {
+        folded = (folded & 0xffff) + (folded >> 16);
+    }
+    field == folded as u16 || field == !(folded as u16)
 }
 
 fn tcp_state(s: &str) -> ConnState {

@@ -32,5 +32,5 @@ pub mod service;
 pub mod tcp;
 pub mod zeeklog;
 
-pub use engine::{Engine, EngineConfig, Output, Stats};
+pub use engine::{Checksums, Engine, EngineConfig, Output, Stats};
 pub use reader::{CaptureReader, Packet, ReadError};
