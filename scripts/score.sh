@@ -42,5 +42,12 @@ while IFS=$'\t' read -r suite key floor; do
     echo "score: FAIL $suite $key=${value:-missing} (floor $floor)"; fail=1
   fi
 done <"$ROOT/scripts/score-floors.tsv"
+# No suite may crash heimdall on any capture.
+for log in "$OUT"/*.log; do
+  crashed="$(grep '^SCORE' "$log" | tr ' ' '\n' | sed -n 's/^crashed=//p')"
+  if [ -n "$crashed" ] && [ "$crashed" != "0" ]; then
+    echo "score: FAIL $(basename "$log" .log) crashed=$crashed (heimdall must not crash on any capture)"; fail=1
+  fi
+done
 [ "$fail" -eq 0 ] && echo "score: every suite at or above its floor"
 exit "$fail"

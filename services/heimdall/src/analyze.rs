@@ -23,9 +23,15 @@ pub struct AnalyzeOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
     #[error("cannot create the log folder {path}: {source}")]
-    LogDir { path: PathBuf, source: std::io::Error },
+    LogDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One input that did not read cleanly.
@@ -41,7 +47,11 @@ impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.file.display(), self.error)?;
         if self.error.is_damage() {
-            write!(f, "; the {} packets before it were analyzed", self.packets_before)?;
+            write!(
+                f,
+                "; the {} packets before it were analyzed",
+                self.packets_before
+            )?;
         }
         Ok(())
     }
@@ -91,7 +101,7 @@ fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -131,36 +141,66 @@ struct Logs {
 
 impl Logs {
     fn open(dir: &Path, format: Format, now_s: i64) -> Result<Self, AnalyzeError> {
-        std::fs::create_dir_all(dir).map_err(|source| AnalyzeError::LogDir { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| AnalyzeError::LogDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let conn_path = dir.join("conn.log");
         let dns_path = dir.join("dns.log");
         let open = |p: &Path| {
             File::create(p)
                 .map(|f| BufWriter::with_capacity(1 << 16, f))
-                .map_err(|source| AnalyzeError::Write { path: p.to_path_buf(), source })
+                .map_err(|source| AnalyzeError::Write {
+                    path: p.to_path_buf(),
+                    source,
+                })
         };
-        let conn = LogWriter::conn(open(&conn_path)?, format, now_s)
-            .map_err(|source| AnalyzeError::Write { path: conn_path.clone(), source })?;
-        let dns = LogWriter::dns(open(&dns_path)?, format, now_s)
-            .map_err(|source| AnalyzeError::Write { path: dns_path.clone(), source })?;
-        Ok(Logs { conn, dns, conn_path, dns_path })
+        let conn = LogWriter::conn(open(&conn_path)?, format, now_s).map_err(|source| {
+            AnalyzeError::Write {
+                path: conn_path.clone(),
+                source,
+            }
+        })?;
+        let dns = LogWriter::dns(open(&dns_path)?, format, now_s).map_err(|source| {
+            AnalyzeError::Write {
+                path: dns_path.clone(),
+                source,
+            }
+        })?;
+        Ok(Logs {
+            conn,
+            dns,
+            conn_path,
+            dns_path,
+        })
     }
 
     fn drain(&mut self, engine: &mut Engine) -> Result<(), AnalyzeError> {
         for r in engine.out.conns.drain(..) {
             self.conn
                 .write_conn(&r)
-                .map_err(|source| AnalyzeError::Write { path: self.conn_path.clone(), source })?;
+                .map_err(|source| AnalyzeError::Write {
+                    path: self.conn_path.clone(),
+                    source,
+                })?;
         }
         for r in engine.out.dns.drain(..) {
-            self.dns.write_dns(&r).map_err(|source| AnalyzeError::Write { path: self.dns_path.clone(), source })?;
+            self.dns
+                .write_dns(&r)
+                .map_err(|source| AnalyzeError::Write {
+                    path: self.dns_path.clone(),
+                    source,
+                })?;
         }
         Ok(())
     }
 }
 
 fn wall_now_s() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Analyzes every input in order as one stream of packets.
@@ -170,12 +210,19 @@ pub fn analyze(opts: &AnalyzeOptions) -> Result<Report, AnalyzeError> {
     let mut engine = Engine::new(opts.engine.clone());
     let mut problems = Vec::new();
 
-    let total: u64 = opts.inputs.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let total: u64 = opts
+        .inputs
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
     let bar = (opts.progress && std::io::stderr().is_terminal() && total > 64 << 20).then(|| {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} [{bar:40}] {eta} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bytes}/{total_bytes} [{bar:40}] {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
     });
@@ -186,7 +233,11 @@ pub fn analyze(opts: &AnalyzeOptions) -> Result<Report, AnalyzeError> {
         let mut reader = match CaptureReader::open(path) {
             Ok(r) => r,
             Err(error) => {
-                problems.push(Problem { file: path.clone(), error, packets_before: 0 });
+                problems.push(Problem {
+                    file: path.clone(),
+                    error,
+                    packets_before: 0,
+                });
                 continue;
             }
         };
@@ -196,17 +247,25 @@ pub fn analyze(opts: &AnalyzeOptions) -> Result<Report, AnalyzeError> {
                 Ok(Some(pkt)) => {
                     engine.packet(&pkt);
                     n += 1;
-                    if n % 4096 == 0 {
+                    if n.is_multiple_of(4096) {
                         logs.drain(&mut engine)?;
                         if let Some(bar) = &bar {
-                            let at = if reader.is_gzip() { size * n / (n + 1) } else { reader.offset().min(size) };
+                            let at = if reader.is_gzip() {
+                                size * n / (n + 1)
+                            } else {
+                                reader.offset().min(size)
+                            };
                             bar.set_position(done_before + at);
                         }
                     }
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    problems.push(Problem { file: path.clone(), error, packets_before: n });
+                    problems.push(Problem {
+                        file: path.clone(),
+                        error,
+                        packets_before: n,
+                    });
                     break;
                 }
             }
@@ -224,8 +283,16 @@ pub fn analyze(opts: &AnalyzeOptions) -> Result<Report, AnalyzeError> {
     let now = wall_now_s();
     let conn_path = logs.conn_path.clone();
     let dns_path = logs.dns_path.clone();
-    logs.conn.finish(now).map_err(|source| AnalyzeError::Write { path: conn_path, source })?;
-    logs.dns.finish(now).map_err(|source| AnalyzeError::Write { path: dns_path, source })?;
+    logs.conn
+        .finish(now)
+        .map_err(|source| AnalyzeError::Write {
+            path: conn_path,
+            source,
+        })?;
+    logs.dns.finish(now).map_err(|source| AnalyzeError::Write {
+        path: dns_path,
+        source,
+    })?;
     Ok(Report {
         files: opts.inputs.len(),
         stats: engine.stats(),

@@ -4,14 +4,18 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use heimdall_engine::{Checksums, EngineConfig};
 use heimdall_engine::ids::LocalNets;
 use heimdall_engine::zeeklog::Format;
+use heimdall_engine::{Checksums, EngineConfig};
 
 use crate::analyze::{AnalyzeOptions, analyze};
 
 #[derive(Debug, Parser)]
-#[command(name = "heimdall", version, about = "Heimdall: a passive network sensor for homes and gateways")]
+#[command(
+    name = "heimdall",
+    version,
+    about = "Heimdall: a passive network sensor for homes and gateways"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

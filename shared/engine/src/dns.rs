@@ -12,7 +12,11 @@ use crate::ip::Addr;
 
 /// Ports the DNS analyzer attaches to (the responder's port).
 pub fn is_dns_port(udp: bool, resp_p: u16) -> bool {
-    if udp { matches!(resp_p, 53 | 137 | 5353 | 5355) } else { resp_p == 53 }
+    if udp {
+        matches!(resp_p, 53 | 137 | 5353 | 5355)
+    } else {
+        resp_p == 53
+    }
 }
 
 const MAX_QUERIES: u16 = 25;
@@ -83,7 +87,10 @@ pub struct Session {
 
 impl Session {
     pub fn new() -> Self {
-        Session { first_message: true, ..Default::default() }
+        Session {
+            first_message: true,
+            ..Default::default()
+        }
     }
 
     /// A UDP datagram (or one TCP message) from the originator (`from_orig`).
@@ -136,7 +143,11 @@ impl Session {
 
         // The row this message belongs to.
         let handled_opcode = matches!(opcode, 0 | 4 | 5);
-        let idx = if handled_opcode { Some(self.session_for(ctx, &h, ts_ns, out)) } else { None };
+        let idx = if handled_opcode {
+            Some(self.session_for(ctx, &h, ts_ns, out))
+        } else {
+            None
+        };
         if let Some(i) = idx {
             let info = &mut self.pending[i];
             if qr {
@@ -149,7 +160,11 @@ impl Session {
             info.netbios = netbios;
         }
 
-        let mut p = Parser { msg: data, pos: 12, netbios_resp: ctx.resp_p == 137 };
+        let mut p = Parser {
+            msg: data,
+            pos: 12,
+            netbios_resp: ctx.resp_p == 137,
+        };
         let ok = self.parse_body(ctx, &h, &mut p, idx, ts_ns);
         if ok {
             fx.confirmed = true;
@@ -164,7 +179,11 @@ impl Session {
 
     /// Finds the pending row a message pairs with, or starts one.
     fn session_for(&mut self, ctx: &ConnCtx, h: &Header, ts_ns: i64, out: &mut Vec<Info>) -> usize {
-        let fresh = Info { ts_ns, trans_id: h.id, ..Default::default() };
+        let fresh = Info {
+            ts_ns,
+            trans_id: h.id,
+            ..Default::default()
+        };
         if ctx.resp_multicast {
             let mut info = fresh;
             info.saw_query = true;
@@ -172,10 +191,9 @@ impl Session {
             return self.push(info, out);
         }
         let want_reply = !h.qr; // a query pairs with a pending reply, and back
-        let found = self
-            .pending
-            .iter()
-            .position(|i| i.trans_id == h.id && i.saw_reply == want_reply && i.saw_query != want_reply);
+        let found = self.pending.iter().position(|i| {
+            i.trans_id == h.id && i.saw_reply == want_reply && i.saw_query != want_reply
+        });
         match found {
             Some(i) => i,
             None => self.push(fresh, out),
@@ -191,7 +209,9 @@ impl Session {
     }
 
     fn dns_end(&mut self, i: usize, qr: bool, out: &mut Vec<Info>) {
-        let Some(info) = self.pending.get_mut(i) else { return };
+        let Some(info) = self.pending.get_mut(i) else {
+            return;
+        };
         if qr {
             info.saw_reply = true;
         } else {
@@ -256,7 +276,14 @@ impl Session {
         }
     }
 
-    fn parse_body(&mut self, ctx: &ConnCtx, h: &Header, p: &mut Parser<'_>, idx: Option<usize>, ts: i64) -> bool {
+    fn parse_body(
+        &mut self,
+        ctx: &ConnCtx,
+        h: &Header,
+        p: &mut Parser<'_>,
+        idx: Option<usize>,
+        ts: i64,
+    ) -> bool {
         if MAX_QUERIES > 0 && h.qd > MAX_QUERIES {
             return false;
         }
@@ -265,7 +292,9 @@ impl Session {
             return self.parse_update(h, p, idx, ts);
         }
         for _ in 0..h.qd {
-            let Some(name) = p.name(false) else { return false };
+            let Some(name) = p.name(false) else {
+                return false;
+            };
             if p.remaining() < 4 {
                 return false;
             }
@@ -306,7 +335,13 @@ impl Session {
         true
     }
 
-    fn parse_update(&mut self, h: &Header, p: &mut Parser<'_>, idx: Option<usize>, ts: i64) -> bool {
+    fn parse_update(
+        &mut self,
+        h: &Header,
+        p: &mut Parser<'_>,
+        idx: Option<usize>,
+        ts: i64,
+    ) -> bool {
         if h.qd != 1 {
             return false;
         }
@@ -363,11 +398,12 @@ impl Session {
             info.answer_addrs.push(a);
         }
         if !rr.text.is_empty() {
-            let text = if h.opcode == 5 && rr.section == Section::Update && !rr.text.starts_with("del:") {
-                format!("add: {}", rr.text)
-            } else {
-                rr.text
-            };
+            let text =
+                if h.opcode == 5 && rr.section == Section::Update && !rr.text.starts_with("del:") {
+                    format!("add: {}", rr.text)
+                } else {
+                    rr.text
+                };
             info.answers.push(text);
             info.ttls.push(rr.ttl);
         }
@@ -443,7 +479,15 @@ impl Parser<'_> {
     fn name(&mut self, downcase: bool) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(32);
         let mut pos = self.pos;
-        let ok = extract(self.msg, &mut pos, self.msg.len(), &mut out, downcase, 0, self.netbios_resp);
+        let ok = extract(
+            self.msg,
+            &mut pos,
+            self.msg.len(),
+            &mut out,
+            downcase,
+            0,
+            self.netbios_resp,
+        );
         self.pos = pos;
         if !ok {
             return None;
@@ -472,7 +516,15 @@ impl Parser<'_> {
         }
         let start = self.pos;
         let end = start + rdlen;
-        let render = |text: String| Some(Some(Rendered { section, owner: owner.clone(), ttl, text, addr: None }));
+        let render = |text: String| {
+            Some(Some(Rendered {
+                section,
+                owner: owner.clone(),
+                ttl,
+                text,
+                addr: None,
+            }))
+        };
 
         if section == Section::Prerequisite {
             // Never parsed as a record, and its data is not skipped (as Zeek).
@@ -517,7 +569,11 @@ impl Parser<'_> {
                 }
                 self.pos = end;
                 let a = format!("{}.{}.{}.{}", rd[0], rd[1], rd[2], rd[3]);
-                let text = if du { format!("A {} {a}", owner_text()) } else { a };
+                let text = if du {
+                    format!("A {} {a}", owner_text())
+                } else {
+                    a
+                };
                 Some(Some((text, Some(Addr::v4([rd[0], rd[1], rd[2], rd[3]])))))
             }
             28 | 38 => {
@@ -530,7 +586,11 @@ impl Parser<'_> {
                 let a = Addr::v6(b);
                 let s = ip.to_string();
                 let text = if du {
-                    format!("{} {} {s}", if rtype == 28 { "AAAA" } else { "A6" }, owner_text())
+                    format!(
+                        "{} {} {s}",
+                        if rtype == 28 { "AAAA" } else { "A6" },
+                        owner_text()
+                    )
                 } else {
                     s
                 };
@@ -591,7 +651,11 @@ impl Parser<'_> {
                 self.pos = start + 18;
                 let signer = self.name(true)?;
                 self.pos = end.max(self.pos);
-                let s = if signer.is_empty() { "<Root>".to_string() } else { zeek_text(&signer) };
+                let s = if signer.is_empty() {
+                    "<Root>".to_string()
+                } else {
+                    zeek_text(&signer)
+                };
                 Some(Some((format!("RRSIG {covered} {s}"), None)))
             }
             48 => {
@@ -611,7 +675,10 @@ impl Parser<'_> {
             47 => {
                 let next = self.name(true)?;
                 self.pos = end.max(self.pos);
-                Some(Some((format!("NSEC {} {}", owner_text(), zeek_text(&next)), None)))
+                Some(Some((
+                    format!("NSEC {} {}", owner_text(), zeek_text(&next)),
+                    None,
+                )))
             }
             50 => {
                 if rdlen < 6 {
@@ -662,7 +729,13 @@ impl Parser<'_> {
         match result {
             None => None,
             Some(None) => Some(None),
-            Some(Some((text, addr))) => Some(Some(Rendered { section, owner, ttl, text, addr })),
+            Some(Some((text, addr))) => Some(Some(Rendered {
+                section,
+                owner,
+                ttl,
+                text,
+                addr,
+            })),
         }
     }
 }
@@ -952,7 +1025,11 @@ pub fn opcode_name(op: u8, netbios: bool) -> String {
 mod tests {
     use super::*;
 
-    const CTX: ConnCtx = ConnCtx { orig_p: 40000, resp_p: 53, resp_multicast: false };
+    const CTX: ConnCtx = ConnCtx {
+        orig_p: 40000,
+        resp_p: 53,
+        resp_multicast: false,
+    };
 
     fn query(id: u16, name: &[&str], qtype: u16) -> Vec<u8> {
         let mut m = id.to_be_bytes().to_vec();
@@ -986,11 +1063,20 @@ mod tests {
         let q = query(7, &["WWW", "example", "com"], 1);
         let fx = s.message(&CTX, &q, Some(true), 1_000, &mut out);
         assert!(fx.confirmed && out.is_empty());
-        s.message(&CTX, &reply_a(&q, [1, 2, 3, 4], 60), Some(false), 3_000, &mut out);
+        s.message(
+            &CTX,
+            &reply_a(&q, [1, 2, 3, 4], 60),
+            Some(false),
+            3_000,
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
         let r = &out[0];
         assert_eq!(r.query.as_deref(), Some("www.example.com"));
-        assert_eq!((r.rtt_ns, r.rcode, r.ra, r.rd), (Some(2_000), Some(0), true, true));
+        assert_eq!(
+            (r.rtt_ns, r.rcode, r.ra, r.rd),
+            (Some(2_000), Some(0), true, true)
+        );
         assert_eq!(r.answers, vec!["1.2.3.4".to_string()]);
         assert_eq!(r.ttls, vec![60]);
     }
@@ -1013,9 +1099,18 @@ mod tests {
 
     #[test]
     fn netbios_names_decode() {
-        assert_eq!(decode_netbios_name(b"ecfcfhedddaedecdddidddeedbegdedcaa").as_deref(), None);
-        assert_eq!(decode_netbios_name(b"ECFCFHEDDAEDECDDDIDDEEDBEGDEDCAA").as_deref(), Some(&b"BRWC0CB383D1F42"[..]));
-        assert_eq!(decode_netbios_name(b"FHEPFCELEHFCEPFFFACACACACACACABN").as_deref(), Some(&b"WORKGROUP"[..]));
+        assert_eq!(
+            decode_netbios_name(b"ecfcfhedddaedecdddidddeedbegdedcaa").as_deref(),
+            None
+        );
+        assert_eq!(
+            decode_netbios_name(b"ECFCFHEDDAEDECDDDIDDEEDBEGDEDCAA").as_deref(),
+            Some(&b"BRWC0CB383D1F42"[..])
+        );
+        assert_eq!(
+            decode_netbios_name(b"FHEPFCELEHFCEPFFFACACACACACACABN").as_deref(),
+            Some(&b"WORKGROUP"[..])
+        );
     }
 
     #[test]

@@ -112,9 +112,23 @@ struct Key {
 impl Key {
     fn new(proto: u8, src: Addr, sp: u16, dst: Addr, dp: u16) -> Self {
         if (src, sp) <= (dst, dp) {
-            Key { a: src, b: dst, pa: sp, pb: dp, proto, oneway: false }
+            Key {
+                a: src,
+                b: dst,
+                pa: sp,
+                pb: dp,
+                proto,
+                oneway: false,
+            }
         } else {
-            Key { a: dst, b: src, pa: dp, pb: sp, proto, oneway: false }
+            Key {
+                a: dst,
+                b: src,
+                pa: dp,
+                pb: sp,
+                proto,
+                oneway: false,
+            }
         }
     }
 }
@@ -132,14 +146,15 @@ impl Hasher for FastHasher {
         for chunk in bytes.chunks(8) {
             let mut v = [0u8; 8];
             v[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(v)).wrapping_mul(0x51_7cc1_b727_220a_95);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from_le_bytes(v)).wrapping_mul(0x517c_c1b7_2722_0a95);
         }
     }
     fn write_u8(&mut self, i: u8) {
-        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x51_7cc1_b727_220a_95);
+        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
     fn write_u16(&mut self, i: u16) {
-        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x51_7cc1_b727_220a_95);
+        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 }
 
@@ -235,12 +250,20 @@ impl Conn {
     }
 
     fn dns_ctx(&self) -> dns::ConnCtx {
-        dns::ConnCtx { orig_p: self.orig_p, resp_p: self.resp_p, resp_multicast: is_multicast(&self.resp) }
+        dns::ConnCtx {
+            orig_p: self.orig_p,
+            resp_p: self.resp_p,
+            resp_multicast: is_multicast(&self.resp),
+        }
     }
 }
 
 fn is_multicast(a: &Addr) -> bool {
-    if a.is_v4() { a.0[12] & 0xf0 == 0xe0 } else { a.0[0] == 0xff }
+    if a.is_v4() {
+        a.0[12] & 0xf0 == 0xe0
+    } else {
+        a.0[0] == 0xff
+    }
 }
 
 fn is_limited_broadcast(a: &Addr) -> bool {
@@ -275,7 +298,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("stats", &self.stats).finish()
+        f.debug_struct("Engine")
+            .field("stats", &self.stats)
+            .finish()
     }
 }
 
@@ -339,7 +364,9 @@ impl Engine {
     }
 
     fn fire(&mut self, t: i64, slot: u32, generation: u32, kind: TimerKind) {
-        let Some(Some(c)) = self.slots.get(slot as usize) else { return };
+        let Some(Some(c)) = self.slots.get(slot as usize) else {
+            return;
+        };
         if c.generation != generation {
             return;
         }
@@ -355,9 +382,11 @@ impl Engine {
             }
             TimerKind::TcpAttempt => c.tcp.as_ref().is_some_and(|tcp| tcp.attempt_unanswered()),
             TimerKind::TcpExpire => {
-                let due = c.last_ns + 5 * SEC < t && c.tcp.as_ref().is_some_and(|tcp| tcp.expire_ok());
+                let due =
+                    c.last_ns + 5 * SEC < t && c.tcp.as_ref().is_some_and(|tcp| tcp.expire_ok());
                 if !due {
-                    self.timers.push(Reverse((t + 6 * SEC, slot, generation, kind)));
+                    self.timers
+                        .push(Reverse((t + 6 * SEC, slot, generation, kind)));
                 }
                 due
             }
@@ -366,7 +395,8 @@ impl Engine {
                 if t - c.last_ns >= 9 * SEC {
                     true
                 } else {
-                    self.timers.push(Reverse((t + 10 * SEC, slot, generation, kind)));
+                    self.timers
+                        .push(Reverse((t + 10 * SEC, slot, generation, kind)));
                     false
                 }
             }
@@ -381,10 +411,10 @@ impl Engine {
         // In timer order, as Zeek drains its timers at termination.
         let mut order: Vec<(i64, u32)> = Vec::with_capacity(self.table.len());
         while let Some(Reverse((t, slot, generation, _))) = self.timers.pop() {
-            if let Some(Some(c)) = self.slots.get(slot as usize) {
-                if c.generation == generation {
-                    order.push((t, slot));
-                }
+            if let Some(Some(c)) = self.slots.get(slot as usize)
+                && c.generation == generation
+            {
+                order.push((t, slot));
             }
         }
         for (_, slot) in order {
@@ -413,10 +443,10 @@ impl Engine {
             }
         };
         if pkt.frag.is_some() {
-            if let Some(full) = self.frags.add(self.now, &pkt) {
-                if let Ok(whole) = ip::parse(&full, false) {
-                    self.transport(&whole, encap);
-                }
+            if let Some(full) = self.frags.add(self.now, &pkt)
+                && let Ok(whole) = ip::parse(&full, false)
+            {
+                self.transport(&whole, encap);
             }
             return;
         }
@@ -449,9 +479,10 @@ impl Engine {
         let key = if a <= b { (a, b) } else { (b, a) };
         let now = self.now;
         if self.ip_tunnels.len() > 65_536 {
-            self.ip_tunnels.retain(|_, (_, last)| now - *last < 24 * 3600 * SEC);
+            self.ip_tunnels
+                .retain(|_, (_, last)| now - *last < 24 * 3600 * SEC);
         }
-        let fresh = self.uids.next();
+        let fresh = self.uids.next_id();
         let e = self.ip_tunnels.entry(key).or_insert((fresh, now));
         if now - e.1 >= 24 * 3600 * SEC {
             e.0 = fresh;
@@ -510,7 +541,8 @@ impl Engine {
             }
             (0, 0x22eb) => {
                 let sub = body.get(11).is_some_and(|b| b & 0x01 != 0);
-                body.get(if sub { 20 } else { 12 }..).and_then(|b| link::ethernet(b).ok())
+                body.get(if sub { 20 } else { 12 }..)
+                    .and_then(|b| link::ethernet(b).ok())
             }
             (0, t) if (0x8200..=0x8300).contains(&t) || t == 0x9000 => link::ieee80211(body).ok(),
             _ => None,
@@ -529,13 +561,27 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn create(&mut self, key: Key, orig: Addr, orig_p: u16, resp: Addr, resp_p: u16, ip_proto: u8, flip: bool, encap: Encap) -> u32 {
+    fn create(
+        &mut self,
+        key: Key,
+        orig: Addr,
+        orig_p: u16,
+        resp: Addr,
+        resp_p: u16,
+        ip_proto: u8,
+        flip: bool,
+        encap: Encap,
+    ) -> u32 {
         while self.table.len() >= self.cfg.max_connections.max(1) {
             if !self.evict_one() {
                 break;
             }
         }
-        let (orig, orig_p, resp, resp_p) = if flip { (resp, resp_p, orig, orig_p) } else { (orig, orig_p, resp, resp_p) };
+        let (orig, orig_p, resp, resp_p) = if flip {
+            (resp, resp_p, orig, orig_p)
+        } else {
+            (orig, orig_p, resp, resp_p)
+        };
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -556,12 +602,13 @@ impl Engine {
             history.flip();
         }
         let udp = ip_proto == 17;
-        let dns = ((udp || ip_proto == 6) && dns::is_dns_port(udp, resp_p)).then(|| Box::new(dns::Session::new()));
+        let dns = ((udp || ip_proto == 6) && dns::is_dns_port(udp, resp_p))
+            .then(|| Box::new(dns::Session::new()));
         let now = self.now;
         let mut c = Conn {
             key,
             generation,
-            uid: self.uids.next(),
+            uid: self.uids.next_id(),
             orig,
             resp,
             orig_p,
@@ -592,12 +639,27 @@ impl Engine {
                 c.svc.add_first("ftp-data");
             }
         }
-        self.timers.push(Reverse((now + inactivity_ns, slot, generation, TimerKind::Inactivity)));
+        self.timers.push(Reverse((
+            now + inactivity_ns,
+            slot,
+            generation,
+            TimerKind::Inactivity,
+        )));
         if ip_proto == 6 {
-            self.timers.push(Reverse((now + 5 * SEC, slot, generation, TimerKind::TcpExpire)));
+            self.timers.push(Reverse((
+                now + 5 * SEC,
+                slot,
+                generation,
+                TimerKind::TcpExpire,
+            )));
         }
         if udp && c.dns.is_some() {
-            self.timers.push(Reverse((now + 10 * SEC, slot, generation, TimerKind::DnsExpire)));
+            self.timers.push(Reverse((
+                now + 10 * SEC,
+                slot,
+                generation,
+                TimerKind::DnsExpire,
+            )));
         }
         self.slots[slot as usize] = Some(c);
         self.table.insert(key, slot);
@@ -607,12 +669,12 @@ impl Engine {
 
     fn evict_one(&mut self) -> bool {
         while let Some(Reverse((_, slot, generation, _))) = self.timers.pop() {
-            if let Some(Some(c)) = self.slots.get(slot as usize) {
-                if c.generation == generation {
-                    self.stats.evicted += 1;
-                    self.remove(slot);
-                    return true;
-                }
+            if let Some(Some(c)) = self.slots.get(slot as usize)
+                && c.generation == generation
+            {
+                self.stats.evicted += 1;
+                self.remove(slot);
+                return true;
             }
         }
         false
@@ -620,7 +682,9 @@ impl Engine {
 
     /// Logs a connection and frees its slot.
     fn remove(&mut self, slot: u32) {
-        let Some(mut c) = self.slots.get_mut(slot as usize).and_then(Option::take) else { return };
+        let Some(mut c) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
         self.table.remove(&c.key);
         self.free.push(slot);
         let uid = uid_string('C', c.uid);
@@ -637,7 +701,11 @@ impl Engine {
         if self.dns_scratch.is_empty() {
             return;
         }
-        let proto = if c.ip_proto == 6 { Transport::Tcp } else { Transport::Udp };
+        let proto = if c.ip_proto == 6 {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
         for info in self.dns_scratch.drain(..) {
             self.stats.dns_transactions += 1;
             self.out.dns.push(DnsRecord {
@@ -668,7 +736,11 @@ impl Engine {
                 opcode: Some(info.opcode as u32),
                 opcode_name: Some(dns::opcode_name(info.opcode, info.netbios)),
                 sensor_id: self.cfg.sensor_id.clone(),
-                answer_addrs: info.answer_addrs.iter().map(|a| a.octets().to_vec().into()).collect(),
+                answer_addrs: info
+                    .answer_addrs
+                    .iter()
+                    .map(|a| a.octets().to_vec().into())
+                    .collect(),
                 ..Default::default()
             });
         }
@@ -678,7 +750,12 @@ impl Engine {
         let duration = c.last_ns - c.start_ns;
         let has_duration = duration > 0;
         let (proto, state, ob, rb) = match (c.ip_proto, &c.tcp) {
-            (6, Some(t)) => (Transport::Tcp, tcp_state(t.conn_state(c.history.as_str())), t.size(true), t.size(false)),
+            (6, Some(t)) => (
+                Transport::Tcp,
+                tcp_state(t.conn_state(c.history.as_str())),
+                t.size(true),
+                t.size(false),
+            ),
             (17, _) => (Transport::Udp, udp_state(c), c.o.size, c.r.size),
             (1 | 58, _) => (Transport::Icmp, ConnState::Oth, c.o.size, c.r.size),
             _ => (Transport::Unspecified, ConnState::Oth, 0, 0),
@@ -697,8 +774,10 @@ impl Engine {
             orig_bytes: has_duration.then_some(ob),
             resp_bytes: has_duration.then_some(rb),
             conn_state: state as i32,
-            local_orig: (!self.cfg.local_nets.is_empty()).then(|| self.cfg.local_nets.contains(&c.orig)),
-            local_resp: (!self.cfg.local_nets.is_empty()).then(|| self.cfg.local_nets.contains(&c.resp)),
+            local_orig: (!self.cfg.local_nets.is_empty())
+                .then(|| self.cfg.local_nets.contains(&c.orig)),
+            local_resp: (!self.cfg.local_nets.is_empty())
+                .then(|| self.cfg.local_nets.contains(&c.resp)),
             missed_bytes: c.tcp.as_ref().map_or(0, |t| t.missed_bytes),
             history: (!c.history.is_empty()).then(|| c.history.as_str().to_string()),
             orig_pkts: Some(c.o.pkts),
@@ -714,10 +793,11 @@ impl Engine {
     }
 
     fn note_parent(c: &mut Conn, encap: &Encap) {
-        if let Some(p) = encap.innermost() {
-            if !c.parents.contains(&p) && c.parents.len() < 8 {
-                c.parents.push(p);
-            }
+        if let Some(p) = encap.innermost()
+            && !c.parents.contains(&p)
+            && c.parents.len() < 8
+        {
+            c.parents.push(p);
         }
     }
 
@@ -757,14 +837,28 @@ impl Engine {
         let window = u16::from_be_bytes([b[14], b[15]]);
         let key = Key::new(6, p.src, sp, p.dst, dp);
         let hdr_ok = off >= 20 && off as u32 <= p.payload_len && off <= b.len();
-        let len = if hdr_ok { p.payload_len - off as u32 } else { 0 };
+        let len = if hdr_ok {
+            p.payload_len - off as u32
+        } else {
+            0
+        };
         let payload = if hdr_ok { &b[off..] } else { &[][..] };
-        let seg = Segment { seq: seg_seq, ack: seg_ack, flags, window, len, payload };
+        let seg = Segment {
+            seq: seg_seq,
+            ack: seg_ack,
+            flags,
+            window,
+            len,
+            payload,
+        };
 
         let mut slot = self.lookup(&key);
         if let Some(s) = slot {
             let reuse = hdr_ok
-                && self.slots[s as usize].as_ref().and_then(|c| c.tcp.as_ref()).is_some_and(|t| t.is_reuse(&seg));
+                && self.slots[s as usize]
+                    .as_ref()
+                    .and_then(|c| c.tcp.as_ref())
+                    .is_some_and(|t| t.is_reuse(&seg));
             if reuse {
                 self.remove(s);
                 slot = None;
@@ -776,8 +870,12 @@ impl Engine {
                 let syn = flags & tcp::SYN != 0;
                 let ackf = flags & tcp::ACK != 0;
                 let mut flip = false;
-                if !(syn && !ackf) && service::likely_server_port(false, sp) {
-                    flip = if service::likely_server_port(false, dp) { !syn && sp < dp } else { true };
+                if (ackf || !syn) && service::likely_server_port(false, sp) {
+                    flip = if service::likely_server_port(false, dp) {
+                        !syn && sp < dp
+                    } else {
+                        true
+                    };
                 }
                 if is_limited_broadcast(&p.dst) {
                     flip = false;
@@ -794,7 +892,9 @@ impl Engine {
         let fx;
         let mut dns_fx = dns::Effects::default();
         {
-            let Some(c) = self.slots[slot as usize].as_mut() else { return };
+            let Some(c) = self.slots[slot as usize].as_mut() else {
+                return;
+            };
             let generation = c.generation;
             Self::note_parent(c, &encap);
             let is_orig = p.src == c.orig && sp == c.orig_p;
@@ -816,7 +916,11 @@ impl Engine {
             let dns = &mut c.dns;
             let expect = &mut self.expect_scratch;
             let dns_out = &mut self.dns_scratch;
-            let ctx = dns::ConnCtx { orig_p: c.orig_p, resp_p, resp_multicast: false };
+            let ctx = dns::ConnCtx {
+                orig_p: c.orig_p,
+                resp_p,
+                resp_multicast: false,
+            };
             let mut deliver = |from_orig: bool, data: &[u8]| {
                 if !svc.finished() {
                     svc.tcp(from_orig, data, resp_p, partial, expect);
@@ -825,7 +929,14 @@ impl Engine {
                     d.tcp_data(&ctx, from_orig, data, now, dns_out, &mut dns_fx);
                 }
             };
-            fx = t.packet(is_orig, &seg, now, &mut c.last_ns, &mut c.history, &mut deliver);
+            fx = t.packet(
+                is_orig,
+                &seg,
+                now,
+                &mut c.last_ns,
+                &mut c.history,
+                &mut deliver,
+            );
             if fx.flip {
                 // The state machine flipped roles; the rest of the connection follows.
                 std::mem::swap(&mut c.orig, &mut c.resp);
@@ -845,22 +956,37 @@ impl Engine {
                 c.inactivity_ns = self.cfg.tcp_inactivity_ns;
             }
             if fx.attempt_timer {
-                self.timers.push(Reverse((now + 5 * SEC, slot, generation, TimerKind::TcpAttempt)));
+                self.timers.push(Reverse((
+                    now + 5 * SEC,
+                    slot,
+                    generation,
+                    TimerKind::TcpAttempt,
+                )));
             }
             if fx.close_complete {
-                self.timers.push(Reverse((c.last_ns + 5 * SEC, slot, generation, TimerKind::TcpClose)));
+                self.timers.push(Reverse((
+                    c.last_ns + 5 * SEC,
+                    slot,
+                    generation,
+                    TimerKind::TcpClose,
+                )));
             }
             if fx.close_partial {
-                self.timers.push(Reverse((c.last_ns + 6 * SEC, slot, generation, TimerKind::TcpExpire)));
+                self.timers.push(Reverse((
+                    c.last_ns + 6 * SEC,
+                    slot,
+                    generation,
+                    TimerKind::TcpExpire,
+                )));
             }
         }
         if !self.expect_scratch.is_empty() {
             let resp = self.slots[slot as usize].as_ref().map(|c| c.resp.ip());
             for mut e in self.expect_scratch.drain(..) {
-                if e.resp.is_unspecified() {
-                    if let Some(r) = resp {
-                        e.resp = r;
-                    }
+                if e.resp.is_unspecified()
+                    && let Some(r) = resp
+                {
+                    e.resp = r;
                 }
                 self.expected.push((e, now + 300 * SEC));
             }
@@ -868,12 +994,12 @@ impl Engine {
                 self.expected.drain(..self.expected.len() - 1024);
             }
         }
-        if !self.dns_scratch.is_empty() {
-            if let Some(c) = self.slots[slot as usize].take() {
-                let uid = uid_string('C', c.uid);
-                self.emit_dns(&c, &uid);
-                self.slots[slot as usize] = Some(c);
-            }
+        if !self.dns_scratch.is_empty()
+            && let Some(c) = self.slots[slot as usize].take()
+        {
+            let uid = uid_string('C', c.uid);
+            self.emit_dns(&c, &uid);
+            self.slots[slot as usize] = Some(c);
         }
     }
 
@@ -905,11 +1031,13 @@ impl Engine {
             Checksums::Auto => dp == 4789 || sp == 4789,
             Checksums::None => false,
         };
-        let Some(c) = self.slots[slot as usize].as_mut() else { return };
+        let Some(c) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
         Self::note_parent(c, &encap);
         let is_orig = p.src == c.orig && sp == c.orig_p;
         let full = b.len() as u32 >= p.payload_len;
-        if verify && full && !(csum == 0 && !p.v6) {
+        if verify && full && (csum != 0 || p.v6) {
             let vxlan_zero = csum == 0;
             if !vxlan_zero {
                 let sum = ip::pseudo_header_sum(&p.src, &p.dst, 17, p.payload_len);
@@ -938,7 +1066,11 @@ impl Engine {
         // DNS.
         let mut dns_fx = dns::Effects::default();
         if let Some(d) = c.dns.as_mut() {
-            let ctx = dns::ConnCtx { orig_p: c.orig_p, resp_p: c.resp_p, resp_multicast: is_multicast(&c.resp) };
+            let ctx = dns::ConnCtx {
+                orig_p: c.orig_p,
+                resp_p: c.resp_p,
+                resp_multicast: is_multicast(&c.resp),
+            };
             dns_fx = d.message(&ctx, data, Some(is_orig), now, &mut self.dns_scratch);
         } else if !c.svc.finished() {
             c.svc.udp(is_orig, data, c.resp_p);
@@ -957,12 +1089,12 @@ impl Engine {
         let resp_p = c.resp_p;
         let orig_p = c.orig_p;
         let violated = c.tunnel_violation;
-        if !self.dns_scratch.is_empty() {
-            if let Some(c) = self.slots[slot as usize].take() {
-                let u = uid_string('C', c.uid);
-                self.emit_dns(&c, &u);
-                self.slots[slot as usize] = Some(c);
-            }
+        if !self.dns_scratch.is_empty()
+            && let Some(c) = self.slots[slot as usize].take()
+        {
+            let u = uid_string('C', c.uid);
+            self.emit_dns(&c, &u);
+            self.slots[slot as usize] = Some(c);
         }
 
         // Tunnels, chosen by the responder's port or by content.
@@ -980,7 +1112,9 @@ impl Engine {
         };
         let Some(kind) = kind else { return };
         let inner = decapsulate(kind, data);
-        let Some(c) = self.slots[slot as usize].as_mut() else { return };
+        let Some(c) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
         match inner {
             Decap::Inner { confirm, frame } => {
                 if confirm {
@@ -998,7 +1132,9 @@ impl Engine {
                 match frame {
                     Frame::Ip(d) => self.ip(d, e),
                     Frame::Ethernet(d) => match link::ethernet(d) {
-                        Ok(l3) if matches!(l3.kind, L3Kind::Ipv4 | L3Kind::Ipv6) => self.ip(l3.data, e),
+                        Ok(l3) if matches!(l3.kind, L3Kind::Ipv4 | L3Kind::Ipv6) => {
+                            self.ip(l3.data, e)
+                        }
                         Ok(_) => self.stats.non_ip += 1,
                         Err(_) => self.stats.decode_errors += 1,
                     },
@@ -1033,7 +1169,14 @@ impl Engine {
             None => (t as u16, code as u16, true),
         };
         let key = if oneway {
-            Key { a: p.src, b: p.dst, pa: sp, pb: dp, proto: p.proto, oneway: true }
+            Key {
+                a: p.src,
+                b: p.dst,
+                pa: sp,
+                pb: dp,
+                proto: p.proto,
+                oneway: true,
+            }
         } else {
             Key::new(p.proto, p.src, sp, p.dst, dp)
         };
@@ -1043,12 +1186,18 @@ impl Engine {
         };
         let now = self.now;
         let verify = self.cfg.checksums == Checksums::All;
-        let Some(c) = self.slots[slot as usize].as_mut() else { return };
+        let Some(c) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
         Self::note_parent(c, &encap);
         let is_orig = p.src == c.orig && sp == c.orig_p;
         let full = b.len() as u32 >= p.payload_len;
         if verify && full {
-            let init = if v6 { ip::pseudo_header_sum(&p.src, &p.dst, 58, p.payload_len) } else { 0 };
+            let init = if v6 {
+                ip::pseudo_header_sum(&p.src, &p.dst, 58, p.payload_len)
+            } else {
+                0
+            };
             if ip::internet_checksum(&b[..p.payload_len as usize], init) != 0 {
                 self.stats.bad_checksums += 1;
                 return;
@@ -1068,7 +1217,9 @@ impl Engine {
             None => self.create(key, p.src, 0, p.dst, 0, p.proto, false, encap),
         };
         let now = self.now;
-        let Some(c) = self.slots[slot as usize].as_mut() else { return };
+        let Some(c) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
         Self::note_parent(c, &encap);
         let is_orig = p.src == c.orig;
         c.last_ns = now;
@@ -1084,7 +1235,9 @@ fn l4_checksum_ok(seg: &[u8], pseudo: u32, field_at: usize) -> bool {
     if ip::internet_checksum(seg, pseudo) == 0 {
         return true;
     }
-    let Some(f) = seg.get(field_at..field_at + 2) else { return false };
+    let Some(f) = seg.get(field_at..field_at + 2) else {
+        return false;
+    };
     let field = u16::from_be_bytes([f[0], f[1]]);
     let mut folded = pseudo;
     while folded >> 16 != 0 {
@@ -1148,7 +1301,10 @@ fn decapsulate(kind: Tunnel, d: &[u8]) -> Decap<'_> {
             if d.len() < 8 || d[0] & 0x08 == 0 {
                 return Decap::Violation;
             }
-            Decap::Inner { confirm: true, frame: Frame::Ethernet(&d[8..]) }
+            Decap::Inner {
+                confirm: true,
+                frame: Frame::Ethernet(&d[8..]),
+            }
         }
         Tunnel::Geneve => {
             if d.len() < 8 || d[0] >> 6 != 0 {
@@ -1161,8 +1317,14 @@ fn decapsulate(kind: Tunnel, d: &[u8]) -> Decap<'_> {
             let proto = u16::from_be_bytes([d[2], d[3]]);
             let body = &d[hlen..];
             match proto {
-                0x6558 => Decap::Inner { confirm: true, frame: Frame::Ethernet(body) },
-                0x0800 | 0x86dd => Decap::Inner { confirm: true, frame: Frame::Ip(body) },
+                0x6558 => Decap::Inner {
+                    confirm: true,
+                    frame: Frame::Ethernet(body),
+                },
+                0x0800 | 0x86dd => Decap::Inner {
+                    confirm: true,
+                    frame: Frame::Ip(body),
+                },
                 _ => Decap::Confirmed,
             }
         }
@@ -1180,7 +1342,9 @@ fn decapsulate(kind: Tunnel, d: &[u8]) -> Decap<'_> {
                 if flags & 0x04 != 0 {
                     let mut next = d[11];
                     while next != 0 {
-                        let Some(&l) = d.get(off) else { return Decap::Violation };
+                        let Some(&l) = d.get(off) else {
+                            return Decap::Violation;
+                        };
                         let l = l as usize * 4;
                         if l == 0 || d.len() < off + l {
                             return Decap::Violation;
@@ -1195,13 +1359,22 @@ fn decapsulate(kind: Tunnel, d: &[u8]) -> Decap<'_> {
             }
             let body = &d[off..];
             match body.first().map(|b| b >> 4) {
-                Some(4) if body.len() >= 20 => Decap::Inner { confirm: true, frame: Frame::Ip(body) },
-                Some(6) if body.len() >= 40 => Decap::Inner { confirm: true, frame: Frame::Ip(body) },
+                Some(4) if body.len() >= 20 => Decap::Inner {
+                    confirm: true,
+                    frame: Frame::Ip(body),
+                },
+                Some(6) if body.len() >= 40 => Decap::Inner {
+                    confirm: true,
+                    frame: Frame::Ip(body),
+                },
                 _ => Decap::Violation,
             }
         }
         Tunnel::Teredo => match teredo_inner(d) {
-            Some(body) => Decap::Inner { confirm: true, frame: Frame::Ip(body) },
+            Some(body) => Decap::Inner {
+                confirm: true,
+                frame: Frame::Ip(body),
+            },
             None => Decap::Violation,
         },
         Tunnel::Ayiya => {
@@ -1216,7 +1389,10 @@ fn decapsulate(kind: Tunnel, d: &[u8]) -> Decap<'_> {
             if d.len() < hlen || opcode != 1 || !(next == 4 || next == 41) {
                 return Decap::Violation;
             }
-            Decap::Inner { confirm: true, frame: Frame::Ip(&d[hlen..]) }
+            Decap::Inner {
+                confirm: true,
+                frame: Frame::Ip(&d[hlen..]),
+            }
         }
     }
 }
@@ -1249,7 +1425,12 @@ fn teredo_inner(d: &[u8]) -> Option<&[u8]> {
 /// Teredo on a port other than 3544: an IPv6 packet with a Teredo
 /// (2001:0::/32) address, or the Teredo headers.
 fn teredo_like(d: &[u8]) -> bool {
-    let Some(inner) = teredo_inner(d) else { return false };
+    let Some(inner) = teredo_inner(d) else {
+        return false;
+    };
     let teredo_addr = |a: &[u8]| a[..4] == [0x20, 0x01, 0x00, 0x00];
-    inner.len() >= 40 && (teredo_addr(&inner[8..24]) || teredo_addr(&inner[24..40]) || inner.as_ptr() != d.as_ptr())
+    inner.len() >= 40
+        && (teredo_addr(&inner[8..24])
+            || teredo_addr(&inner[24..40])
+            || inner.as_ptr() != d.as_ptr())
 }

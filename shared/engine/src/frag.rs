@@ -42,7 +42,11 @@ pub struct FragLimits {
 
 impl Default for FragLimits {
     fn default() -> Self {
-        FragLimits { max_datagrams: 4096, max_bytes: 32 << 20, timeout_ns: 60_000_000_000 }
+        FragLimits {
+            max_datagrams: 4096,
+            max_bytes: 32 << 20,
+            timeout_ns: 60_000_000_000,
+        }
     }
 }
 
@@ -69,7 +73,10 @@ const MAX_DATAGRAM: u32 = 65_535;
 
 impl Reassembler {
     pub fn new(limits: FragLimits) -> Self {
-        Reassembler { limits, ..Default::default() }
+        Reassembler {
+            limits,
+            ..Default::default()
+        }
     }
 
     /// In-progress datagrams.
@@ -86,7 +93,13 @@ impl Reassembler {
     pub fn add(&mut self, ts_ns: i64, ip: &IpPacket<'_>) -> Option<Vec<u8>> {
         let frag = ip.frag?;
         self.stats.fragments += 1;
-        let key = Key { src: ip.src, dst: ip.dst, id: frag.id, proto: if ip.v6 { 0 } else { ip.proto }, v6: ip.v6 };
+        let key = Key {
+            src: ip.src,
+            dst: ip.dst,
+            id: frag.id,
+            proto: if ip.v6 { 0 } else { ip.proto },
+            v6: ip.v6,
+        };
         let start = frag.offset;
         let end = start + ip.payload.len() as u32;
         if end > MAX_DATAGRAM || (ip.payload.len() as u32) < ip.payload_len {
@@ -96,7 +109,9 @@ impl Reassembler {
         }
         self.expire(ts_ns);
         if !self.table.contains_key(&key) {
-            while self.table.len() >= self.limits.max_datagrams || self.bytes >= self.limits.max_bytes {
+            while self.table.len() >= self.limits.max_datagrams
+                || self.bytes >= self.limits.max_bytes
+            {
                 if !self.evict_oldest() {
                     break;
                 }
@@ -169,7 +184,12 @@ impl Reassembler {
     }
 
     fn evict_oldest(&mut self) -> bool {
-        let Some(key) = self.table.iter().min_by_key(|(_, d)| d.first_ns).map(|(k, _)| *k) else {
+        let Some(key) = self
+            .table
+            .iter()
+            .min_by_key(|(_, d)| d.first_ns)
+            .map(|(k, _)| *k)
+        else {
             return false;
         };
         if let Some(d) = self.table.remove(&key) {
@@ -254,7 +274,11 @@ mod tests {
 
     #[test]
     fn bounded_and_timed_out() {
-        let limits = FragLimits { max_datagrams: 2, max_bytes: 1 << 20, timeout_ns: 10 };
+        let limits = FragLimits {
+            max_datagrams: 2,
+            max_bytes: 1 << 20,
+            timeout_ns: 10,
+        };
         let mut r = Reassembler::new(limits);
         for id in 0..5u8 {
             let mut p = v4(&[0; 8], 0x2000);

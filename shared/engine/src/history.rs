@@ -82,7 +82,11 @@ pub struct History {
 
 impl Default for History {
     fn default() -> Self {
-        History { buf: [0; MAX_LEN], len: 0, seen: 0 }
+        History {
+            buf: [0; MAX_LEN],
+            len: 0,
+            seen: 0,
+        }
     }
 }
 
@@ -143,7 +147,10 @@ mod tests {
         assert!(h.check(false, Letter::H));
         assert!(h.check(true, Letter::A));
         assert!(!h.check(true, Letter::A));
-        assert!(!h.check(false, Letter::S), "S and H share one bit per direction");
+        assert!(
+            !h.check(false, Letter::S),
+            "S and H share one bit per direction"
+        );
         h.add(true, Letter::F);
         assert_eq!(h.as_str(), "^hAF");
     }

@@ -23,7 +23,9 @@ impl UidGen {
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^ (z >> 31)
         };
-        UidGen { s: [next(), next(), next(), next()] }
+        UidGen {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -40,7 +42,7 @@ impl UidGen {
     }
 
     /// A fresh 96-bit id.
-    pub fn next(&mut self) -> u128 {
+    pub fn next_id(&mut self) -> u128 {
         let hi = self.next_u64() as u128 & 0xffff_ffff;
         (hi << 64) | self.next_u64() as u128
     }
@@ -68,7 +70,14 @@ pub fn uid_string(prefix: char, id: u128) -> String {
 
 /// ICMP types that have a reply, as (request, reply) pairs, for v4 and v6.
 const ICMP4_PAIRS: &[(u8, u8)] = &[(8, 0), (13, 14), (15, 16), (10, 9), (17, 18)];
-const ICMP6_PAIRS: &[(u8, u8)] = &[(128, 129), (133, 134), (135, 136), (130, 131), (144, 145), (139, 140)];
+const ICMP6_PAIRS: &[(u8, u8)] = &[
+    (128, 129),
+    (133, 134),
+    (135, 136),
+    (130, 131),
+    (144, 145),
+    (139, 140),
+];
 
 /// The counterpart of an ICMP type (request to reply or back), if it has one.
 pub fn icmp_counterpart(v6: bool, icmp_type: u8) -> Option<u8> {
@@ -119,12 +128,24 @@ pub fn community_id(proto: u8, src: &Addr, sport: u16, dst: &Addr, dport: u16) -
 fn base64(data: &[u8], out: &mut String) {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
 }
 
@@ -229,7 +250,11 @@ impl LocalNets {
 
 fn mask(a: &Addr, plen: u8) -> Addr {
     let v = u128::from_be_bytes(a.0);
-    let m = if plen == 0 { 0 } else { u128::MAX << (128 - plen as u32) };
+    let m = if plen == 0 {
+        0
+    } else {
+        u128::MAX << (128 - plen as u32)
+    };
     Addr((v & m).to_be_bytes())
 }
 
@@ -261,9 +286,9 @@ mod tests {
     #[test]
     fn uids_look_like_zeeks() {
         let mut g = UidGen::new(1);
-        let u = uid_string('C', g.next());
+        let u = uid_string('C', g.next_id());
         assert!(u.starts_with('C') && (10..=18).contains(&u.len()), "{u}");
-        assert_ne!(g.next(), g.next());
+        assert_ne!(g.next_id(), g.next_id());
     }
 
     #[test]

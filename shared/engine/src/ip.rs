@@ -28,12 +28,18 @@ impl Addr {
 
     /// The address as it goes on the wire: 4 bytes for IPv4, 16 for IPv6.
     pub fn octets(&self) -> &[u8] {
-        if self.is_v4() { &self.0[12..] } else { &self.0[..] }
+        if self.is_v4() {
+            &self.0[12..]
+        } else {
+            &self.0[..]
+        }
     }
 
     pub fn ip(&self) -> IpAddr {
         if self.is_v4() {
-            IpAddr::V4(Ipv4Addr::new(self.0[12], self.0[13], self.0[14], self.0[15]))
+            IpAddr::V4(Ipv4Addr::new(
+                self.0[12], self.0[13], self.0[14], self.0[15],
+            ))
         } else {
             IpAddr::V6(Ipv6Addr::from(self.0))
         }
@@ -158,7 +164,13 @@ fn parse_v4(data: &[u8], verify_checksum: bool) -> Result<IpPacket<'_>, IpError>
     let more = flags_off & 0x2000 != 0;
     let offset = ((flags_off & 0x1fff) as u32) * 8;
     let frag = if more || offset != 0 {
-        Some(Fragment { id: be16(data, 4) as u32, offset, more, v6_frag_off: 0, v6_nh_ptr: 0 })
+        Some(Fragment {
+            id: be16(data, 4) as u32,
+            offset,
+            more,
+            v6_frag_off: 0,
+            v6_nh_ptr: 0,
+        })
     } else {
         None
     };
@@ -238,7 +250,12 @@ fn parse_v6(data: &[u8]) -> Result<IpPacket<'_>, IpError> {
                 }
                 let fo = be16(data, off + 2);
                 frag = Some(Fragment {
-                    id: u32::from_be_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]),
+                    id: u32::from_be_bytes([
+                        data[off + 4],
+                        data[off + 5],
+                        data[off + 6],
+                        data[off + 7],
+                    ]),
                     offset: ((fo >> 3) as u32) * 8,
                     more: fo & 1 != 0,
                     v6_frag_off: off,
@@ -356,7 +373,10 @@ mod tests {
         let ip = parse(&p, false).expect("parses");
         assert_eq!((ip.proto, ip.hdr_len, ip.payload.len()), (17, 56, 8));
         let f = ip.frag.expect("fragment");
-        assert_eq!((f.id, f.more, f.offset, f.v6_frag_off, f.v6_nh_ptr), (7, true, 0, 48, 40));
+        assert_eq!(
+            (f.id, f.more, f.offset, f.v6_frag_off, f.v6_nh_ptr),
+            (7, true, 0, 48, 40)
+        );
         assert_eq!(ip.dst.to_string(), "ff02::fb");
     }
 

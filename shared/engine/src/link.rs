@@ -48,7 +48,14 @@ pub struct L3<'a> {
 
 impl<'a> L3<'a> {
     fn new(kind: L3Kind, data: &'a [u8]) -> Self {
-        L3 { kind, data, vlan: None, inner_vlan: None, src_mac: None, dst_mac: None }
+        L3 {
+            kind,
+            data,
+            vlan: None,
+            inner_vlan: None,
+            src_mac: None,
+            dst_mac: None,
+        }
     }
 }
 
@@ -163,7 +170,11 @@ fn sll_payload(arphrd: u16, proto: u16, payload: &[u8]) -> Result<L3<'_>, LinkEr
 
 /// PPP with or without the HDLC address and control bytes.
 pub fn ppp(data: &[u8]) -> Result<L3<'_>, LinkError> {
-    let data = if data.len() >= 2 && data[0] == 0xff && data[1] == 0x03 { &data[2..] } else { data };
+    let data = if data.len() >= 2 && data[0] == 0xff && data[1] == 0x03 {
+        &data[2..]
+    } else {
+        data
+    };
     if data.is_empty() {
         return Err(LinkError::Truncated("PPP"));
     }
@@ -296,7 +307,14 @@ fn finish<'a>(
     src: Option<[u8; 6]>,
     dst: Option<[u8; 6]>,
 ) -> L3<'a> {
-    L3 { kind, data, vlan: vlans[0], inner_vlan: vlans[1], src_mac: src, dst_mac: dst }
+    L3 {
+        kind,
+        data,
+        vlan: vlans[0],
+        inner_vlan: vlans[1],
+        src_mac: src,
+        dst_mac: dst,
+    }
 }
 
 /// An 802.11 frame: data frames only, unprotected, with LLC/SNAP.
@@ -347,12 +365,20 @@ pub fn ieee80211(data: &[u8]) -> Result<L3<'_>, LinkError> {
             return Err(LinkError::Truncated("802.11 A-MSDU"));
         }
         let sub_len = (be16(body, 12) as usize).min(body.len() - 14);
-        return llc_snap(&body[14..14 + sub_len], Some(mac(&body[6..12])), Some(mac(&body[0..6])));
+        return llc_snap(
+            &body[14..14 + sub_len],
+            Some(mac(&body[6..12])),
+            Some(mac(&body[0..6])),
+        );
     }
     llc_snap(body, Some(src), Some(dst))
 }
 
-fn llc_snap<'a>(body: &'a [u8], src: Option<[u8; 6]>, dst: Option<[u8; 6]>) -> Result<L3<'a>, LinkError> {
+fn llc_snap<'a>(
+    body: &'a [u8],
+    src: Option<[u8; 6]>,
+    dst: Option<[u8; 6]>,
+) -> Result<L3<'a>, LinkError> {
     if body.len() < 8 {
         return Err(LinkError::Truncated("LLC"));
     }
@@ -382,7 +408,10 @@ mod tests {
         rest.extend_from_slice(&IP);
         let f = eth(0x88a8, &rest);
         let l3 = decode(linktype::ETHERNET, &f).expect("decodes");
-        assert_eq!((l3.kind, l3.vlan, l3.inner_vlan), (L3Kind::Ipv4, Some(100), Some(200)));
+        assert_eq!(
+            (l3.kind, l3.vlan, l3.inner_vlan),
+            (L3Kind::Ipv4, Some(100), Some(200))
+        );
         assert_eq!(l3.data, IP);
         assert_eq!(l3.src_mac, Some([0xa, 0xb, 0xc, 0xd, 0xe, 0xf]));
     }
@@ -391,7 +420,8 @@ mod tests {
     fn mpls_stack_then_ip() {
         let mut rest = vec![0, 0, 0x10, 64, 0, 0, 0x21, 64];
         rest.extend_from_slice(&IP);
-        let l3 = decode(linktype::ETHERNET, &eth(0x8847, &rest)).expect("decodes");
+        let frame = eth(0x8847, &rest);
+        let l3 = decode(linktype::ETHERNET, &frame).expect("decodes");
         assert_eq!((l3.kind, l3.data), (L3Kind::Ipv4, &IP[..]));
     }
 
@@ -399,7 +429,8 @@ mod tests {
     fn pppoe_session_to_ipv6() {
         let mut rest = vec![0x11, 0, 0, 1, 0, 6, 0, 0x57];
         rest.extend_from_slice(&[0x60, 0, 0, 0]);
-        let l3 = decode(linktype::ETHERNET, &eth(0x8864, &rest)).expect("decodes");
+        let frame = eth(0x8864, &rest);
+        let l3 = decode(linktype::ETHERNET, &frame).expect("decodes");
         assert_eq!(l3.kind, L3Kind::Ipv6);
         assert_eq!(l3.data.len(), 4);
     }
@@ -422,8 +453,14 @@ mod tests {
                 let _ = decode(lt, &f);
             }
         }
-        assert_eq!(decode(1, &[0; 10]).err(), Some(LinkError::Truncated("Ethernet")));
-        assert_eq!(decode(147, &[0; 10]).err(), Some(LinkError::UnknownLinkType(147)));
+        assert_eq!(
+            decode(1, &[0; 10]).err(),
+            Some(LinkError::Truncated("Ethernet"))
+        );
+        assert_eq!(
+            decode(147, &[0; 10]).err(),
+            Some(LinkError::UnknownLinkType(147))
+        );
     }
 
     #[test]
@@ -431,8 +468,13 @@ mod tests {
         let mut f = vec![0, 0, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0, 0x08, 0x00];
         f.extend_from_slice(&IP);
         let l3 = decode(linktype::LINUX_SLL, &f).expect("decodes");
-        assert_eq!((l3.kind, l3.src_mac), (L3Kind::Ipv4, Some([1, 2, 3, 4, 5, 6])));
-        let mut f = vec![0x86, 0xdd, 0, 0, 0, 0, 0, 1, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0];
+        assert_eq!(
+            (l3.kind, l3.src_mac),
+            (L3Kind::Ipv4, Some([1, 2, 3, 4, 5, 6]))
+        );
+        let mut f = vec![
+            0x86, 0xdd, 0, 0, 0, 0, 0, 1, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0,
+        ];
         f.extend_from_slice(&[0x60, 0, 0, 0]);
         let l3 = decode(linktype::LINUX_SLL2, &f).expect("decodes");
         assert_eq!(l3.kind, L3Kind::Ipv6);

@@ -47,7 +47,10 @@ pub enum ReadError {
 impl ReadError {
     /// Truncation and corruption leave what came before usable.
     pub fn is_damage(&self) -> bool {
-        matches!(self, ReadError::Truncated { .. } | ReadError::Corrupt { .. })
+        matches!(
+            self,
+            ReadError::Truncated { .. } | ReadError::Corrupt { .. }
+        )
     }
 }
 
@@ -62,8 +65,15 @@ struct Interface {
 
 #[derive(Debug)]
 enum Format {
-    Pcap { swapped: bool, nanos: bool, linktype: u16 },
-    PcapNg { swapped: bool, interfaces: Vec<Interface> },
+    Pcap {
+        swapped: bool,
+        nanos: bool,
+        linktype: u16,
+    },
+    PcapNg {
+        swapped: bool,
+        interfaces: Vec<Interface>,
+    },
 }
 
 /// Reads packets from a capture file or stream.
@@ -93,10 +103,14 @@ impl std::fmt::Debug for CaptureReader {
 
 fn io_error(e: io::Error, offset: u64) -> ReadError {
     match e.kind() {
-        io::ErrorKind::UnexpectedEof => ReadError::Truncated { what: "compressed stream", offset },
-        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
-            ReadError::Corrupt { offset, reason: format!("compressed stream: {e}") }
-        }
+        io::ErrorKind::UnexpectedEof => ReadError::Truncated {
+            what: "compressed stream",
+            offset,
+        },
+        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => ReadError::Corrupt {
+            offset,
+            reason: format!("compressed stream: {e}"),
+        },
         _ => ReadError::Io(e),
     }
 }
@@ -126,7 +140,11 @@ impl CaptureReader {
             end: 0,
             eof: false,
             consumed: 0,
-            format: Format::Pcap { swapped: false, nanos: false, linktype: 0 },
+            format: Format::Pcap {
+                swapped: false,
+                nanos: false,
+                linktype: 0,
+            },
             gzip,
             packets: 0,
         };
@@ -180,7 +198,10 @@ impl CaptureReader {
     }
 
     fn corrupt(&self, reason: impl Into<String>) -> ReadError {
-        ReadError::Corrupt { offset: self.consumed, reason: reason.into() }
+        ReadError::Corrupt {
+            offset: self.consumed,
+            reason: reason.into(),
+        }
     }
 
     fn read_header(&mut self) -> Result<(), ReadError> {
@@ -194,9 +215,15 @@ impl CaptureReader {
         }
         let magic = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
         match magic {
-            [0xa1, 0xb2, 0xc3, 0xd4] | [0xd4, 0xc3, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d] | [0x4d, 0x3c, 0xb2, 0xa1] => {
+            [0xa1, 0xb2, 0xc3, 0xd4]
+            | [0xd4, 0xc3, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0x3c, 0x4d]
+            | [0x4d, 0x3c, 0xb2, 0xa1] => {
                 if !self.fill(24)? {
-                    return Err(ReadError::Truncated { what: "pcap file header", offset: 0 });
+                    return Err(ReadError::Truncated {
+                        what: "pcap file header",
+                        offset: 0,
+                    });
                 }
                 // `swapped` here means "big-endian file": the helpers read big-endian when set.
                 let swapped = magic[0] == 0xa1;
@@ -208,12 +235,19 @@ impl CaptureReader {
                 }
                 // The low 16 bits name the link type; the upper bits may hold FCS flags.
                 let linktype = (u32_at(h, 20, swapped) & 0xffff) as u16;
-                self.format = Format::Pcap { swapped, nanos, linktype };
+                self.format = Format::Pcap {
+                    swapped,
+                    nanos,
+                    linktype,
+                };
                 self.advance(24);
                 Ok(())
             }
             [0x0a, 0x0d, 0x0d, 0x0a] => {
-                self.format = Format::PcapNg { swapped: false, interfaces: Vec::new() };
+                self.format = Format::PcapNg {
+                    swapped: false,
+                    interfaces: Vec::new(),
+                };
                 Ok(())
             }
             _ => Err(ReadError::NotCapture(hex(&magic))),
@@ -224,13 +258,22 @@ impl CaptureReader {
     /// reader is finished: later calls return `None`.
     pub fn next_packet(&mut self) -> Result<Option<Packet<'_>>, ReadError> {
         let res = match self.format {
-            Format::Pcap { swapped, nanos, linktype } => self.next_pcap(swapped, nanos, linktype),
+            Format::Pcap {
+                swapped,
+                nanos,
+                linktype,
+            } => self.next_pcap(swapped, nanos, linktype),
             Format::PcapNg { .. } => self.next_pcapng(),
         };
         match res {
             Ok(Some((start, len, ts_ns, wire_len, linktype))) => {
                 self.packets += 1;
-                Ok(Some(Packet { ts_ns, wire_len, linktype, data: &self.buf[start..start + len] }))
+                Ok(Some(Packet {
+                    ts_ns,
+                    wire_len,
+                    linktype,
+                    data: &self.buf[start..start + len],
+                }))
             }
             Ok(None) => Ok(None),
             Err(e) => {
@@ -253,7 +296,10 @@ impl CaptureReader {
             if self.end == self.pos {
                 return Ok(None);
             }
-            return Err(ReadError::Truncated { what: "packet record header", offset: self.consumed });
+            return Err(ReadError::Truncated {
+                what: "packet record header",
+                offset: self.consumed,
+            });
         }
         let h = &self.buf[self.pos..self.pos + 16];
         let sec = u32_at(h, 0, swapped) as i64;
@@ -264,15 +310,26 @@ impl CaptureReader {
             return Err(self.corrupt(format!("packet record claims {caplen} captured bytes")));
         }
         if (nanos && frac >= 1_000_000_000) || (!nanos && frac >= 1_000_000) {
-            return Err(self.corrupt(format!("packet record has a fraction of a second of {frac}")));
+            return Err(self.corrupt(format!(
+                "packet record has a fraction of a second of {frac}"
+            )));
         }
         if !self.fill(16 + caplen)? {
-            return Err(ReadError::Truncated { what: "packet", offset: self.consumed });
+            return Err(ReadError::Truncated {
+                what: "packet",
+                offset: self.consumed,
+            });
         }
         let ts_ns = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
         let start = self.pos + 16;
         self.advance(16 + caplen);
-        Ok(Some((start, caplen, ts_ns, wire_len.max(caplen as u32), linktype)))
+        Ok(Some((
+            start,
+            caplen,
+            ts_ns,
+            wire_len.max(caplen as u32),
+            linktype,
+        )))
     }
 
     #[allow(clippy::type_complexity)]
@@ -282,9 +339,14 @@ impl CaptureReader {
                 if self.end == self.pos {
                     return Ok(None);
                 }
-                return Err(ReadError::Truncated { what: "pcapng block header", offset: self.consumed });
+                return Err(ReadError::Truncated {
+                    what: "pcapng block header",
+                    offset: self.consumed,
+                });
             }
-            let Format::PcapNg { swapped, .. } = self.format else { unreachable!() };
+            let Format::PcapNg { swapped, .. } = self.format else {
+                unreachable!()
+            };
             let head = &self.buf[self.pos..self.pos + 12];
             let raw_type = [head[0], head[1], head[2], head[3]];
             // A section header fixes the byte order of everything after it.
@@ -292,35 +354,53 @@ impl CaptureReader {
                 match [head[8], head[9], head[10], head[11]] {
                     [0x1a, 0x2b, 0x3c, 0x4d] => true,
                     [0x4d, 0x3c, 0x2b, 0x1a] => false,
-                    other => return Err(self.corrupt(format!("section header byte-order magic {}", hex(&other)))),
+                    other => {
+                        return Err(self
+                            .corrupt(format!("section header byte-order magic {}", hex(&other))));
+                    }
                 }
             } else {
                 swapped
             };
             let btype = u32_at(head, 0, swapped);
             let blen = u32_at(head, 4, swapped) as usize;
-            if blen < 12 || blen % 4 != 0 || blen > MAX_RECORD {
-                return Err(self.corrupt(format!("pcapng block of type {btype:#x} claims a length of {blen}")));
+            if blen < 12 || !blen.is_multiple_of(4) || blen > MAX_RECORD {
+                return Err(self.corrupt(format!(
+                    "pcapng block of type {btype:#x} claims a length of {blen}"
+                )));
             }
             if !self.fill(blen)? {
-                return Err(ReadError::Truncated { what: "pcapng block", offset: self.consumed });
+                return Err(ReadError::Truncated {
+                    what: "pcapng block",
+                    offset: self.consumed,
+                });
             }
             let body_start = self.pos + 8;
             let body_end = self.pos + blen - 4;
             if u32_at(&self.buf[body_end..body_end + 4], 0, swapped) as usize != blen {
-                return Err(self.corrupt(format!("pcapng block of type {btype:#x}: trailing length differs")));
+                return Err(self.corrupt(format!(
+                    "pcapng block of type {btype:#x}: trailing length differs"
+                )));
             }
             let body = &self.buf[body_start..body_end];
             match btype {
                 0x0a0d_0d0a => {
-                    self.format = Format::PcapNg { swapped, interfaces: Vec::new() };
+                    self.format = Format::PcapNg {
+                        swapped,
+                        interfaces: Vec::new(),
+                    };
                 }
                 1 => {
                     if body.len() < 8 {
                         return Err(self.corrupt("interface description block too short"));
                     }
                     let linktype = u16_at(body, 0, swapped);
-                    let mut iface = Interface { linktype, mul: 1000, div: 1, offset_s: 0 };
+                    let mut iface = Interface {
+                        linktype,
+                        mul: 1000,
+                        div: 1,
+                        offset_s: 0,
+                    };
                     let mut opts = &body[8..];
                     while opts.len() >= 4 {
                         let code = u16_at(opts, 0, swapped);
@@ -334,7 +414,9 @@ impl CaptureReader {
                             (9, 1) => {
                                 let r = val[0];
                                 let (mul, div) = tsresol(r).ok_or_else(|| {
-                                    self.corrupt(format!("interface timestamp resolution {r:#x} is out of range"))
+                                    self.corrupt(format!(
+                                        "interface timestamp resolution {r:#x} is out of range"
+                                    ))
                                 })?;
                                 iface.mul = mul;
                                 iface.div = div;
@@ -353,19 +435,31 @@ impl CaptureReader {
                     if body.len() < 20 {
                         return Err(self.corrupt("packet block too short"));
                     }
-                    let iface_id = if btype == 6 { u32_at(body, 0, swapped) } else { u16_at(body, 0, swapped) as u32 };
+                    let iface_id = if btype == 6 {
+                        u32_at(body, 0, swapped)
+                    } else {
+                        u16_at(body, 0, swapped) as u32
+                    };
                     let hi = u32_at(body, 4, swapped) as u64;
                     let lo = u32_at(body, 8, swapped) as u64;
                     let caplen = u32_at(body, 12, swapped) as usize;
                     let wire_len = u32_at(body, 16, swapped);
                     if caplen > body.len() - 20 {
-                        return Err(self.corrupt(format!("packet block claims {caplen} captured bytes")));
+                        return Err(
+                            self.corrupt(format!("packet block claims {caplen} captured bytes"))
+                        );
                     }
                     let iface = self.interface(iface_id)?;
                     let ts_ns = iface.ts_ns((hi << 32) | lo);
                     let start = body_start + 20;
                     self.advance(blen);
-                    return Ok(Some((start, caplen, ts_ns, wire_len.max(caplen as u32), iface.linktype)));
+                    return Ok(Some((
+                        start,
+                        caplen,
+                        ts_ns,
+                        wire_len.max(caplen as u32),
+                        iface.linktype,
+                    )));
                 }
                 3 => {
                     // Simple packet block: interface 0, no timestamp.
@@ -377,7 +471,13 @@ impl CaptureReader {
                     let iface = self.interface(0)?;
                     let start = body_start + 4;
                     self.advance(blen);
-                    return Ok(Some((start, caplen, 0, wire_len.max(caplen as u32), iface.linktype)));
+                    return Ok(Some((
+                        start,
+                        caplen,
+                        0,
+                        wire_len.max(caplen as u32),
+                        iface.linktype,
+                    )));
                 }
                 _ => {} // name resolution, statistics, custom blocks: nothing for us
             }
@@ -387,10 +487,13 @@ impl CaptureReader {
 
     fn interface(&self, id: u32) -> Result<Interface, ReadError> {
         match &self.format {
-            Format::PcapNg { interfaces, .. } => interfaces
-                .get(id as usize)
-                .copied()
-                .ok_or_else(|| self.corrupt(format!("packet names interface {id}, which was never described"))),
+            Format::PcapNg { interfaces, .. } => {
+                interfaces.get(id as usize).copied().ok_or_else(|| {
+                    self.corrupt(format!(
+                        "packet names interface {id}, which was never described"
+                    ))
+                })
+            }
             Format::Pcap { .. } => unreachable!("pcap has no interface blocks"),
         }
     }
@@ -436,23 +539,38 @@ fn read_full(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn u16_at(b: &[u8], off: usize, swapped: bool) -> u16 {
     let v = [b[off], b[off + 1]];
-    if swapped { u16::from_be_bytes(v) } else { u16::from_le_bytes(v) }
+    if swapped {
+        u16::from_be_bytes(v)
+    } else {
+        u16::from_le_bytes(v)
+    }
 }
 
 fn u32_at(b: &[u8], off: usize, swapped: bool) -> u32 {
     let v = [b[off], b[off + 1], b[off + 2], b[off + 3]];
-    if swapped { u32::from_be_bytes(v) } else { u32::from_le_bytes(v) }
+    if swapped {
+        u32::from_be_bytes(v)
+    } else {
+        u32::from_le_bytes(v)
+    }
 }
 
 fn u64_at(b: &[u8], swapped: bool) -> u64 {
     let mut v = [0u8; 8];
     v.copy_from_slice(&b[..8]);
-    if swapped { u64::from_be_bytes(v) } else { u64::from_le_bytes(v) }
+    if swapped {
+        u64::from_be_bytes(v)
+    } else {
+        u64::from_le_bytes(v)
+    }
 }
 
 #[cfg(test)]
@@ -462,12 +580,20 @@ mod tests {
     fn pcap(records: &[(u32, u32, &[u8])], nanos: bool, big: bool) -> Vec<u8> {
         let mut out = Vec::new();
         let w32 = |out: &mut Vec<u8>, v: u32| {
-            if big { out.extend_from_slice(&v.to_be_bytes()) } else { out.extend_from_slice(&v.to_le_bytes()) }
+            if big {
+                out.extend_from_slice(&v.to_be_bytes())
+            } else {
+                out.extend_from_slice(&v.to_le_bytes())
+            }
         };
         w32(&mut out, if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 });
         let (maj, min) = (2u16, 4u16);
         for v in [maj, min] {
-            if big { out.extend_from_slice(&v.to_be_bytes()) } else { out.extend_from_slice(&v.to_le_bytes()) }
+            if big {
+                out.extend_from_slice(&v.to_be_bytes())
+            } else {
+                out.extend_from_slice(&v.to_le_bytes())
+            }
         }
         for v in [0, 0, 65535, 1] {
             w32(&mut out, v);
@@ -482,7 +608,9 @@ mod tests {
         out
     }
 
-    fn read_all(bytes: Vec<u8>) -> (Vec<(i64, Vec<u8>, u32, u16)>, Option<ReadError>) {
+    type Got = Vec<(i64, Vec<u8>, u32, u16)>;
+
+    fn read_all(bytes: Vec<u8>) -> (Got, Option<ReadError>) {
         let mut r = match CaptureReader::from_reader(Box::new(std::io::Cursor::new(bytes))) {
             Ok(r) => r,
             Err(e) => return (Vec::new(), Some(e)),
@@ -517,13 +645,25 @@ mod tests {
         bytes.truncate(bytes.len() - 3);
         let (got, err) = read_all(bytes);
         assert_eq!(got.len(), 1);
-        assert!(matches!(err, Some(ReadError::Truncated { what: "packet", offset: 45 })), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Some(ReadError::Truncated {
+                    what: "packet",
+                    offset: 45
+                })
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn garbage_is_not_a_capture() {
         let (_, err) = read_all(b"hello world".to_vec());
-        assert_eq!(err.map(|e| e.to_string()), Some("not a pcap or pcapng capture (it starts with 68 65 6c 6c)".into()));
+        assert_eq!(
+            err.map(|e| e.to_string()),
+            Some("not a pcap or pcapng capture (it starts with 68 65 6c 6c)".into())
+        );
         let (_, err) = read_all(Vec::new());
         assert!(matches!(err, Some(ReadError::NotCapture(_))));
     }
@@ -534,7 +674,10 @@ mod tests {
         bytes[24 + 8..24 + 12].copy_from_slice(&0xfff0_0000u32.to_le_bytes());
         let (got, err) = read_all(bytes);
         assert!(got.is_empty());
-        assert!(matches!(err, Some(ReadError::Corrupt { offset: 24, .. })), "{err:?}");
+        assert!(
+            matches!(err, Some(ReadError::Corrupt { offset: 24, .. })),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -577,7 +720,10 @@ mod tests {
         idb1.extend_from_slice(&100u64.to_le_bytes());
         idb1.extend_from_slice(&[0, 0, 0, 0]);
         out.extend(block(1, &idb1));
-        for (iface, ts, data) in [(0u32, 1_500_000u64, &b"eth"[..]), (1, 2_000_000_001, &b"rawip"[..])] {
+        for (iface, ts, data) in [
+            (0u32, 1_500_000u64, &b"eth"[..]),
+            (1, 2_000_000_001, &b"rawip"[..]),
+        ] {
             let mut epb = Vec::new();
             epb.extend_from_slice(&iface.to_le_bytes());
             epb.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
@@ -602,7 +748,10 @@ mod tests {
         shb.extend_from_slice(&[1, 0, 0, 0]);
         shb.extend_from_slice(&u64::MAX.to_le_bytes());
         let mut out = block(0x0a0d_0d0a, &shb);
-        out.extend(block(6, &[3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+        out.extend(block(
+            6,
+            &[3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ));
         let (_, err) = read_all(out);
         assert!(err.is_some_and(|e| e.to_string().contains("interface 3")));
     }

@@ -15,16 +15,85 @@ pub fn likely_server_port(udp: bool, port: u16) -> bool {
     if udp {
         matches!(
             port,
-            53 | 67 | 69 | 88 | 123 | 137 | 161 | 162 | 389 | 443 | 500 | 514 | 784 | 853 | 1812 | 2123 | 2152
-                | 3389 | 3544 | 4789 | 5060 | 5072 | 5353 | 5355 | 6081 | 20000 | 47808
+            53 | 67
+                | 69
+                | 88
+                | 123
+                | 137
+                | 161
+                | 162
+                | 389
+                | 443
+                | 500
+                | 514
+                | 784
+                | 853
+                | 1812
+                | 2123
+                | 2152
+                | 3389
+                | 3544
+                | 4789
+                | 5060
+                | 5072
+                | 5353
+                | 5355
+                | 6081
+                | 20000
+                | 47808
         )
     } else {
         matches!(
             port,
-            21 | 22 | 23 | 25 | 43 | 80 | 81 | 88 | 110 | 111 | 135 | 139 | 143 | 389 | 443 | 445 | 502 | 563
-                | 585 | 587 | 614 | 631 | 636 | 989 | 990 | 992 | 993 | 995 | 1080 | 1433 | 1434 | 1883 | 2811
-                | 3128 | 3268 | 3306 | 3389 | 5222 | 5223 | 5269 | 5432 | 6379 | 6666 | 6667 | 6668 | 6669 | 8000
-                | 8080 | 8888 | 20000
+            21 | 22
+                | 23
+                | 25
+                | 43
+                | 80
+                | 81
+                | 88
+                | 110
+                | 111
+                | 135
+                | 139
+                | 143
+                | 389
+                | 443
+                | 445
+                | 502
+                | 563
+                | 585
+                | 587
+                | 614
+                | 631
+                | 636
+                | 989
+                | 990
+                | 992
+                | 993
+                | 995
+                | 1080
+                | 1433
+                | 1434
+                | 1883
+                | 2811
+                | 3128
+                | 3268
+                | 3306
+                | 3389
+                | 5222
+                | 5223
+                | 5269
+                | 5432
+                | 6379
+                | 6666
+                | 6667
+                | 6668
+                | 6669
+                | 8000
+                | 8080
+                | 8888
+                | 20000
         )
     }
 }
@@ -63,9 +132,28 @@ fn has(v: &[&'static str], n: &str) -> bool {
 
 const HTTP_PORTS: &[u16] = &[80, 81, 631, 1080, 3128, 8000, 8080, 8888];
 const METHODS: &[&[u8]] = &[
-    b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE", b"CONNECT", b"PATCH", b"PROPFIND",
-    b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"SEARCH", b"SUBSCRIBE", b"NOTIFY", b"M-SEARCH",
-    b"REPORT", b"BPROPFIND",
+    b"GET",
+    b"POST",
+    b"HEAD",
+    b"PUT",
+    b"DELETE",
+    b"OPTIONS",
+    b"TRACE",
+    b"CONNECT",
+    b"PATCH",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"LOCK",
+    b"UNLOCK",
+    b"SEARCH",
+    b"SUBSCRIBE",
+    b"NOTIFY",
+    b"M-SEARCH",
+    b"REPORT",
+    b"BPROPFIND",
 ];
 
 impl Detector {
@@ -99,11 +187,22 @@ impl Detector {
     /// connection whose start (SYN or SYN-ACK) was not seen: most analyzers
     /// then stay silent, as Zeek's do. Announced FTP data connections are
     /// pushed to `expect`.
-    pub fn tcp(&mut self, from_orig: bool, data: &[u8], resp_p: u16, partial: bool, expect: &mut Vec<Expected>) {
+    pub fn tcp(
+        &mut self,
+        from_orig: bool,
+        data: &[u8],
+        resp_p: u16,
+        partial: bool,
+        expect: &mut Vec<Expected>,
+    ) {
         if self.done || data.is_empty() {
             return;
         }
-        let buf = if from_orig { &mut self.orig } else { &mut self.resp };
+        let buf = if from_orig {
+            &mut self.orig
+        } else {
+            &mut self.resp
+        };
         let room = PREFIX.saturating_sub(buf.len());
         buf.extend_from_slice(&data[..room.min(data.len())]);
         if partial {
@@ -123,7 +222,10 @@ impl Detector {
         let mut add: Vec<&'static str> = Vec::new();
         let names = &self.names;
         // HTTP: a request line; off its ports the server must answer HTTP/.
-        if !has(names, "http") && request_line(c) && (HTTP_PORTS.contains(&resp_p) || s.starts_with(b"HTTP/")) {
+        if !has(names, "http")
+            && request_line(c)
+            && (HTTP_PORTS.contains(&resp_p) || s.starts_with(b"HTTP/"))
+        {
             add.push("http");
         }
         // TLS: a ClientHello from the client.
@@ -131,7 +233,11 @@ impl Detector {
             add.push("ssl");
         }
         // SSH: both banners and a NEWKEYS.
-        if !has(names, "ssh") && ssh_banner(c) && ssh_banner(s) && (ssh_newkeys(c) || ssh_newkeys(s)) {
+        if !has(names, "ssh")
+            && ssh_banner(c)
+            && ssh_banner(s)
+            && (ssh_newkeys(c) || ssh_newkeys(s))
+        {
             add.push("ssh");
         }
         // Modbus/TCP on 502: a complete MBAP frame with protocol id 0.
@@ -157,7 +263,10 @@ impl Detector {
             }
         }
         // LDAP: a BER LDAPMessage.
-        if !has(names, "ldap_tcp") && (resp_p == 389 || resp_p == 3268 || s.first() == Some(&0x30)) && ldap(c) {
+        if !has(names, "ldap_tcp")
+            && (resp_p == 389 || resp_p == 3268 || s.first() == Some(&0x30))
+            && ldap(c)
+        {
             if find(&c[..ldap_len(c).min(c.len())], b"NTLMSSP\0").is_some() {
                 add.push("ntlm");
             }
@@ -165,7 +274,14 @@ impl Detector {
         }
         if has(names, "ldap_tcp") && !self.ldap_extra_checked && c.len() > ldap_len(c) {
             let rest = &c[ldap_len(c).min(c.len())..];
-            if find(rest, &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02]).is_some() {
+            if find(
+                rest,
+                &[
+                    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02,
+                ],
+            )
+            .is_some()
+            {
                 add.push("krb");
                 add.push("gssapi");
                 self.ldap_extra_checked = true;
@@ -176,13 +292,16 @@ impl Detector {
         }
         // Line protocols.
         let first = first_word(c);
-        if !has(names, "ftp") && !self.ftp_bad && (resp_p == 21 || resp_p == 2811 || starts_ci(c, b"USER ")) {
-            if let Some(w) = first {
-                if w.len() >= 3 && w.iter().all(|b| b.is_ascii_graphic()) && (resp_p == 21 || resp_p == 2811 || s.starts_with(b"220")) {
-                    add.push("ftp");
-                    self.ftp_confirmed = true;
-                }
-            }
+        if !has(names, "ftp")
+            && !self.ftp_bad
+            && (resp_p == 21 || resp_p == 2811 || starts_ci(c, b"USER "))
+            && let Some(w) = first
+            && w.len() >= 3
+            && w.iter().all(|b| b.is_ascii_graphic())
+            && (resp_p == 21 || resp_p == 2811 || s.starts_with(b"220"))
+        {
+            add.push("ftp");
+            self.ftp_confirmed = true;
         }
         if !has(names, "smtp")
             && (resp_p == 25 || resp_p == 587 || s.starts_with(b"220"))
@@ -191,7 +310,11 @@ impl Detector {
             add.push("smtp");
         }
         if !has(names, "pop3")
-            && (resp_p == 110 || starts_ci(c, b"USER") || starts_ci(c, b"CAPA") || starts_ci(c, b"AUTH") || starts_ci(c, b"APOP"))
+            && (resp_p == 110
+                || starts_ci(c, b"USER")
+                || starts_ci(c, b"CAPA")
+                || starts_ci(c, b"AUTH")
+                || starts_ci(c, b"APOP"))
             && s.starts_with(b"+OK")
             && pop3_confirmed(c, s)
         {
@@ -200,11 +323,19 @@ impl Detector {
         if !has(names, "imap") && resp_p == 143 && (s.starts_with(b"* OK") || imap_command(c)) {
             add.push("imap");
         }
-        if !has(names, "irc") && ((6666..=6669).contains(&resp_p)) && (starts_ci(c, b"NICK") || starts_ci(c, b"USER") || starts_ci(c, b"CAP ") || starts_ci(c, b"PASS")) {
+        if !has(names, "irc")
+            && ((6666..=6669).contains(&resp_p))
+            && (starts_ci(c, b"NICK")
+                || starts_ci(c, b"USER")
+                || starts_ci(c, b"CAP ")
+                || starts_ci(c, b"PASS"))
+        {
             add.push("irc");
         }
         // STARTTLS: a ClientHello after the plain-text exchange.
-        let plain = ["ftp", "smtp", "pop3", "imap", "irc", "mysql"].iter().any(|p| has(names, p) || add.contains(p));
+        let plain = ["ftp", "smtp", "pop3", "imap", "irc", "mysql"]
+            .iter()
+            .any(|p| has(names, p) || add.contains(p));
         if plain && !has(names, "ssl") && !add.contains(&"ssl") && tls_after_text(c) {
             add.push("ssl");
         }
@@ -233,7 +364,9 @@ impl Detector {
                 }
                 continue;
             }
-            let ok = line.len() >= 4 && line[..3].iter().all(u8::is_ascii_digit) && (line[3] == b' ' || line[3] == b'-');
+            let ok = line.len() >= 4
+                && line[..3].iter().all(u8::is_ascii_digit)
+                && (line[3] == b' ' || line[3] == b'-');
             let ok = ok || (line.len() == 3 && line.iter().all(u8::is_ascii_digit));
             if !ok || line[0] < b'1' || line[0] > b'5' {
                 self.ftp_bad = true;
@@ -245,12 +378,20 @@ impl Detector {
             }
             if line.starts_with(b"227") {
                 if let Some((ip, port)) = parse_pasv(line) {
-                    expect.push(Expected { resp: ip, port, orig: None });
+                    expect.push(Expected {
+                        resp: ip,
+                        port,
+                        orig: None,
+                    });
                 }
-            } else if line.starts_with(b"229") {
-                if let Some(port) = parse_epsv(line) {
-                    expect.push(Expected { resp: std::net::IpAddr::from([0, 0, 0, 0]), port, orig: None });
-                }
+            } else if line.starts_with(b"229")
+                && let Some(port) = parse_epsv(line)
+            {
+                expect.push(Expected {
+                    resp: std::net::IpAddr::from([0, 0, 0, 0]),
+                    port,
+                    orig: None,
+                });
             }
         }
         self.ftp_checked_to = pos;
@@ -260,17 +401,25 @@ impl Detector {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if starts_ci(line, b"PORT ") {
                 if let Some((ip, port)) = parse_hostport(&line[5..]) {
-                    let e = Expected { resp: ip, port, orig: None };
+                    let e = Expected {
+                        resp: ip,
+                        port,
+                        orig: None,
+                    };
                     if !expect.contains(&e) {
                         expect.push(e);
                     }
                 }
-            } else if starts_ci(line, b"EPRT ") {
-                if let Some((ip, port)) = parse_eprt(&line[5..]) {
-                    let e = Expected { resp: ip, port, orig: None };
-                    if !expect.contains(&e) {
-                        expect.push(e);
-                    }
+            } else if starts_ci(line, b"EPRT ")
+                && let Some((ip, port)) = parse_eprt(&line[5..])
+            {
+                let e = Expected {
+                    resp: ip,
+                    port,
+                    orig: None,
+                };
+                if !expect.contains(&e) {
+                    expect.push(e);
                 }
             }
         }
@@ -287,20 +436,16 @@ impl Detector {
             return;
         }
         match resp_p {
-            67 | 68 => {
-                if data.len() >= 240 && data[236..240] == [0x63, 0x82, 0x53, 0x63] {
-                    self.add("dhcp");
-                    self.done = true;
-                }
+            67 | 68 if data.len() >= 240 && data[236..240] == [0x63, 0x82, 0x53, 0x63] => {
+                self.add("dhcp");
+                self.done = true;
             }
-            123 => {
-                if data.len() >= 48 {
-                    let v = (data[0] >> 3) & 7;
-                    let mode = data[0] & 7;
-                    if (1..=4).contains(&v) && (1..=7).contains(&mode) {
-                        self.add("ntp");
-                        self.done = true;
-                    }
+            123 if data.len() >= 48 => {
+                let v = (data[0] >> 3) & 7;
+                let mode = data[0] & 7;
+                if (1..=4).contains(&v) && (1..=7).contains(&mode) {
+                    self.add("ntp");
+                    self.done = true;
                 }
             }
             3389 => {
@@ -312,32 +457,32 @@ impl Detector {
                 }
             }
             443 | 784 | 853 => {
-                let initial = data.len() >= 1200 && data[0] & 0xf0 == 0xc0 && data[1..5] == [0, 0, 0, 1];
+                let initial =
+                    data.len() >= 1200 && data[0] & 0xf0 == 0xc0 && data[1..5] == [0, 0, 0, 1];
                 if from_orig && initial {
                     self.quic_orig = true;
-                } else if !from_orig && self.quic_orig && data.first().is_some_and(|b| b & 0x80 != 0) {
+                } else if !from_orig
+                    && self.quic_orig
+                    && data.first().is_some_and(|b| b & 0x80 != 0)
+                {
                     self.add("quic");
                     self.add("ssl");
                     self.done = true;
                 }
             }
-            161 | 162 => {
-                if data.first() == Some(&0x30) && data.len() > 8 {
-                    self.add("snmp");
-                    self.done = true;
-                }
+            161 | 162 if data.first() == Some(&0x30) && data.len() > 8 => {
+                self.add("snmp");
+                self.done = true;
             }
-            514 => {
-                if data.first() == Some(&b'<') {
-                    self.add("syslog");
-                    self.done = true;
-                }
+            514 if data.first() == Some(&b'<') => {
+                self.add("syslog");
+                self.done = true;
             }
-            5060 => {
-                if find(&data[..data.len().min(200)], b" SIP/2.0").is_some() || data.starts_with(b"SIP/2.0") {
-                    self.add("sip");
-                    self.done = true;
-                }
+            5060 if (find(&data[..data.len().min(200)], b" SIP/2.0").is_some()
+                || data.starts_with(b"SIP/2.0")) =>
+            {
+                self.add("sip");
+                self.done = true;
             }
             _ => {}
         }
@@ -356,15 +501,19 @@ fn starts_ci(b: &[u8], p: &[u8]) -> bool {
 }
 
 fn first_word(b: &[u8]) -> Option<&[u8]> {
-    let end = b.iter().position(|&c| c == b' ' || c == b'\r' || c == b'\n')?;
+    let end = b
+        .iter()
+        .position(|&c| c == b' ' || c == b'\r' || c == b'\n')?;
     Some(&b[..end])
 }
 
 /// "METHOD SP URI" and a line end or " HTTP/".
 fn request_line(c: &[u8]) -> bool {
-    let Some(sp) = c.iter().position(|&b| b == b' ') else { return false };
+    let Some(sp) = c.iter().position(|&b| b == b' ') else {
+        return false;
+    };
     let method = &c[..sp];
-    if !METHODS.iter().any(|m| *m == method) {
+    if !METHODS.contains(&method) {
         return false;
     }
     let rest = &c[sp + 1..];
@@ -402,8 +551,12 @@ fn ssh_banner(b: &[u8]) -> bool {
 /// Walks the unencrypted binary packets after the banner looking for
 /// SSH_MSG_NEWKEYS (21).
 fn ssh_newkeys(b: &[u8]) -> bool {
-    let Some(start) = find(b, b"SSH-") else { return false };
-    let Some(nl) = b[start..].iter().position(|&c| c == b'\n') else { return false };
+    let Some(start) = find(b, b"SSH-") else {
+        return false;
+    };
+    let Some(nl) = b[start..].iter().position(|&c| c == b'\n') else {
+        return false;
+    };
     let mut i = start + nl + 1;
     for _ in 0..16 {
         if i + 6 > b.len() {
@@ -462,7 +615,11 @@ fn ldap(c: &[u8]) -> bool {
     if total == usize::MAX || c.len() < total || c.first() != Some(&0x30) {
         return false;
     }
-    let hdr = if c[1] < 0x80 { 2 } else { 2 + (c[1] & 0x7f) as usize };
+    let hdr = if c[1] < 0x80 {
+        2
+    } else {
+        2 + (c[1] & 0x7f) as usize
+    };
     let body = &c[hdr.min(c.len())..];
     body.len() >= 3 && body[0] == 0x02 && {
         let idlen = body[1] as usize;
@@ -472,8 +629,13 @@ fn ldap(c: &[u8]) -> bool {
 
 fn pop3_confirmed(c: &[u8], s: &[u8]) -> bool {
     // The server's +OK to USER/CAPA/STLS (any +OK after the greeting).
-    let ok_lines = s.split(|&b| b == b'\n').filter(|l| l.starts_with(b"+OK")).count();
-    ok_lines >= 2 || (ok_lines >= 1 && (starts_ci(c, b"STLS") || starts_ci(c, b"CAPA") || starts_ci(c, b"USER")))
+    let ok_lines = s
+        .split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"+OK"))
+        .count();
+    ok_lines >= 2
+        || (ok_lines >= 1
+            && (starts_ci(c, b"STLS") || starts_ci(c, b"CAPA") || starts_ci(c, b"USER")))
 }
 
 fn imap_command(c: &[u8]) -> bool {
@@ -490,7 +652,12 @@ fn imap_command(c: &[u8]) -> bool {
 
 fn parse_hostport(b: &[u8]) -> Option<(std::net::IpAddr, u16)> {
     let s = std::str::from_utf8(b).ok()?;
-    let nums: Vec<u16> = s.trim().split(',').map(|x| x.trim().parse::<u16>()).collect::<Result<_, _>>().ok()?;
+    let nums: Vec<u16> = s
+        .trim()
+        .split(',')
+        .map(|x| x.trim().parse::<u16>())
+        .collect::<Result<_, _>>()
+        .ok()?;
     if nums.len() != 6 || nums.iter().any(|&n| n > 255) {
         return None;
     }
@@ -502,7 +669,10 @@ fn parse_pasv(line: &[u8]) -> Option<(std::net::IpAddr, u16)> {
     let open = line.iter().position(|&b| b == b'(');
     let start = match open {
         Some(o) => o + 1,
-        None => line.iter().position(|b| b.is_ascii_digit()).map(|p| p + 4)?,
+        None => line
+            .iter()
+            .position(|b| b.is_ascii_digit())
+            .map(|p| p + 4)?,
     };
     let rest = &line[start.min(line.len())..];
     let end = rest.iter().position(|&b| b == b')').unwrap_or(rest.len());
@@ -535,11 +705,20 @@ mod tests {
     fn http_request_line_on_its_port() {
         let mut d = Detector::default();
         let mut ex = Vec::new();
-        d.tcp(true, b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n", 80, false, &mut ex);
+        d.tcp(
+            true,
+            b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n",
+            80,
+            false,
+            &mut ex,
+        );
         assert_eq!(d.names(), ["http"]);
         let mut d = Detector::default();
         d.tcp(true, b"GET / HTTP/1.1\r\n\r\n", 502, false, &mut ex);
-        assert!(d.names().is_empty(), "off its ports HTTP needs the server's answer");
+        assert!(
+            d.names().is_empty(),
+            "off its ports HTTP needs the server's answer"
+        );
         d.tcp(false, b"HTTP/1.1 200 OK\r\n", 502, false, &mut ex);
         assert_eq!(d.names(), ["http"]);
     }
@@ -550,7 +729,13 @@ mod tests {
         let mut ex = Vec::new();
         d.tcp(false, b"220 hello\r\n", 21, false, &mut ex);
         d.tcp(true, b"USER anonymous\r\n", 21, false, &mut ex);
-        d.tcp(false, b"227 Entering Passive Mode (199,233,217,249,221,90)\r\n", 21, false, &mut ex);
+        d.tcp(
+            false,
+            b"227 Entering Passive Mode (199,233,217,249,221,90)\r\n",
+            21,
+            false,
+            &mut ex,
+        );
         assert_eq!(d.names(), ["ftp"]);
         assert_eq!(ex[0].port, 221 * 256 + 90);
         d.tcp(false, b"SYST not supported\r\n", 21, false, &mut ex);

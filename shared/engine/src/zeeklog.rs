@@ -168,7 +168,14 @@ impl<W: Write> LogWriter<W> {
                 types.join("\t")
             )?;
         }
-        Ok(LogWriter { out, format, fields, path, line: String::with_capacity(512), rows: 0 })
+        Ok(LogWriter {
+            out,
+            format,
+            fields,
+            path,
+            line: String::with_capacity(512),
+            rows: 0,
+        })
     }
 
     /// Rows written so far.
@@ -187,7 +194,11 @@ impl<W: Write> LogWriter<W> {
             Val::Addr(addr_from_bytes(&r.id_resp_h)),
             Val::Count(r.id_resp_p as u64),
             Val::Str(proto_name(r.proto)),
-            if r.service.is_empty() { Val::Unset } else { Val::Strs(&r.service) },
+            if r.service.is_empty() {
+                Val::Unset
+            } else {
+                Val::Strs(&r.service)
+            },
             r.duration_us.map_or(Val::Unset, Val::Interval),
             opt_count(r.orig_bytes),
             opt_count(r.resp_bytes),
@@ -200,9 +211,17 @@ impl<W: Write> LogWriter<W> {
             opt_count(r.orig_ip_bytes),
             opt_count(r.resp_pkts),
             opt_count(r.resp_ip_bytes),
-            if r.tunnel_parents.is_empty() { Val::Unset } else { Val::Strs(&r.tunnel_parents) },
+            if r.tunnel_parents.is_empty() {
+                Val::Unset
+            } else {
+                Val::Strs(&r.tunnel_parents)
+            },
             r.ip_proto.map_or(Val::Unset, |p| Val::Count(p as u64)),
-            if r.community_id.is_empty() { Val::Unset } else { Val::Str(&r.community_id) },
+            if r.community_id.is_empty() {
+                Val::Unset
+            } else {
+                Val::Str(&r.community_id)
+            },
         ];
         self.row(&vals)
     }
@@ -232,8 +251,16 @@ impl<W: Write> LogWriter<W> {
             Val::Bool(r.rd),
             Val::Bool(r.ra),
             Val::Count(r.z as u64),
-            if r.answers.is_empty() { Val::Unset } else { Val::Strs(&r.answers) },
-            if r.ttls_us.is_empty() { Val::Unset } else { Val::Intervals(&r.ttls_us) },
+            if r.answers.is_empty() {
+                Val::Unset
+            } else {
+                Val::Strs(&r.answers)
+            },
+            if r.ttls_us.is_empty() {
+                Val::Unset
+            } else {
+                Val::Intervals(&r.ttls_us)
+            },
             Val::Bool(r.rejected),
             opt_count(r.opcode),
             opt_str(&r.opcode_name),
@@ -351,7 +378,13 @@ fn fmt_secs(out: &mut String, us: i64) {
     use std::fmt::Write as _;
     let neg = us < 0;
     let a = us.unsigned_abs();
-    let _ = write!(out, "{}{}.{:06}", if neg { "-" } else { "" }, a / 1_000_000, a % 1_000_000);
+    let _ = write!(
+        out,
+        "{}{}.{:06}",
+        if neg { "-" } else { "" },
+        a / 1_000_000,
+        a % 1_000_000
+    );
 }
 
 /// Zeek's TSV escaping: bytes outside printable ASCII, the separator, and
@@ -405,7 +438,12 @@ pub fn zeek_date(ts_s: i64) -> String {
     let days = ts_s.div_euclid(86_400);
     let secs = ts_s.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}-{:02}-{:02}-{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}-{:02}-{:02}-{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
@@ -420,6 +458,10 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn opt_str(v: &Option<String>) -> Val<'_> {
+    v.as_deref().map_or(Val::Unset, Val::Str)
 }
 
 #[cfg(test)]
@@ -489,8 +531,4 @@ mod tests {
         assert_eq!(s, "120.000000");
         assert_eq!(zeek_date(1_700_000_000), "2023-11-14-22-13-20");
     }
-}
-
-fn opt_str(v: &Option<String>) -> Val<'_> {
-    v.as_deref().map_or(Val::Unset, Val::Str)
 }
