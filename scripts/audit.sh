@@ -25,4 +25,6 @@ if [ ! -f "$DB/.snapshot" ] || [ "$(cat "$DB/.snapshot")" != "$stamp" ]; then
   echo "$stamp" >"$DB/.snapshot"
 fi
 echo "audit: advisories from $stamp"
+# cargo-deny reads every platform's dependencies offline; fetch them first.
+cargo fetch --quiet
 cargo deny --offline --log-level error check

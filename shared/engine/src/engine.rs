@@ -284,7 +284,7 @@ pub struct Engine {
     slots: Vec<Option<Conn>>,
     free: Vec<u32>,
     generations: Vec<u32>,
-    timers: BinaryHeap<Reverse<(i64, u32, u32, TimerKind)>>,
+    timers: BinaryHeap<TimerEntry>,
     frags: Reassembler,
     uids: UidGen,
     ip_tunnels: FastMap<(Addr, Addr), (u128, i64)>,
@@ -376,7 +376,7 @@ impl Engine {
                     true
                 } else {
                     let next = c.last_ns + c.inactivity_ns;
-                    self.timers.push(Reverse((next, slot, generation, kind)));
+                    self.timers.push(timer(next, slot, generation, kind));
                     false
                 }
             }
@@ -385,8 +385,7 @@ impl Engine {
                 let due =
                     c.last_ns + 5 * SEC < t && c.tcp.as_ref().is_some_and(|tcp| tcp.expire_ok());
                 if !due {
-                    self.timers
-                        .push(Reverse((t + 6 * SEC, slot, generation, kind)));
+                    self.timers.push(timer(t + 6 * SEC, slot, generation, kind));
                 }
                 due
             }
@@ -396,7 +395,7 @@ impl Engine {
                     true
                 } else {
                     self.timers
-                        .push(Reverse((t + 10 * SEC, slot, generation, kind)));
+                        .push(timer(t + 10 * SEC, slot, generation, kind));
                     false
                 }
             }
@@ -639,27 +638,23 @@ impl Engine {
                 c.svc.add_first("ftp-data");
             }
         }
-        self.timers.push(Reverse((
+        self.timers.push(timer(
             now + inactivity_ns,
             slot,
             generation,
             TimerKind::Inactivity,
-        )));
+        ));
         if ip_proto == 6 {
-            self.timers.push(Reverse((
-                now + 5 * SEC,
-                slot,
-                generation,
-                TimerKind::TcpExpire,
-            )));
+            self.timers
+                .push(timer(now + 5 * SEC, slot, generation, TimerKind::TcpExpire));
         }
         if udp && c.dns.is_some() {
-            self.timers.push(Reverse((
+            self.timers.push(timer(
                 now + 10 * SEC,
                 slot,
                 generation,
                 TimerKind::DnsExpire,
-            )));
+            ));
         }
         self.slots[slot as usize] = Some(c);
         self.table.insert(key, slot);
@@ -956,28 +951,28 @@ impl Engine {
                 c.inactivity_ns = self.cfg.tcp_inactivity_ns;
             }
             if fx.attempt_timer {
-                self.timers.push(Reverse((
+                self.timers.push(timer(
                     now + 5 * SEC,
                     slot,
                     generation,
                     TimerKind::TcpAttempt,
-                )));
+                ));
             }
             if fx.close_complete {
-                self.timers.push(Reverse((
+                self.timers.push(timer(
                     c.last_ns + 5 * SEC,
                     slot,
                     generation,
                     TimerKind::TcpClose,
-                )));
+                ));
             }
             if fx.close_partial {
-                self.timers.push(Reverse((
+                self.timers.push(timer(
                     c.last_ns + 6 * SEC,
                     slot,
                     generation,
                     TimerKind::TcpExpire,
-                )));
+                ));
             }
         }
         if !self.expect_scratch.is_empty() {
@@ -1244,6 +1239,12 @@ fn l4_checksum_ok(seg: &[u8], pseudo: u32, field_at: usize) -> bool {
         folded = (folded & 0xffff) + (folded >> 16);
     }
     field == folded as u16 || field == !(folded as u16)
+}
+
+type TimerEntry = Reverse<(i64, u32, u32, TimerKind)>;
+
+fn timer(at: i64, slot: u32, generation: u32, kind: TimerKind) -> TimerEntry {
+    Reverse((at, slot, generation, kind))
 }
 
 fn tcp_state(s: &str) -> ConnState {

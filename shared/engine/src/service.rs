@@ -399,22 +399,16 @@ impl Detector {
         let c = &self.orig;
         for line in c.split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if starts_ci(line, b"PORT ") {
-                if let Some((ip, port)) = parse_hostport(&line[5..]) {
-                    let e = Expected {
-                        resp: ip,
-                        port,
-                        orig: None,
-                    };
-                    if !expect.contains(&e) {
-                        expect.push(e);
-                    }
-                }
-            } else if starts_ci(line, b"EPRT ")
-                && let Some((ip, port)) = parse_eprt(&line[5..])
-            {
+            let announced = if starts_ci(line, b"PORT ") {
+                parse_hostport(&line[5..])
+            } else if starts_ci(line, b"EPRT ") {
+                parse_eprt(&line[5..])
+            } else {
+                None
+            };
+            if let Some((resp, port)) = announced {
                 let e = Expected {
-                    resp: ip,
+                    resp,
                     port,
                     orig: None,
                 };

@@ -186,14 +186,16 @@ impl<W: Write> LogWriter<W> {
     pub fn write_conn(&mut self, r: &ConnRecord) -> io::Result<()> {
         debug_assert_eq!(self.path, "conn");
         let opt_count = |v: Option<u64>| v.map_or(Val::Unset, Val::Count);
+        let head = id_vals(
+            r.ts_us,
+            &r.uid,
+            &r.id_orig_h,
+            r.id_orig_p,
+            &r.id_resp_h,
+            r.id_resp_p,
+            r.proto,
+        );
         let vals = [
-            Val::Time(r.ts_us),
-            Val::Str(&r.uid),
-            Val::Addr(addr_from_bytes(&r.id_orig_h)),
-            Val::Count(r.id_orig_p as u64),
-            Val::Addr(addr_from_bytes(&r.id_resp_h)),
-            Val::Count(r.id_resp_p as u64),
-            Val::Str(proto_name(r.proto)),
             if r.service.is_empty() {
                 Val::Unset
             } else {
@@ -223,20 +225,22 @@ impl<W: Write> LogWriter<W> {
                 Val::Str(&r.community_id)
             },
         ];
-        self.row(&vals)
+        self.row(&head, &vals)
     }
 
     pub fn write_dns(&mut self, r: &DnsRecord) -> io::Result<()> {
         debug_assert_eq!(self.path, "dns");
         let opt_count = |v: Option<u32>| v.map_or(Val::Unset, |x| Val::Count(x as u64));
+        let head = id_vals(
+            r.ts_us,
+            &r.uid,
+            &r.id_orig_h,
+            r.id_orig_p,
+            &r.id_resp_h,
+            r.id_resp_p,
+            r.proto,
+        );
         let vals = [
-            Val::Time(r.ts_us),
-            Val::Str(&r.uid),
-            Val::Addr(addr_from_bytes(&r.id_orig_h)),
-            Val::Count(r.id_orig_p as u64),
-            Val::Addr(addr_from_bytes(&r.id_resp_h)),
-            Val::Count(r.id_resp_p as u64),
-            Val::Str(proto_name(r.proto)),
             opt_count(r.trans_id),
             r.rtt_us.map_or(Val::Unset, Val::Interval),
             opt_str(&r.query),
@@ -265,16 +269,17 @@ impl<W: Write> LogWriter<W> {
             opt_count(r.opcode),
             opt_str(&r.opcode_name),
         ];
-        self.row(&vals)
+        self.row(&head, &vals)
     }
 
-    fn row(&mut self, vals: &[Val<'_>]) -> io::Result<()> {
+    fn row(&mut self, head: &[Val<'_>], rest: &[Val<'_>]) -> io::Result<()> {
+        let vals = head.iter().chain(rest.iter());
         use std::fmt::Write as _;
         let line = &mut self.line;
         line.clear();
         match self.format {
             Format::Tsv => {
-                for (i, v) in vals.iter().enumerate() {
+                for (i, v) in vals.enumerate() {
                     if i > 0 {
                         line.push('\t');
                     }
@@ -311,7 +316,7 @@ impl<W: Write> LogWriter<W> {
             Format::Json => {
                 line.push('{');
                 let mut first = true;
-                for (v, (name, _)) in vals.iter().zip(self.fields) {
+                for (v, (name, _)) in vals.zip(self.fields) {
                     if matches!(v, Val::Unset) {
                         continue;
                     }
@@ -462,6 +467,27 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 fn opt_str(v: &Option<String>) -> Val<'_> {
     v.as_deref().map_or(Val::Unset, Val::Str)
+}
+
+/// The columns every Zeek log of a connection starts with.
+fn id_vals<'a>(
+    ts_us: i64,
+    uid: &'a str,
+    oh: &[u8],
+    op: u32,
+    rh: &[u8],
+    rp: u32,
+    proto: i32,
+) -> [Val<'a>; 7] {
+    [
+        Val::Time(ts_us),
+        Val::Str(uid),
+        Val::Addr(addr_from_bytes(oh)),
+        Val::Count(op as u64),
+        Val::Addr(addr_from_bytes(rh)),
+        Val::Count(rp as u64),
+        Val::Str(proto_name(proto)),
+    ]
 }
 
 #[cfg(test)]
