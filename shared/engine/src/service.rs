@@ -120,6 +120,8 @@ pub struct Detector {
     ftp_checked_to: usize,
     ftp_bad: bool,
     ftp_confirmed: bool,
+    /// Inside a multi-line FTP reply: its code.
+    ftp_multi: Option<[u8; 3]>,
     ssl_after_plain: bool,
     rdp_orig: bool,
     quic_orig: bool,
@@ -232,11 +234,12 @@ impl Detector {
         if !has(names, "ssl") && client_hello(c) {
             add.push("ssl");
         }
-        // SSH: both banners and a NEWKEYS.
+        // SSH: both banners and a NEWKEYS (SSH 2), or both banners when the
+        // client speaks SSH 1, which has no NEWKEYS.
         if !has(names, "ssh")
             && ssh_banner(c)
             && ssh_banner(s)
-            && (ssh_newkeys(c) || ssh_newkeys(s))
+            && (ssh_newkeys(c) || ssh_newkeys(s) || ssh1_client(c))
         {
             add.push("ssh");
         }
@@ -323,13 +326,8 @@ impl Detector {
         if !has(names, "imap") && resp_p == 143 && (s.starts_with(b"* OK") || imap_command(c)) {
             add.push("imap");
         }
-        if !has(names, "irc")
-            && ((6666..=6669).contains(&resp_p))
-            && (starts_ci(c, b"NICK")
-                || starts_ci(c, b"USER")
-                || starts_ci(c, b"CAP ")
-                || starts_ci(c, b"PASS"))
-        {
+        // IRC on its ports: any client line of text.
+        if !has(names, "irc") && (6666..=6669).contains(&resp_p) && text_line(c) {
             add.push("irc");
         }
         // STARTTLS: a ClientHello after the plain-text exchange.
@@ -349,11 +347,14 @@ impl Detector {
     }
 
     fn ftp_scan(&mut self, expect: &mut Vec<Expected>) {
+        if self.ftp_bad {
+            return;
+        }
         // Server replies must be three digits and a space or a dash; lines
         // inside a multi-line reply are free text.
         let s = &self.resp;
         let mut pos = self.ftp_checked_to;
-        let mut multi: Option<[u8; 3]> = None;
+        let mut multi = self.ftp_multi;
         while let Some(nl) = s[pos..].iter().position(|&b| b == b'\n') {
             let line = &s[pos..pos + nl];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -376,6 +377,11 @@ impl Detector {
             if line.len() >= 4 && line[3] == b'-' {
                 multi = Some([line[0], line[1], line[2]]);
             }
+            if line.starts_with(b"234") {
+                // AUTH TLS accepted: what follows is TLS, not FTP replies.
+                self.ftp_bad = true;
+                break;
+            }
             if line.starts_with(b"227") {
                 if let Some((ip, port)) = parse_pasv(line) {
                     expect.push(Expected {
@@ -395,6 +401,7 @@ impl Detector {
             }
         }
         self.ftp_checked_to = pos;
+        self.ftp_multi = multi;
         // PORT / EPRT from the client.
         let c = &self.orig;
         for line in c.split(|&b| b == b'\n') {
@@ -501,6 +508,16 @@ fn first_word(b: &[u8]) -> Option<&[u8]> {
     Some(&b[..end])
 }
 
+/// A first line of printable text ending in a line feed.
+fn text_line(c: &[u8]) -> bool {
+    match c.iter().position(|&b| b == b'\n') {
+        Some(end) if end > 0 => c[..end]
+            .iter()
+            .all(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\r'),
+        _ => false,
+    }
+}
+
 /// "METHOD SP URI" and a line end or " HTTP/".
 fn request_line(c: &[u8]) -> bool {
     let Some(sp) = c.iter().position(|&b| b == b' ') else {
@@ -540,6 +557,11 @@ fn ssh_banner(b: &[u8]) -> bool {
     }
     // Servers may send text lines before the banner.
     b.windows(5).any(|w| w[0] == b'\n' && &w[1..] == b"SSH-")
+}
+
+/// A client banner announcing protocol 1 (1.99 means "2, or 1 if you must").
+fn ssh1_client(c: &[u8]) -> bool {
+    c.starts_with(b"SSH-1.") && !c.starts_with(b"SSH-1.99")
 }
 
 /// Walks the unencrypted binary packets after the banner looking for
