@@ -242,10 +242,12 @@ impl Conn {
         if is_orig { &mut self.o } else { &mut self.r }
     }
 
-    fn flip(&mut self) {
+    /// A UDP analyzer decided the roles are the other way round: addresses
+    /// and ports swap, the per-side counters stay where they are (as Zeek's
+    /// UDP analyzer keeps them).
+    fn flip_udp(&mut self) {
         std::mem::swap(&mut self.orig, &mut self.resp);
         std::mem::swap(&mut self.orig_p, &mut self.resp_p);
-        std::mem::swap(&mut self.o, &mut self.r);
         self.history.flip();
     }
 
@@ -940,6 +942,10 @@ impl Engine {
             }
             let sender_is_orig = if fx.flip { !is_orig } else { is_orig };
             Self::count(c, sender_is_orig, p.total_len);
+            if c.svc.take_limit() && !c.x_added {
+                c.x_added = true;
+                c.history.add(true, Letter::X);
+            }
             if dns_fx.confirmed {
                 c.svc.add("dns");
             }
@@ -1073,8 +1079,14 @@ impl Engine {
         if dns_fx.confirmed {
             c.svc.add("dns");
         }
-        if dns_fx.flip {
-            c.flip();
+        // NTP: a server's answer seen first means the roles are the other way.
+        let ntp_server_first = c.resp_p == 123
+            && is_orig
+            && c.o.pkts + c.r.pkts == 1
+            && data.len() >= 48
+            && data[0] & 0x07 == 4;
+        if dns_fx.flip || ntp_server_first {
+            c.flip_udp();
         }
         if dns_fx.add_x && !c.x_added {
             c.x_added = true;

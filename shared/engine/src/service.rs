@@ -122,6 +122,9 @@ pub struct Detector {
     ftp_confirmed: bool,
     /// Inside a multi-line FTP reply: its code.
     ftp_multi: Option<[u8; 3]>,
+    /// An analysis limit was hit (history `X`); taken by the caller.
+    limit_hit: bool,
+    limit_reported: bool,
     ssl_after_plain: bool,
     rdp_orig: bool,
     quic_orig: bool,
@@ -183,6 +186,16 @@ impl Detector {
 
     pub fn finished(&self) -> bool {
         self.done
+    }
+
+    /// True once, when an analyzer hit a limit (an FTP command longer than
+    /// Zeek's FTP::max_command_length of 100 bytes).
+    pub fn take_limit(&mut self) -> bool {
+        if self.limit_hit && !self.limit_reported {
+            self.limit_reported = true;
+            return true;
+        }
+        false
     }
 
     /// TCP stream content, in order, from one side. `partial` is true for a
@@ -402,10 +415,14 @@ impl Detector {
         }
         self.ftp_checked_to = pos;
         self.ftp_multi = multi;
-        // PORT / EPRT from the client.
+        // PORT / EPRT from the client, and over-long commands.
         let c = &self.orig;
-        for line in c.split(|&b| b == b'\n') {
+        let complete = c.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        for line in c[..complete].split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > 100 {
+                self.limit_hit = true;
+            }
             let announced = if starts_ci(line, b"PORT ") {
                 parse_hostport(&line[5..])
             } else if starts_ci(line, b"EPRT ") {
