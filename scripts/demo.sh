@@ -1,11 +1,30 @@
 #!/usr/bin/env bash
-# `make demo`: start the split system as local processes, push a stream of
-# connection batches through NATS JetStream, and show them arriving in
-# PostgreSQL, with the service's metrics and readiness.
+# `make demo`: analyze the home-network capture that ships in demo/ (made by
+# `heimdall generate`) into Zeek-format logs and show them; then start the
+# split system as local processes, push a stream of connection batches
+# through NATS JetStream, and show them arriving in PostgreSQL.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 RECORDS="${DEMO_RECORDS:-50000}"
+CAPTURE="demo/home.pcap.gz"
+LOGS="target/demo-logs"
+
+echo "== heimdall analyze $CAPTURE (10 minutes of a home network: phone, laptop, TV, plug, printer, speaker)"
+cargo build -q --release --bin heimdall
+target/release/heimdall analyze "$CAPTURE" --logs "$LOGS"
+echo
+echo "== $LOGS/conn.log: connections by service"
+grep -v '^#' "$LOGS/conn.log" | cut -f8 | sort | uniq -c | sort -rn
+echo
+echo "== $LOGS/conn.log: the largest connections (Zeek's columns; zeek-cut reads this file)"
+{ grep '^#fields' "$LOGS/conn.log" | cut -f2-; grep -v '^#' "$LOGS/conn.log" | sort -t$'\t' -k11,11nr | head -5; } \
+  | cut -f3-12,16 | column -t -s$'\t'
+echo
+echo "== $LOGS/dns.log: the first queries"
+{ grep '^#fields' "$LOGS/dns.log" | cut -f2-; grep -v '^#' "$LOGS/dns.log" | head -6; } \
+  | cut -f3,5,10,14,16,22 | column -t -s$'\t'
+echo
 
 bash scripts/up.sh start
 set -a; . deploy/local.env; set +a

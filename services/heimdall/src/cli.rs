@@ -75,6 +75,18 @@ pub enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Write a realistic home-network capture (pcap) made by Heimdall's own generator
+    Generate {
+        /// Output file
+        #[arg(long)]
+        out: PathBuf,
+        /// Minutes of traffic
+        #[arg(long, default_value_t = 10)]
+        minutes: u32,
+        /// Seed (the same seed writes the same bytes)
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -131,6 +143,22 @@ pub fn run(cli: Cli) -> Result<u8, String> {
             }
             eprintln!("{}", report.summary_line());
             Ok(report.exit_code())
+        }
+        Command::Generate { out, minutes, seed } => {
+            let spec = crate::homegen::HomeSpec {
+                seed,
+                minutes,
+                ..Default::default()
+            };
+            let mut file = std::fs::File::create(&out)
+                .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+            let n = crate::homegen::generate(&spec, &mut file)
+                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            eprintln!(
+                "heimdall generate: {n} packets, {minutes} minutes of home traffic in {}",
+                out.display()
+            );
+            Ok(crate::EXIT_OK)
         }
     }
 }

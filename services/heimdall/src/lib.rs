@@ -9,9 +9,12 @@
 //!   ([`EXIT_UNREADABLE`], [`EXIT_DAMAGED`]).
 //! - On a terminal, large inputs show progress; every run ends with a
 //!   one-line summary.
+//! - `heimdall generate` writes a realistic home-network capture, the same
+//!   bytes for the same seed, for demos, benchmarks and tests.
 
 pub mod analyze;
 pub mod cli;
+pub mod homegen;
 
 /// Every input read completely.
 pub const EXIT_OK: u8 = 0;
