@@ -18,11 +18,11 @@ echo "== $LOGS/conn.log: connections by service"
 grep -v '^#' "$LOGS/conn.log" | cut -f8 | sort | uniq -c | sort -rn
 echo
 echo "== $LOGS/conn.log: the largest connections (Zeek's columns; zeek-cut reads this file)"
-{ grep '^#fields' "$LOGS/conn.log" | cut -f2-; grep -v '^#' "$LOGS/conn.log" | sort -t$'\t' -k11,11nr | head -5; } \
+{ grep '^#fields' "$LOGS/conn.log" | cut -f2-; grep -v '^#' "$LOGS/conn.log" | sort -t$'\t' -k11,11nr | awk 'NR <= 5'; } \
   | cut -f3-12,16 | column -t -s$'\t'
 echo
 echo "== $LOGS/dns.log: the first queries"
-{ grep '^#fields' "$LOGS/dns.log" | cut -f2-; grep -v '^#' "$LOGS/dns.log" | head -6; } \
+{ grep '^#fields' "$LOGS/dns.log" | cut -f2-; awk '!/^#/ && n++ < 6' "$LOGS/dns.log"; } \
   | cut -f3,5,10,14,16,22 | column -t -s$'\t'
 echo
 
