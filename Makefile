@@ -42,8 +42,8 @@ audit: ## Dependency policy: licences, sources, bans, RustSec advisories (offlin
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench: setup ## Benchmarks: bus throughput into Postgres (records/s)
-	$(CARGO) run --release -q -p heimdall-tests --bin heimdall-bus-bench
+bench: setup ## Benchmarks: analyze vs a bare libpcap loop and tshark on 2M+ packets; the bus into Postgres
+	@bash scripts/bench.sh "$(SHARED)"
 
 up: setup ## Start the split system as local processes (no containers)
 	@bash scripts/up.sh start

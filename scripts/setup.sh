@@ -19,7 +19,7 @@ SUDO=""
 say() { printf 'setup: %s\n' "$*"; }
 
 # --- 1. packages --------------------------------------------------------------
-PACKAGES=(build-essential pkg-config libpcap-dev tcpdump tshark tcpreplay
+PACKAGES=(build-essential pkg-config libpcap-dev tcpdump tshark tcpreplay time
           postgresql postgresql-client nats-server python3-venv iproute2
           ca-certificates curl)
 missing=()

@@ -122,6 +122,8 @@ pub struct Detector {
     ftp_confirmed: bool,
     /// Inside a multi-line FTP reply: its code.
     ftp_multi: Option<[u8; 3]>,
+    /// Stream deliveries looked at.
+    deliveries: u16,
     /// An analysis limit was hit (history `X`); taken by the caller.
     limit_hit: bool,
     limit_reported: bool,
@@ -213,6 +215,11 @@ impl Detector {
         if self.done || data.is_empty() {
             return;
         }
+        if partial {
+            // A connection whose start was not seen: no TCP analyzer speaks up.
+            self.finish();
+            return;
+        }
         let buf = if from_orig {
             &mut self.orig
         } else {
@@ -220,15 +227,29 @@ impl Detector {
         };
         let room = PREFIX.saturating_sub(buf.len());
         buf.extend_from_slice(&data[..room.min(data.len())]);
-        if partial {
-            return;
-        }
+        self.deliveries = self.deliveries.saturating_add(1);
         self.detect_tcp(resp_p, expect);
-        if self.orig.len() >= PREFIX && self.resp.len() >= PREFIX {
-            self.done = true;
-            self.orig = Vec::new();
-            self.resp = Vec::new();
+        // Keep looking only while a protocol is half-way (SSH banners without
+        // the key exchange yet, a plain protocol that may turn to TLS) or
+        // nothing matched and the start of the streams is still short.
+        let waiting = (ssh_banner(&self.orig) && !has(&self.names, "ssh"))
+            || (!has(&self.names, "ssl")
+                && ["ftp", "smtp", "pop3", "imap", "irc", "mysql", "ldap_tcp"]
+                    .iter()
+                    .any(|p| has(&self.names, p)));
+        let short = self.orig.len() < 1024 || self.resp.len() < 1024;
+        let searched = !self.names.is_empty() || !short || self.deliveries >= 32;
+        let exhausted =
+            (self.orig.len() >= PREFIX && self.resp.len() >= PREFIX) || self.deliveries >= 256;
+        if (searched && !waiting) || exhausted {
+            self.finish();
         }
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        self.orig = Vec::new();
+        self.resp = Vec::new();
     }
 
     fn detect_tcp(&mut self, resp_p: u16, expect: &mut Vec<Expected>) {

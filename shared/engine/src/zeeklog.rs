@@ -274,7 +274,6 @@ impl<W: Write> LogWriter<W> {
 
     fn row(&mut self, head: &[Val<'_>], rest: &[Val<'_>]) -> io::Result<()> {
         let vals = head.iter().chain(rest.iter());
-        use std::fmt::Write as _;
         let line = &mut self.line;
         line.clear();
         match self.format {
@@ -287,12 +286,8 @@ impl<W: Write> LogWriter<W> {
                         Val::Unset => line.push('-'),
                         Val::Time(us) | Val::Interval(us) => fmt_secs(line, *us),
                         Val::Str(s) => tsv_str(line, s, false),
-                        Val::Addr(a) => {
-                            let _ = write!(line, "{a}");
-                        }
-                        Val::Count(n) => {
-                            let _ = write!(line, "{n}");
-                        }
+                        Val::Addr(a) => push_addr(line, a),
+                        Val::Count(n) => push_u64(line, *n),
                         Val::Bool(b) => line.push(if *b { 'T' } else { 'F' }),
                         Val::Strs(items) => {
                             for (j, s) in items.iter().enumerate() {
@@ -332,11 +327,11 @@ impl<W: Write> LogWriter<W> {
                         Val::Time(us) | Val::Interval(us) => fmt_secs(line, *us),
                         Val::Str(s) => json_str(line, s),
                         Val::Addr(a) => {
-                            let _ = write!(line, "\"{a}\"");
+                            line.push('"');
+                            push_addr(line, a);
+                            line.push('"');
                         }
-                        Val::Count(n) => {
-                            let _ = write!(line, "{n}");
-                        }
+                        Val::Count(n) => push_u64(line, *n),
                         Val::Bool(b) => line.push_str(if *b { "true" } else { "false" }),
                         Val::Strs(items) => {
                             line.push('[');
@@ -380,16 +375,52 @@ impl<W: Write> LogWriter<W> {
 
 /// Seconds with six decimals, as Zeek prints times and intervals.
 fn fmt_secs(out: &mut String, us: i64) {
-    use std::fmt::Write as _;
-    let neg = us < 0;
+    if us < 0 {
+        out.push('-');
+    }
     let a = us.unsigned_abs();
-    let _ = write!(
-        out,
-        "{}{}.{:06}",
-        if neg { "-" } else { "" },
-        a / 1_000_000,
-        a % 1_000_000
-    );
+    push_u64(out, a / 1_000_000);
+    out.push('.');
+    let frac = a % 1_000_000;
+    let mut digits = [b'0'; 6];
+    let mut f = frac;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (f % 10) as u8;
+        f /= 10;
+    }
+    out.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
+}
+
+/// Decimal digits without going through `fmt`.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
+fn push_addr(out: &mut String, a: &IpAddr) {
+    match a {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u64(out, *o as u64);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Zeek's TSV escaping: bytes outside printable ASCII, the separator, and
@@ -405,6 +436,12 @@ fn tsv_str(out: &mut String, s: &str, in_set: bool) {
     }
     if s == "-" {
         out.push_str("\\x2d");
+        return;
+    }
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && !(in_set && b == b','))
+    {
+        out.push_str(s);
         return;
     }
     for ch in s.chars() {
