@@ -388,7 +388,7 @@ fn fmt_secs(out: &mut String, us: i64) {
         *d = b'0' + (f % 10) as u8;
         f /= 10;
     }
-    out.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
+    out.extend(digits.iter().map(|&d| d as char));
 }
 
 /// Decimal digits without going through `fmt`.
@@ -403,7 +403,7 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+    out.extend(buf[i..].iter().map(|&d| d as char));
 }
 
 fn push_addr(out: &mut String, a: &IpAddr) {
