@@ -48,10 +48,11 @@ pub struct EngineConfig {
 pub enum Checksums {
     /// Every IP, TCP, UDP and ICMP checksum (Zeek's default).
     All,
-    /// IP header checksums, and the UDP checksums of VXLAN encapsulations;
-    /// transport checksums otherwise pass, because a capture taken on a
-    /// host whose network card computes them shows them wrong for every
-    /// packet the host sends (checksum offload). This is the default.
+    /// IPv4 header checksums (a zero one, never computed, passes) and the
+    /// UDP checksums of VXLAN encapsulations; transport checksums otherwise
+    /// pass, because a capture taken on a host whose network card computes
+    /// them shows them wrong for every packet the host sends (checksum
+    /// offload). This is the default.
     Auto,
     /// None (Zeek's -C).
     None,
@@ -432,8 +433,23 @@ impl Engine {
     // ---------------------------------------------------------------- IP
 
     fn ip(&mut self, data: &[u8], encap: Encap) {
-        let pkt = match ip::parse(data, self.cfg.checksums != Checksums::None) {
+        let auto = self.cfg.checksums == Checksums::Auto;
+        let pkt = match ip::parse_with(data, self.cfg.checksums != Checksums::None, auto) {
             Ok(p) => p,
+            // A zero IPv4 header checksum was never computed: the packet left
+            // a host whose network card fills it in (checksum offload, common
+            // on Windows and macOS and on virtual interfaces). Auto accepts it.
+            Err(ip::IpError::BadChecksum)
+                if auto && data.len() >= 12 && data[10] == 0 && data[11] == 0 =>
+            {
+                match ip::parse_with(data, false, true) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        self.stats.decode_errors += 1;
+                        return;
+                    }
+                }
+            }
             Err(ip::IpError::BadChecksum) => {
                 self.stats.bad_checksums += 1;
                 return;

@@ -137,20 +137,34 @@ impl IpError {
 
 /// Parses an IPv4 or IPv6 packet (the version nibble decides).
 pub fn parse(data: &[u8], verify_checksum: bool) -> Result<IpPacket<'_>, IpError> {
+    parse_with(data, verify_checksum, false)
+}
+
+/// Like [`parse`]; with `offloaded` an IPv4 total length of 0 (left for the
+/// network card to fill in by segmentation offload) means the captured length.
+pub fn parse_with(
+    data: &[u8],
+    verify_checksum: bool,
+    offloaded: bool,
+) -> Result<IpPacket<'_>, IpError> {
     match data.first().map(|b| b >> 4) {
-        Some(4) => parse_v4(data, verify_checksum),
+        Some(4) => parse_v4(data, verify_checksum, offloaded),
         Some(6) => parse_v6(data),
         Some(_) => Err(IpError::BadVersion),
         None => Err(IpError::Truncated),
     }
 }
 
-fn parse_v4(data: &[u8], verify_checksum: bool) -> Result<IpPacket<'_>, IpError> {
+fn parse_v4(data: &[u8], verify_checksum: bool, offloaded: bool) -> Result<IpPacket<'_>, IpError> {
     if data.len() < 20 {
         return Err(IpError::Truncated);
     }
     let hdr_len = ((data[0] & 0x0f) as usize) * 4;
-    let total_len = be16(data, 2) as usize;
+    let declared = be16(data, 2) as usize;
+    let mut total_len = declared;
+    if total_len == 0 && offloaded {
+        total_len = data.len();
+    }
     if hdr_len < 20 || total_len < hdr_len {
         return Err(IpError::BadHeaderLength);
     }
@@ -180,7 +194,8 @@ fn parse_v4(data: &[u8], verify_checksum: bool) -> Result<IpPacket<'_>, IpError>
         src: Addr::v4([data[12], data[13], data[14], data[15]]),
         dst: Addr::v4([data[16], data[17], data[18], data[19]]),
         proto: data[9],
-        total_len: total_len as u32,
+        // What the header says (0 when offloaded), as Zeek counts it.
+        total_len: declared as u32,
         hdr_len,
         raw: &data[..end],
         payload: &data[hdr_len..end],
