@@ -568,7 +568,7 @@ impl Parser<'_> {
                     return None;
                 }
                 self.pos = end;
-                let a = format!("{}.{}.{}.{}", rd[0], rd[1], rd[2], rd[3]);
+                let a = dotted_quad(rd);
                 let text = if du {
                     format!("A {} {a}", owner_text())
                 } else {
@@ -740,6 +740,24 @@ impl Parser<'_> {
     }
 }
 
+/// An IPv4 address as text, without going through `fmt`.
+fn dotted_quad(b: &[u8]) -> String {
+    let mut s = String::with_capacity(15);
+    for (i, o) in b.iter().take(4).enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if *o >= 100 {
+            s.push((b'0' + o / 100) as char);
+        }
+        if *o >= 10 {
+            s.push((b'0' + o / 10 % 10) as char);
+        }
+        s.push((b'0' + o % 10) as char);
+    }
+    s
+}
+
 /// Zeek's name extraction: labels copied raw with a '.' after each;
 /// compression pointers must point strictly backward and may read only up
 /// to the pointer; deep chains stop quietly.
@@ -806,6 +824,11 @@ fn extract(
 /// characters, backslash and invalid bytes as \xNN.
 pub fn zeek_text(b: &[u8]) -> String {
     use std::fmt::Write as _;
+    if b.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\') {
+        if let Ok(ascii) = std::str::from_utf8(b) {
+            return ascii.to_owned();
+        }
+    }
     let mut s = String::with_capacity(b.len());
     let mut rest = b;
     while !rest.is_empty() {
@@ -1095,6 +1118,13 @@ mod tests {
         assert!(!fx.confirmed);
         assert_eq!(out.len(), 1, "the row is still written");
         assert!(out[0].answers.is_empty());
+    }
+
+    #[test]
+    fn text_forms() {
+        assert_eq!(dotted_quad(&[10, 0, 100, 255]), "10.0.100.255");
+        assert_eq!(zeek_text(b"plain.example"), "plain.example");
+        assert_eq!(zeek_text(b"a\\b\x01\xff"), "a\\x5cb\\x01\\xff");
     }
 
     #[test]
