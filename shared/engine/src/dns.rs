@@ -824,10 +824,10 @@ fn extract(
 /// characters, backslash and invalid bytes as \xNN.
 pub fn zeek_text(b: &[u8]) -> String {
     use std::fmt::Write as _;
-    if b.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\') {
-        if let Ok(ascii) = std::str::from_utf8(b) {
-            return ascii.to_owned();
-        }
+    if b.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\')
+        && let Ok(ascii) = std::str::from_utf8(b)
+    {
+        return ascii.to_owned();
     }
     let mut s = String::with_capacity(b.len());
     let mut rest = b;
