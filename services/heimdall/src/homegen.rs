@@ -51,43 +51,14 @@ const ROUTER_MAC: [u8; 6] = [0x3c, 0x84, 0x6a, 0x10, 0x20, 0x01];
 const ROUTER_IP: [u8; 4] = [192, 168, 1, 1];
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 
+#[rustfmt::skip]
 const DEVICES: &[Device] = &[
-    Device {
-        mac: [0xf0, 0x18, 0x98, 0x41, 0x0a, 0x11],
-        ip: [192, 168, 1, 21],
-        name: "annas-iphone",
-        kind: Kind::Phone,
-    },
-    Device {
-        mac: [0x3c, 0x22, 0xfb, 0x77, 0x31, 0x02],
-        ip: [192, 168, 1, 22],
-        name: "work-laptop",
-        kind: Kind::Laptop,
-    },
-    Device {
-        mac: [0x64, 0x1c, 0xae, 0x05, 0x6e, 0x90],
-        ip: [192, 168, 1, 30],
-        name: "living-room-tv",
-        kind: Kind::Tv,
-    },
-    Device {
-        mac: [0x50, 0xc7, 0xbf, 0x3a, 0x11, 0x4d],
-        ip: [192, 168, 1, 40],
-        name: "hs110-plug",
-        kind: Kind::Plug,
-    },
-    Device {
-        mac: [0x30, 0x05, 0x5c, 0x8e, 0x21, 0x77],
-        ip: [192, 168, 1, 50],
-        name: "brother-printer",
-        kind: Kind::Printer,
-    },
-    Device {
-        mac: [0x48, 0xa6, 0xb8, 0x12, 0x9f, 0x33],
-        ip: [192, 168, 1, 60],
-        name: "kitchen-sonos",
-        kind: Kind::Speaker,
-    },
+    Device { mac: [0xf0, 0x18, 0x98, 0x41, 0x0a, 0x11], ip: [192, 168, 1, 21], name: "annas-iphone", kind: Kind::Phone },
+    Device { mac: [0x3c, 0x22, 0xfb, 0x77, 0x31, 0x02], ip: [192, 168, 1, 22], name: "work-laptop", kind: Kind::Laptop },
+    Device { mac: [0x64, 0x1c, 0xae, 0x05, 0x6e, 0x90], ip: [192, 168, 1, 30], name: "living-room-tv", kind: Kind::Tv },
+    Device { mac: [0x50, 0xc7, 0xbf, 0x3a, 0x11, 0x4d], ip: [192, 168, 1, 40], name: "hs110-plug", kind: Kind::Plug },
+    Device { mac: [0x30, 0x05, 0x5c, 0x8e, 0x21, 0x77], ip: [192, 168, 1, 50], name: "brother-printer", kind: Kind::Printer },
+    Device { mac: [0x48, 0xa6, 0xb8, 0x12, 0x9f, 0x33], ip: [192, 168, 1, 60], name: "kitchen-sonos", kind: Kind::Speaker },
 ];
 
 /// Cloud endpoints by name: (name, address).

@@ -972,29 +972,16 @@ impl Engine {
             if fx.handshake_done {
                 c.inactivity_ns = self.cfg.tcp_inactivity_ns;
             }
+            let mut arm =
+                |at: i64, kind: TimerKind| self.timers.push(timer(at, slot, generation, kind));
             if fx.attempt_timer {
-                self.timers.push(timer(
-                    now + 5 * SEC,
-                    slot,
-                    generation,
-                    TimerKind::TcpAttempt,
-                ));
+                arm(now + 5 * SEC, TimerKind::TcpAttempt);
             }
             if fx.close_complete {
-                self.timers.push(timer(
-                    c.last_ns + 5 * SEC,
-                    slot,
-                    generation,
-                    TimerKind::TcpClose,
-                ));
+                arm(c.last_ns + 5 * SEC, TimerKind::TcpClose);
             }
             if fx.close_partial {
-                self.timers.push(timer(
-                    c.last_ns + 6 * SEC,
-                    slot,
-                    generation,
-                    TimerKind::TcpExpire,
-                ));
+                arm(c.last_ns + 6 * SEC, TimerKind::TcpExpire);
             }
         }
         if !self.expect_scratch.is_empty() {
