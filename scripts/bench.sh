@@ -15,7 +15,7 @@ OUT="$ROOT/target/bench"
 CAP="$OUT/bench.pcap"
 mkdir -p "$OUT"
 
-cargo build -q --release --bin heimdall --bin heimdall-benchcap --bin heimdall-pcaploop --bin heimdall-bus-bench
+cargo build -q --release --bin heimdall --bin heimdall-benchcap --bin heimdall-pcaploop --bin heimdall-allocs --bin heimdall-bus-bench
 if [ ! -s "$CAP" ] || [ "$CAP" -ot tests/src/bin/heimdall-benchcap.rs ]; then
   target/release/heimdall-benchcap --out "$CAP" "$SHARED/testdata"
 fi
@@ -48,6 +48,10 @@ awk -v h="$h" -v b="$b" -v t="$t" 'BEGIN {
   printf "ratio heimdall / tshark conversations: %.1fx faster\n", h / t }'
 read -r _ _ rss _ <"$OUT/heimdall.time"
 awk -v r="$rss" 'BEGIN { printf "heimdall peak memory: %.1f MiB (target <= 256)\n", r / 1024 }'
+
+echo
+echo "== allocations (a counting allocator around the engine, no log writing)"
+target/release/heimdall-allocs "$CAP"
 
 echo
 echo "== bus: records through NATS JetStream into PostgreSQL"
