@@ -209,6 +209,8 @@ enum Tunnel {
     Gtp,
     Teredo,
     Ayiya,
+    /// CAPWAP data channel (wireless access points and their controller).
+    Capwap,
 }
 
 #[derive(Debug)]
@@ -1117,6 +1119,8 @@ impl Engine {
             2152 | 2123 => Some(Tunnel::Gtp),
             3544 => Some(Tunnel::Teredo),
             5072 => Some(Tunnel::Ayiya),
+            5247 => Some(Tunnel::Capwap),
+            _ if orig_p == 5247 => Some(Tunnel::Capwap),
             _ if orig_p == 3544 || teredo_like(data) => Some(Tunnel::Teredo),
             _ => None,
         };
@@ -1129,7 +1133,10 @@ impl Engine {
             Decap::Inner { confirm, frame } => {
                 if confirm {
                     c.tunnel = Some(kind);
-                    c.svc.add(tunnel_name(kind));
+                    // Zeek has no CAPWAP analyzer, so it names no service.
+                    if kind != Tunnel::Capwap {
+                        c.svc.add(tunnel_name(kind));
+                    }
                 }
                 let Some(e) = encap.push(uid) else {
                     if !c.x_added {
@@ -1141,6 +1148,13 @@ impl Engine {
                 };
                 match frame {
                     Frame::Ip(d) => self.ip(d, e),
+                    Frame::Ieee80211(d) => match link::ieee80211_maybe_swapped(d) {
+                        Ok(l3) if matches!(l3.kind, L3Kind::Ipv4 | L3Kind::Ipv6) => {
+                            self.ip(l3.data, e)
+                        }
+                        Ok(_) | Err(link::LinkError::NotData) => self.stats.non_ip += 1,
+                        Err(_) => self.stats.decode_errors += 1,
+                    },
                     Frame::Ethernet(d) => match link::ethernet(d) {
                         Ok(l3) if matches!(l3.kind, L3Kind::Ipv4 | L3Kind::Ipv6) => {
                             self.ip(l3.data, e)
@@ -1296,12 +1310,14 @@ fn tunnel_name(k: Tunnel) -> &'static str {
         Tunnel::Gtp => "gtpv1",
         Tunnel::Teredo => "teredo",
         Tunnel::Ayiya => "ayiya",
+        Tunnel::Capwap => "capwap",
     }
 }
 
 enum Frame<'a> {
     Ip(&'a [u8]),
     Ethernet(&'a [u8]),
+    Ieee80211(&'a [u8]),
 }
 
 enum Decap<'a> {
@@ -1393,6 +1409,37 @@ fn decapsulate(kind: Tunnel, d: &[u8]) -> Decap<'_> {
             },
             None => Decap::Violation,
         },
+        Tunnel::Capwap => {
+            // RFC 5415: preamble (version 0, type 0 = clear), then HLEN in
+            // 4-byte words, WBID, and the T bit (native frame of the
+            // wireless binding, 1 = IEEE 802.11; else IEEE 802.3).
+            if d.len() < 8 || d[0] != 0 {
+                return Decap::NotTunnel;
+            }
+            let w = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+            let hlen = ((w >> 19) & 0x1f) as usize * 4;
+            let wbid = (w >> 9) & 0x1f;
+            let native = (w >> 8) & 1 == 1;
+            let fragment = (w >> 7) & 1 == 1;
+            let keepalive = (w >> 3) & 1 == 1;
+            if hlen < 8 || d.len() <= hlen || fragment || keepalive {
+                return Decap::NotTunnel;
+            }
+            let body = &d[hlen..];
+            if native && wbid == 1 {
+                Decap::Inner {
+                    confirm: true,
+                    frame: Frame::Ieee80211(body),
+                }
+            } else if !native {
+                Decap::Inner {
+                    confirm: true,
+                    frame: Frame::Ethernet(body),
+                }
+            } else {
+                Decap::NotTunnel
+            }
+        }
         Tunnel::Ayiya => {
             if d.len() < 8 {
                 return Decap::Violation;

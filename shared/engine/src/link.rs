@@ -319,11 +319,26 @@ fn finish<'a>(
 
 /// An 802.11 frame: data frames only, unprotected, with LLC/SNAP.
 pub fn ieee80211(data: &[u8]) -> Result<L3<'_>, LinkError> {
+    ieee80211_fc(data, false)
+}
+
+/// An 802.11 frame whose frame-control bytes may come swapped (Cisco's
+/// CAPWAP access points send them so): a protocol version other than 0 in
+/// the first byte, with 0 in the second, means swapped.
+pub fn ieee80211_maybe_swapped(data: &[u8]) -> Result<L3<'_>, LinkError> {
+    let swapped = data.len() >= 2 && data[0] & 0x03 != 0 && data[1] & 0x03 == 0;
+    ieee80211_fc(data, swapped)
+}
+
+fn ieee80211_fc(data: &[u8], swapped: bool) -> Result<L3<'_>, LinkError> {
     if data.len() < 24 {
         return Err(LinkError::Truncated("802.11"));
     }
-    let fc0 = data[0];
-    let fc1 = data[1];
+    let (fc0, fc1) = if swapped {
+        (data[1], data[0])
+    } else {
+        (data[0], data[1])
+    };
     let ftype = (fc0 >> 2) & 0x3;
     let subtype = fc0 >> 4;
     if ftype != 2 || subtype & 0x4 != 0 {
@@ -461,6 +476,18 @@ mod tests {
             decode(147, &[0; 10]).err(),
             Some(LinkError::UnknownLinkType(147))
         );
+    }
+
+    #[test]
+    fn cisco_swapped_frame_control() {
+        // A data frame to the DS (FC 08 01), sent with its FC bytes swapped.
+        let mut f = vec![0x01, 0x08, 0, 0];
+        f.extend_from_slice(&[0; 20]);
+        f.extend_from_slice(&[0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x00]);
+        f.extend_from_slice(&IP);
+        assert_eq!(ieee80211(&f).err(), Some(LinkError::NotData));
+        let l3 = ieee80211_maybe_swapped(&f).expect("decodes");
+        assert_eq!((l3.kind, l3.data), (L3Kind::Ipv4, &IP[..]));
     }
 
     #[test]
