@@ -17,6 +17,9 @@ const MAX_SEQ_JUMP: i32 = 1 << 20;
 const MAX_ABOVE_HOLE_WITHOUT_ACKS: u64 = 16 * 1024;
 /// Bytes buffered in total before the reassembler gives up.
 const MAX_BUFFERED: u64 = 10 << 20;
+/// Out-of-order blocks remembered per endpoint before the reassembler gives
+/// up (a stream shredded into many holes).
+const MAX_BLOCKS: usize = 512;
 /// Bytes of stream content kept per endpoint for analyzers that look at
 /// content (service identification, DNS over TCP); data past this in a
 /// reordered stream is tracked by range only.
@@ -623,7 +626,10 @@ impl Tcp {
                 data: keep.then(|| payload.to_vec()),
             },
         );
-        if r.buffered > MAX_BUFFERED || (!r.any_acked && r.buffered > MAX_ABOVE_HOLE_WITHOUT_ACKS) {
+        if r.buffered > MAX_BUFFERED
+            || r.blocks.len() > MAX_BLOCKS
+            || (!r.any_acked && r.buffered > MAX_ABOVE_HOLE_WITHOUT_ACKS)
+        {
             r.skip = true;
             r.blocks.clear();
             r.buffered = 0;
