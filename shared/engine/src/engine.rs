@@ -500,6 +500,10 @@ impl Engine {
         if self.ip_tunnels.len() > 65_536 {
             self.ip_tunnels
                 .retain(|_, (_, last)| now - *last < 24 * 3600 * SEC);
+            if self.ip_tunnels.len() > 65_536 {
+                // Still full of live tunnels: start over rather than grow.
+                self.ip_tunnels.clear();
+            }
         }
         let fresh = self.uids.next_id();
         let e = self.ip_tunnels.entry(key).or_insert((fresh, now));
