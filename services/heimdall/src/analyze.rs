@@ -93,7 +93,37 @@ impl Report {
             group(self.stats.bad_checksums),
             secs,
             rate(self.stats.packets as f64 / secs, "packets"),
-        )
+        ) + &self.limits_line()
+    }
+
+    /// Limits that were reached, if any: evictions from a full table,
+    /// fragments dropped, tunnels nested too deep.
+    fn limits_line(&self) -> String {
+        let s = &self.stats;
+        let mut parts = Vec::new();
+        if s.evicted > 0 {
+            parts.push(format!(
+                "{} connections logged early because the table was full (--max-connections)",
+                group(s.evicted)
+            ));
+        }
+        if s.fragments_dropped > 0 {
+            parts.push(format!(
+                "{} fragments dropped unassembled",
+                group(s.fragments_dropped)
+            ));
+        }
+        if s.tunnel_too_deep > 0 {
+            parts.push(format!(
+                "{} packets in tunnels nested too deep",
+                group(s.tunnel_too_deep)
+            ));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", parts.join(", "))
+        }
     }
 }
 
