@@ -97,20 +97,7 @@ struct Gen {
     ip_id: u16,
 }
 
-fn checksum(data: &[u8], initial: u32) -> u16 {
-    let mut sum = initial as u64;
-    let mut it = data.chunks_exact(2);
-    for c in &mut it {
-        sum += u16::from_be_bytes([c[0], c[1]]) as u64;
-    }
-    if let [b] = it.remainder() {
-        sum += (*b as u64) << 8;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+use heimdall_engine::ip::internet_checksum as checksum;
 
 fn pseudo(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u32 {
     let w = |a: [u8; 4]| {
@@ -597,21 +584,11 @@ pub fn generate(spec: &HomeSpec, out: &mut dyn Write) -> io::Result<u64> {
     }
 
     g.pkts.sort_by_key(|(ts, _)| *ts);
-    let mut w = io::BufWriter::new(out);
-    w.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
-    w.write_all(&2u16.to_le_bytes())?;
-    w.write_all(&4u16.to_le_bytes())?;
-    w.write_all(&[0; 8])?;
-    w.write_all(&65_535u32.to_le_bytes())?;
-    w.write_all(&1u32.to_le_bytes())?;
+    let mut w = heimdall_engine::reader::PcapWriter::new(io::BufWriter::new(out), 1, 65_535)?;
     for (ts, f) in &g.pkts {
-        w.write_all(&((ts / 1_000_000) as u32).to_le_bytes())?;
-        w.write_all(&((ts % 1_000_000) as u32).to_le_bytes())?;
-        w.write_all(&(f.len() as u32).to_le_bytes())?;
-        w.write_all(&(f.len() as u32).to_le_bytes())?;
-        w.write_all(f)?;
+        w.write(*ts, f)?;
     }
-    w.flush()?;
+    w.finish()?.flush()?;
     Ok(g.pkts.len() as u64)
 }
 
@@ -644,26 +621,15 @@ mod tests {
         let s = engine.stats();
         assert_eq!((s.decode_errors, s.bad_checksums), (0, 0), "{s:?}");
         assert!(engine.out.dns.len() > 10);
-        assert!(
-            engine
-                .out
-                .conns
-                .iter()
-                .any(|c| c.service.iter().any(|x| x == "ssl"))
-        );
-        assert!(
-            engine
-                .out
-                .conns
-                .iter()
-                .any(|c| c.service.iter().any(|x| x == "http"))
-        );
-        assert!(
-            engine
-                .out
-                .conns
-                .iter()
-                .any(|c| c.service.iter().any(|x| x == "dhcp"))
-        );
+        for service in ["ssl", "http", "dhcp", "dns", "ntp"] {
+            assert!(
+                engine
+                    .out
+                    .conns
+                    .iter()
+                    .any(|c| c.service.iter().any(|x| x == service)),
+                "no {service} connection"
+            );
+        }
     }
 }

@@ -573,6 +573,41 @@ fn u64_at(b: &[u8], swapped: bool) -> u64 {
     }
 }
 
+/// Writes a classic pcap file (little-endian, microsecond timestamps), for
+/// generated and rewritten captures.
+#[derive(Debug)]
+pub struct PcapWriter<W: std::io::Write> {
+    out: W,
+}
+
+impl<W: std::io::Write> PcapWriter<W> {
+    pub fn new(mut out: W, linktype: u16, snaplen: u32) -> io::Result<Self> {
+        out.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
+        out.write_all(&2u16.to_le_bytes())?;
+        out.write_all(&4u16.to_le_bytes())?;
+        out.write_all(&[0; 8])?;
+        out.write_all(&snaplen.to_le_bytes())?;
+        out.write_all(&(linktype as u32).to_le_bytes())?;
+        Ok(PcapWriter { out })
+    }
+
+    /// One packet, captured whole, at `ts_us` microseconds since the epoch.
+    pub fn write(&mut self, ts_us: i64, data: &[u8]) -> io::Result<()> {
+        self.out
+            .write_all(&((ts_us / 1_000_000) as u32).to_le_bytes())?;
+        self.out
+            .write_all(&((ts_us % 1_000_000) as u32).to_le_bytes())?;
+        self.out.write_all(&(data.len() as u32).to_le_bytes())?;
+        self.out.write_all(&(data.len() as u32).to_le_bytes())?;
+        self.out.write_all(data)
+    }
+
+    pub fn finish(mut self) -> io::Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -637,6 +672,17 @@ mod tests {
                 assert_eq!(got.len(), 2);
             }
         }
+    }
+
+    #[test]
+    fn written_pcaps_read_back() {
+        let mut w = PcapWriter::new(Vec::new(), 1, 65_535).expect("header");
+        w.write(1_500_000, b"one").expect("write");
+        w.write(2_000_001, b"two!").expect("write");
+        let (got, err) = read_all(w.finish().expect("finish"));
+        assert!(err.is_none());
+        assert_eq!(got[0], (1_500_000_000, b"one".to_vec(), 3, 1));
+        assert_eq!(got[1].0, 2_000_001_000);
     }
 
     #[test]

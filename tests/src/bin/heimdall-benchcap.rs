@@ -6,7 +6,7 @@
 //! the engine on one round) --min-connections connections.
 #![allow(clippy::print_stdout)]
 
-use std::io::Write;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -121,16 +121,12 @@ fn main() -> Result<()> {
         "benchcap: {} captures, {pkts} Ethernet packets and {conns} connections a round, {rounds} rounds",
         files.len()
     );
-    let mut w = std::io::BufWriter::with_capacity(
-        1 << 20,
-        std::fs::File::create(&args.out).context("create output")?,
-    );
-    w.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
-    w.write_all(&2u16.to_le_bytes())?;
-    w.write_all(&4u16.to_le_bytes())?;
-    w.write_all(&[0; 8])?;
-    w.write_all(&262_144u32.to_le_bytes())?;
-    w.write_all(&1u32.to_le_bytes())?;
+    let file = std::fs::File::create(&args.out).context("create output")?;
+    let mut w = heimdall_engine::reader::PcapWriter::new(
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        1,
+        262_144,
+    )?;
     let base = 1_767_225_600_000_000_000i64;
     let mut buf = Vec::new();
     for r in 0..rounds {
@@ -139,15 +135,10 @@ fn main() -> Result<()> {
             buf.extend_from_slice(d);
             rewrite(&mut buf, r as u8);
             let at = base + r as i64 * (span + 1_000_000_000) + ts;
-            let us = at / 1000;
-            w.write_all(&((us / 1_000_000) as u32).to_le_bytes())?;
-            w.write_all(&((us % 1_000_000) as u32).to_le_bytes())?;
-            w.write_all(&(buf.len() as u32).to_le_bytes())?;
-            w.write_all(&(buf.len() as u32).to_le_bytes())?;
-            w.write_all(&buf)?;
+            w.write(at / 1000, &buf)?;
         }
     }
-    w.flush()?;
+    w.finish()?.flush()?;
     println!(
         "benchcap: wrote {} packets to {}",
         pkts * rounds,
