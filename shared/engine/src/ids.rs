@@ -51,14 +51,26 @@ impl UidGen {
 /// Renders an id as Zeek does: the prefix, then base62 digits.
 pub fn uid_string(prefix: char, id: u128) -> String {
     const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    // Long division by 62 in 32-bit limbs: u128 division is a slow library
+    // call, and a uid is made for every record.
+    let mut limbs = [
+        (id >> 96) as u32,
+        (id >> 64) as u32,
+        (id >> 32) as u32,
+        id as u32,
+    ];
     let mut buf = [0u8; 24];
-    let mut n = id;
     let mut i = buf.len();
     loop {
+        let mut rem = 0u64;
+        for l in limbs.iter_mut() {
+            let cur = (rem << 32) | *l as u64;
+            *l = (cur / 62) as u32;
+            rem = cur % 62;
+        }
         i -= 1;
-        buf[i] = DIGITS[(n % 62) as usize];
-        n /= 62;
-        if n == 0 {
+        buf[i] = DIGITS[rem as usize];
+        if limbs == [0; 4] {
             break;
         }
     }
@@ -281,6 +293,15 @@ mod tests {
             community_id(1, &a("192.168.0.89"), 8, &a("192.168.0.1"), 0),
             "1:X0snYXpgwiv9TZtqg64sgzUn6Dk="
         );
+    }
+
+    #[test]
+    fn uid_base62() {
+        assert_eq!(uid_string('C', 0), "C0");
+        assert_eq!(uid_string('C', 61), "Cz");
+        assert_eq!(uid_string('C', 62), "C10");
+        assert_eq!(uid_string('C', u128::from(u64::MAX)), "CLygHa16AHYF");
+        assert_eq!(uid_string('F', (1u128 << 96) - 1), "F1f2SI9UJPXvb7vdJ1");
     }
 
     #[test]
