@@ -771,7 +771,7 @@ impl Engine {
         let (proto, state, ob, rb) = match (c.ip_proto, &c.tcp) {
             (6, Some(t)) => (
                 Transport::Tcp,
-                tcp_state(t.conn_state(c.history.as_str())),
+                t.conn_state(c.history.as_str()),
                 t.size(true),
                 t.size(false),
             ),
@@ -1070,8 +1070,8 @@ impl Engine {
         s.active = true;
         s.size += ulen.saturating_sub(8) as u64;
         Self::count(c, is_orig, p.total_len);
-        let end = (ulen as usize).clamp(8, b.len().max(8)).min(b.len());
-        let data = &b[8..end.max(8)];
+        // The datagram is the UDP length's worth, within what was captured.
+        let data = &b[8..(ulen as usize).clamp(8, b.len())];
 
         // DNS.
         let mut dns_fx = dns::Effects::default();
@@ -1278,24 +1278,6 @@ type TimerEntry = Reverse<(i64, u32, u32, TimerKind)>;
 
 fn timer(at: i64, slot: u32, generation: u32, kind: TimerKind) -> TimerEntry {
     Reverse((at, slot, generation, kind))
-}
-
-fn tcp_state(s: &str) -> ConnState {
-    match s {
-        "S0" => ConnState::S0,
-        "S1" => ConnState::S1,
-        "SF" => ConnState::Sf,
-        "REJ" => ConnState::Rej,
-        "S2" => ConnState::S2,
-        "S3" => ConnState::S3,
-        "RSTO" => ConnState::Rsto,
-        "RSTR" => ConnState::Rstr,
-        "RSTOS0" => ConnState::Rstos0,
-        "RSTRH" => ConnState::Rstrh,
-        "SH" => ConnState::Sh,
-        "SHR" => ConnState::Shr,
-        _ => ConnState::Oth,
-    }
 }
 
 fn udp_state(c: &Conn) -> ConnState {

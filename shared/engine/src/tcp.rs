@@ -3,6 +3,8 @@
 //! (missed_bytes). The rules are written down in docs/zeek-semantics.md;
 //! the comments here name the rule, not the reason.
 
+use heimdall_proto::sensor::v1::ConnState;
+
 use crate::history::{History, Letter};
 
 pub const SYN: u8 = 0x02;
@@ -797,7 +799,7 @@ impl Tcp {
     }
 
     /// Zeek's conn_state for TCP.
-    pub fn conn_state(&self, history: &str) -> &'static str {
+    pub fn conn_state(&self, history: &str) -> ConnState {
         use State::*;
         let os = self.orig.state;
         let rs = self.resp.state;
@@ -807,34 +809,42 @@ impl Tcp {
             if matches!(os, SynSent | SynAckSent)
                 || (os == Reset && self.size(true) == 0 && self.size(false) == 0)
             {
-                "REJ"
+                ConnState::Rej
             } else if o_inactive {
-                "RSTRH"
+                ConnState::Rstrh
             } else {
-                "RSTR"
+                ConnState::Rstr
             }
         } else if os == Reset {
             if r_inactive {
                 if rstos0_history(history) {
-                    "RSTOS0"
+                    ConnState::Rstos0
                 } else {
-                    "OTH"
+                    ConnState::Oth
                 }
             } else {
-                "RSTO"
+                ConnState::Rsto
             }
         } else if os == Closed && rs == Closed {
-            "SF"
+            ConnState::Sf
         } else if os == Closed {
-            if r_inactive { "SH" } else { "S2" }
+            if r_inactive {
+                ConnState::Sh
+            } else {
+                ConnState::S2
+            }
         } else if rs == Closed {
-            if o_inactive { "SHR" } else { "S3" }
+            if o_inactive {
+                ConnState::Shr
+            } else {
+                ConnState::S3
+            }
         } else if os == SynSent && rs == Inactive {
-            "S0"
+            ConnState::S0
         } else if os == Established && rs == Established {
-            "S1"
+            ConnState::S1
         } else {
-            "OTH"
+            ConnState::Oth
         }
     }
 
