@@ -73,6 +73,16 @@ const CLOUD: &[(&str, [u8; 4])] = &[
     ("mail.example.com", [198, 51, 100, 25]),
 ];
 
+/// A TCP connection being generated: endpoints and each side's next
+/// sequence number (client first).
+struct Flow {
+    client: [u8; 4],
+    sp: u16,
+    server: [u8; 4],
+    dp: u16,
+    next: [u32; 2],
+}
+
 struct Rng(u64);
 
 impl Rng {
@@ -352,49 +362,41 @@ impl Gen {
         tls: bool,
         rtt: i64,
     ) -> i64 {
-        let sp = 40_000 + self.rng.below(20_000) as u16;
-        let mut cs = self.rng.next() as u32;
-        let mut ss = self.rng.next() as u32;
         const SYN: u8 = 0x02;
         const ACK: u8 = 0x10;
         const PSH: u8 = 0x08;
         const FIN: u8 = 0x01;
-        let mut t = t0;
-        self.tcp(t, client, sp, server, dp, cs, 0, SYN, &[]);
-        t += rtt;
-        self.tcp(
-            t,
-            server,
-            dp,
+        let sp = 40_000 + self.rng.below(20_000) as u16;
+        let client_isn = self.rng.next() as u32;
+        let server_isn = self.rng.next() as u32;
+        let mut f = Flow {
             client,
             sp,
-            ss,
-            cs.wrapping_add(1),
-            SYN | ACK,
-            &[],
-        );
-        cs = cs.wrapping_add(1);
-        ss = ss.wrapping_add(1);
+            server,
+            dp,
+            next: [client_isn, server_isn],
+        };
+        let mut t = t0;
+        self.send(&mut f, true, t, SYN, &[]);
+        t += rtt;
+        self.send(&mut f, false, t, SYN | ACK, &[]);
         t += 60;
-        self.tcp(t, client, sp, server, dp, cs, ss, ACK, &[]);
+        self.send(&mut f, true, t, ACK, &[]);
         let mut req = request;
         if tls {
             let server_hello = self.opaque(1400, false);
             t += 200;
-            self.tcp(t, client, sp, server, dp, cs, ss, ACK | PSH, &req);
-            cs = cs.wrapping_add(req.len() as u32);
+            self.send(&mut f, true, t, ACK | PSH, &req);
             t += rtt;
             let mut hello = vec![0x16, 3, 3, 0x05, 0x73, 2];
             hello.extend_from_slice(&server_hello[6..]);
-            self.tcp(t, server, dp, client, sp, ss, cs, ACK | PSH, &hello);
-            ss = ss.wrapping_add(hello.len() as u32);
+            self.send(&mut f, false, t, ACK | PSH, &hello);
             t += 300;
             let n = 200 + self.rng.below(400) as usize;
             req = self.opaque(n, true);
         }
         t += 150;
-        self.tcp(t, client, sp, server, dp, cs, ss, ACK | PSH, &req);
-        cs = cs.wrapping_add(req.len() as u32);
+        self.send(&mut f, true, t, ACK | PSH, &req);
         t += rtt;
         let mut left = resp_len;
         let mut first = true;
@@ -414,52 +416,43 @@ impl Gen {
                 self.opaque(n, tls)
             };
             first = false;
-            self.tcp(
+            self.send(
+                &mut f,
+                false,
                 t,
-                server,
-                dp,
-                client,
-                sp,
-                ss,
-                cs,
                 ACK | if left <= 1448 { PSH } else { 0 },
                 &body,
             );
-            ss = ss.wrapping_add(body.len() as u32);
             left -= n.min(left);
             t += 40 + self.rng.below(300) as i64;
             if self.rng.below(2) == 0 || left == 0 {
-                self.tcp(t, client, sp, server, dp, cs, ss, ACK, &[]);
+                self.send(&mut f, true, t, ACK, &[]);
                 t += 20;
             }
         }
         t += 5_000 + self.rng.below(200_000) as i64;
-        self.tcp(t, client, sp, server, dp, cs, ss, FIN | ACK, &[]);
+        self.send(&mut f, true, t, FIN | ACK, &[]);
         t += rtt;
-        self.tcp(
-            t,
-            server,
-            dp,
-            client,
-            sp,
-            ss,
-            cs.wrapping_add(1),
-            FIN | ACK,
-            &[],
-        );
+        self.send(&mut f, false, t, FIN | ACK, &[]);
         t += 80;
-        self.tcp(
-            t,
-            client,
-            sp,
-            server,
-            dp,
-            cs.wrapping_add(1),
-            ss.wrapping_add(1),
-            ACK,
-            &[],
-        );
+        self.send(&mut f, true, t, ACK, &[]);
         t
+    }
+
+    /// One segment of a flow from the client (or the server): its sequence
+    /// number is the sender's next byte, it acknowledges everything the peer
+    /// sent, and SYN, FIN and payload advance the sender.
+    fn send(&mut self, f: &mut Flow, from_client: bool, t: i64, flags: u8, payload: &[u8]) {
+        let (me, peer) = if from_client { (0, 1) } else { (1, 0) };
+        let ack = if flags & 0x10 != 0 { f.next[peer] } else { 0 };
+        let (src, sp, dst, dp) = if from_client {
+            (f.client, f.sp, f.server, f.dp)
+        } else {
+            (f.server, f.dp, f.client, f.sp)
+        };
+        self.tcp(t, src, sp, dst, dp, f.next[me], ack, flags, payload);
+        let used = payload.len() as u32 + (flags & 0x02 != 0) as u32 + (flags & 0x01 != 0) as u32;
+        f.next[me] = f.next[me].wrapping_add(used);
     }
 
     fn mdns(&mut self, ts_us: i64, d: &Device, service: &str) {

@@ -232,7 +232,7 @@ impl Detector {
         // Keep looking only while a protocol is half-way (SSH banners without
         // the key exchange yet, a plain protocol that may turn to TLS) or
         // nothing matched and the start of the streams is still short.
-        let waiting = (ssh_banner(&self.orig) && !has(&self.names, "ssh"))
+        let waiting = (self.orig.starts_with(b"SSH-") && !has(&self.names, "ssh"))
             || (!has(&self.names, "ssl")
                 && ["ftp", "smtp", "pop3", "imap", "irc", "mysql", "ldap_tcp"]
                     .iter()
@@ -271,7 +271,7 @@ impl Detector {
         // SSH: both banners and a NEWKEYS (SSH 2), or both banners when the
         // client speaks SSH 1, which has no NEWKEYS.
         if !has(names, "ssh")
-            && ssh_banner(c)
+            && c.starts_with(b"SSH-")
             && ssh_banner(s)
             && (ssh_newkeys(c) || ssh_newkeys(s) || ssh1_client(c))
         {
@@ -589,6 +589,8 @@ fn tls_after_text(c: &[u8]) -> bool {
     c.len() > 36 && client_hello(&c[36..])
 }
 
+/// The server's banner; a server may send text lines before it (a client
+/// starts with its banner).
 fn ssh_banner(b: &[u8]) -> bool {
     if b.starts_with(b"SSH-") {
         return true;
