@@ -1004,6 +1004,11 @@ impl Engine {
                 self.expected.drain(..self.expected.len() - 1024);
             }
         }
+        self.flush_dns(slot);
+    }
+
+    /// DNS rows a packet completed, written with their connection's ids.
+    fn flush_dns(&mut self, slot: u32) {
         if !self.dns_scratch.is_empty()
             && let Some(c) = self.slots[slot as usize].take()
         {
@@ -1105,13 +1110,7 @@ impl Engine {
         let resp_p = c.resp_p;
         let orig_p = c.orig_p;
         let violated = c.tunnel_violation;
-        if !self.dns_scratch.is_empty()
-            && let Some(c) = self.slots[slot as usize].take()
-        {
-            let u = uid_string('C', c.uid);
-            self.emit_dns(&c, &u);
-            self.slots[slot as usize] = Some(c);
-        }
+        self.flush_dns(slot);
 
         // Tunnels, chosen by the responder's port or by content.
         if violated {
