@@ -76,6 +76,16 @@ enum Format {
     },
 }
 
+/// Where the next packet lies in the buffer, and what its record says.
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    start: usize,
+    len: usize,
+    ts_ns: i64,
+    wire_len: u32,
+    linktype: u16,
+}
+
 /// Reads packets from a capture file or stream.
 pub struct CaptureReader {
     src: Box<dyn Read + Send>,
@@ -266,7 +276,13 @@ impl CaptureReader {
             Format::PcapNg { .. } => self.next_pcapng(),
         };
         match res {
-            Ok(Some((start, len, ts_ns, wire_len, linktype))) => {
+            Ok(Some(Found {
+                start,
+                len,
+                ts_ns,
+                wire_len,
+                linktype,
+            })) => {
                 self.packets += 1;
                 Ok(Some(Packet {
                     ts_ns,
@@ -285,13 +301,12 @@ impl CaptureReader {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     fn next_pcap(
         &mut self,
         swapped: bool,
         nanos: bool,
         linktype: u16,
-    ) -> Result<Option<(usize, usize, i64, u32, u16)>, ReadError> {
+    ) -> Result<Option<Found>, ReadError> {
         if !self.fill(16)? {
             if self.end == self.pos {
                 return Ok(None);
@@ -323,17 +338,16 @@ impl CaptureReader {
         let ts_ns = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
         let start = self.pos + 16;
         self.advance(16 + caplen);
-        Ok(Some((
+        Ok(Some(Found {
             start,
-            caplen,
+            len: caplen,
             ts_ns,
-            wire_len.max(caplen as u32),
+            wire_len: wire_len.max(caplen as u32),
             linktype,
-        )))
+        }))
     }
 
-    #[allow(clippy::type_complexity)]
-    fn next_pcapng(&mut self) -> Result<Option<(usize, usize, i64, u32, u16)>, ReadError> {
+    fn next_pcapng(&mut self) -> Result<Option<Found>, ReadError> {
         loop {
             if !self.fill(12)? {
                 if self.end == self.pos {
@@ -453,13 +467,13 @@ impl CaptureReader {
                     let ts_ns = iface.ts_ns((hi << 32) | lo);
                     let start = body_start + 20;
                     self.advance(blen);
-                    return Ok(Some((
+                    return Ok(Some(Found {
                         start,
-                        caplen,
+                        len: caplen,
                         ts_ns,
-                        wire_len.max(caplen as u32),
-                        iface.linktype,
-                    )));
+                        wire_len: wire_len.max(caplen as u32),
+                        linktype: iface.linktype,
+                    }));
                 }
                 3 => {
                     // Simple packet block: interface 0, no timestamp.
@@ -471,13 +485,13 @@ impl CaptureReader {
                     let iface = self.interface(0)?;
                     let start = body_start + 4;
                     self.advance(blen);
-                    return Ok(Some((
+                    return Ok(Some(Found {
                         start,
-                        caplen,
-                        0,
-                        wire_len.max(caplen as u32),
-                        iface.linktype,
-                    )));
+                        len: caplen,
+                        ts_ns: 0,
+                        wire_len: wire_len.max(caplen as u32),
+                        linktype: iface.linktype,
+                    }));
                 }
                 _ => {} // name resolution, statistics, custom blocks: nothing for us
             }
