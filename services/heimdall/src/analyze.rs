@@ -1,7 +1,7 @@
 //! `heimdall analyze`: capture files in, Zeek logs out.
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -163,8 +163,8 @@ fn rate(r: f64, what: &str) -> String {
 }
 
 struct Logs {
-    conn: LogWriter<BufWriter<File>>,
-    dns: LogWriter<BufWriter<File>>,
+    conn: LogWriter<File>,
+    dns: LogWriter<File>,
     conn_path: PathBuf,
     dns_path: PathBuf,
 }
@@ -178,9 +178,7 @@ impl Logs {
         let conn_path = dir.join("conn.log");
         let dns_path = dir.join("dns.log");
         let open = |p: &Path| {
-            File::create(p)
-                .map(|f| BufWriter::with_capacity(1 << 16, f))
-                .map_err(|source| AnalyzeError::Write {
+            File::create(p).map_err(|source| AnalyzeError::Write {
                     path: p.to_path_buf(),
                     source,
                 })
@@ -206,22 +204,23 @@ impl Logs {
     }
 
     fn drain(&mut self, engine: &mut Engine) -> Result<(), AnalyzeError> {
-        for r in engine.out.conns.drain(..) {
+        for r in &engine.out.conns {
             self.conn
-                .write_conn(&r)
+                .write_conn_row(r)
                 .map_err(|source| AnalyzeError::Write {
                     path: self.conn_path.clone(),
                     source,
                 })?;
         }
-        for r in engine.out.dns.drain(..) {
+        for r in &engine.out.dns {
             self.dns
-                .write_dns(&r)
+                .write_dns_row(r)
                 .map_err(|source| AnalyzeError::Write {
                     path: self.dns_path.clone(),
                     source,
                 })?;
         }
+        engine.clear_output();
         Ok(())
     }
 }

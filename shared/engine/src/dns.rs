@@ -27,23 +27,24 @@ const MAX_PENDING: usize = 100;
 /// Bytes buffered per direction for a TCP message.
 const MAX_TCP_MESSAGE: usize = 65_535 + 2;
 
-/// One dns.log row in the making.
+/// One dns.log row in the making. Its text (the query and the answers)
+/// lives in one buffer that is reused when the row is recycled, so a
+/// steady stream of DNS allocates nothing.
 #[derive(Debug, Clone, Default)]
 pub struct Info {
     pub ts_ns: i64,
     pub trans_id: u16,
     pub rtt_ns: Option<i64>,
-    pub query: Option<String>,
     pub qclass: Option<u16>,
     pub qtype: Option<u16>,
-    pub qtype_name: Option<String>,
+    /// A NetBIOS node-status query: the query type reads NBSTAT.
+    nbstat: bool,
     pub rcode: Option<u8>,
     pub aa: bool,
     pub tc: bool,
     pub rd: bool,
     pub ra: bool,
     pub z: u8,
-    pub answers: Vec<String>,
     pub ttls: Vec<u32>,
     /// Addresses from A/AAAA answers (for the bus records).
     pub answer_addrs: Vec<Addr>,
@@ -52,6 +53,145 @@ pub struct Info {
     pub netbios: bool,
     saw_query: bool,
     saw_reply: bool,
+    /// The query and the answers as text; the spans below index into it.
+    text: String,
+    query: Option<(u32, u32)>,
+    answers: Vec<(u32, u32)>,
+}
+
+impl Info {
+    /// Clears the row for reuse, keeping its buffers.
+    fn reset(&mut self, ts_ns: i64, trans_id: u16) {
+        let mut text = std::mem::take(&mut self.text);
+        let mut answers = std::mem::take(&mut self.answers);
+        let mut ttls = std::mem::take(&mut self.ttls);
+        let mut answer_addrs = std::mem::take(&mut self.answer_addrs);
+        text.clear();
+        answers.clear();
+        ttls.clear();
+        answer_addrs.clear();
+        *self = Info {
+            ts_ns,
+            trans_id,
+            text,
+            answers,
+            ttls,
+            answer_addrs,
+            ..Default::default()
+        };
+    }
+
+    /// The query name as Zeek shows it (lower case, escaped).
+    pub fn query(&self) -> Option<&str> {
+        self.query.map(|(a, b)| &self.text[a as usize..b as usize])
+    }
+
+    /// The answers in wire order, in Zeek's text forms; `ttls` runs beside them.
+    pub fn answers(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        self.answers
+            .iter()
+            .map(|&(a, b)| &self.text[a as usize..b as usize])
+    }
+
+    /// The query type's name (NBSTAT for a NetBIOS node-status query).
+    pub fn qtype_name(&self) -> Option<Name> {
+        self.qtype.map(|t| {
+            if self.nbstat {
+                Name::Static("NBSTAT")
+            } else {
+                qtype_name(t)
+            }
+        })
+    }
+
+    fn set_query(&mut self, raw: &[u8]) {
+        let start = self.text.len() as u32;
+        push_zeek_text(&mut self.text, raw);
+        self.query = Some((start, self.text.len() as u32));
+    }
+
+    fn push_answer(&mut self, prefix: &str, text: &str, ttl: u32) {
+        let start = self.text.len() as u32;
+        self.text.push_str(prefix);
+        self.text.push_str(text);
+        self.answers.push((start, self.text.len() as u32));
+        self.ttls.push(ttl);
+    }
+}
+
+/// What the DNS analyzer hands back (rows it finished), and the buffers it
+/// reuses: recycled rows and scratch space for names and answer text.
+#[derive(Debug, Default)]
+pub struct Out {
+    /// Rows finished since the caller last took them.
+    pub done: Vec<Info>,
+    spare: Vec<Info>,
+    owner: Vec<u8>,
+    target: Vec<u8>,
+    skip: Vec<u8>,
+    text: String,
+}
+
+/// Recycled rows kept for reuse, at most.
+const MAX_SPARE: usize = 4096;
+
+impl Out {
+    fn fresh(&mut self, ts_ns: i64, trans_id: u16) -> Info {
+        let mut info = self.spare.pop().unwrap_or_default();
+        info.reset(ts_ns, trans_id);
+        info
+    }
+
+    /// Gives a written row back for reuse.
+    pub fn recycle(&mut self, info: Info) {
+        if self.spare.len() < MAX_SPARE {
+            self.spare.push(info);
+        }
+    }
+}
+
+/// A name for a number: a fixed word, or a prefix and the number for values
+/// with no word (`query-999`, `qclass-7`), as Zeek writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Name {
+    Static(&'static str),
+    Numbered(&'static str, u16),
+}
+
+impl Name {
+    /// Appends the text.
+    pub fn push_to(&self, out: &mut String) {
+        match *self {
+            Name::Static(s) => out.push_str(s),
+            Name::Numbered(prefix, n) => {
+                out.push_str(prefix);
+                push_decimal(out, n as u32);
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Name::Static(s) => f.write_str(s),
+            Name::Numbered(prefix, n) => write!(f, "{prefix}{n}"),
+        }
+    }
+}
+
+fn push_decimal(out: &mut String, mut n: u32) {
+    let mut buf = [0u8; 10];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
 }
 
 /// Facts about the connection the analyzer needs.
@@ -93,6 +233,21 @@ impl Session {
         }
     }
 
+    /// Makes the session new again for another connection, keeping its
+    /// buffers; unfinished rows go back to `out` for reuse.
+    pub fn reset(&mut self, out: &mut Out) {
+        for info in self.pending.drain(..) {
+            out.recycle(info);
+        }
+        for buf in &mut self.tcp {
+            buf.clear();
+        }
+        self.first_message = true;
+        self.x_added = false;
+        self.messages = 0;
+        self.malformed = 0;
+    }
+
     /// A UDP datagram (or one TCP message) from the originator (`from_orig`).
     pub fn message(
         &mut self,
@@ -100,7 +255,7 @@ impl Session {
         data: &[u8],
         from_orig: Option<bool>,
         ts_ns: i64,
-        out: &mut Vec<Info>,
+        out: &mut Out,
     ) -> Effects {
         let mut fx = Effects::default();
         if data.len() < 12 {
@@ -165,7 +320,7 @@ impl Session {
             pos: 12,
             netbios_resp: ctx.resp_p == 137,
         };
-        let ok = self.parse_body(ctx, &h, &mut p, idx, ts_ns);
+        let ok = self.parse_body(ctx, &h, &mut p, idx, ts_ns, out);
         if ok {
             fx.confirmed = true;
         } else {
@@ -178,14 +333,9 @@ impl Session {
     }
 
     /// Finds the pending row a message pairs with, or starts one.
-    fn session_for(&mut self, ctx: &ConnCtx, h: &Header, ts_ns: i64, out: &mut Vec<Info>) -> usize {
-        let fresh = Info {
-            ts_ns,
-            trans_id: h.id,
-            ..Default::default()
-        };
+    fn session_for(&mut self, ctx: &ConnCtx, h: &Header, ts_ns: i64, out: &mut Out) -> usize {
         if ctx.resp_multicast {
-            let mut info = fresh;
+            let mut info = out.fresh(ts_ns, h.id);
             info.saw_query = true;
             info.saw_reply = true;
             return self.push(info, out);
@@ -196,19 +346,22 @@ impl Session {
         });
         match found {
             Some(i) => i,
-            None => self.push(fresh, out),
+            None => {
+                let fresh = out.fresh(ts_ns, h.id);
+                self.push(fresh, out)
+            }
         }
     }
 
-    fn push(&mut self, info: Info, out: &mut Vec<Info>) -> usize {
+    fn push(&mut self, info: Info, out: &mut Out) -> usize {
         if self.pending.len() >= MAX_PENDING {
-            out.push(self.pending.remove(0));
+            out.done.push(self.pending.remove(0));
         }
         self.pending.push(info);
         self.pending.len() - 1
     }
 
-    fn dns_end(&mut self, i: usize, qr: bool, out: &mut Vec<Info>) {
+    fn dns_end(&mut self, i: usize, qr: bool, out: &mut Out) {
         let Some(info) = self.pending.get_mut(i) else {
             return;
         };
@@ -218,20 +371,20 @@ impl Session {
             info.saw_query = true;
         }
         if info.saw_query && info.saw_reply {
-            out.push(self.pending.remove(i));
+            out.done.push(self.pending.remove(i));
         }
     }
 
     /// Everything still pending, at connection removal; a TCP message left
     /// half-received is parsed first.
-    pub fn finish(&mut self, ctx: &ConnCtx, ts_ns: i64, out: &mut Vec<Info>) {
+    pub fn finish(&mut self, ctx: &ConnCtx, ts_ns: i64, out: &mut Out) {
         for dir in 0..2 {
             let buf = std::mem::take(&mut self.tcp[dir]);
             if buf.len() > 2 {
                 self.message(ctx, &buf[2..], None, ts_ns, out);
             }
         }
-        out.append(&mut self.pending);
+        out.done.append(&mut self.pending);
     }
 
     /// TCP stream content from one side: deframes length-prefixed messages.
@@ -241,7 +394,7 @@ impl Session {
         from_orig: bool,
         mut data: &[u8],
         ts_ns: i64,
-        out: &mut Vec<Info>,
+        out: &mut Out,
         fx: &mut Effects,
     ) {
         let dir = if from_orig { 0 } else { 1 };
@@ -283,18 +436,19 @@ impl Session {
         p: &mut Parser<'_>,
         idx: Option<usize>,
         ts: i64,
+        out: &mut Out,
     ) -> bool {
         if MAX_QUERIES > 0 && h.qd > MAX_QUERIES {
             return false;
         }
         let dynamic_update = h.opcode == 5 && !h.netbios;
         if dynamic_update {
-            return self.parse_update(h, p, idx, ts);
+            return self.parse_update(h, p, idx, ts, out);
         }
         for _ in 0..h.qd {
-            let Some(name) = p.name(false) else {
+            if !p.name(false, &mut out.owner) {
                 return false;
-            };
+            }
             if p.remaining() < 4 {
                 return false;
             }
@@ -308,25 +462,22 @@ impl Session {
                 info.z = h.z;
                 info.qclass = Some(qclass);
                 info.qtype = Some(qtype);
-                let mut q = name.to_ascii_lowercase();
-                let mut qname = qtype_name(qtype);
+                out.owner.make_ascii_lowercase();
+                info.nbstat = false;
                 if ctx.resp_p == 137 {
-                    if let Some(decoded) = decode_netbios_name(&q) {
-                        q = decoded;
+                    if let Some(decoded) = decode_netbios_name(&out.owner) {
+                        out.owner = decoded;
                     }
-                    if qtype == 33 {
-                        qname = "NBSTAT".into();
-                    }
+                    info.nbstat = qtype == 33;
                 }
-                info.qtype_name = Some(qname);
-                info.query = Some(zeek_text(&q));
+                info.set_query(&out.owner);
             } else if h.an == 0 && h.ns == 0 && h.ar == 0 {
                 info.rejected = true;
             }
         }
         for _ in 0..h.an {
-            match p.record(h, Section::Answer, 0) {
-                Some(Some(rr)) => self.do_reply(h, idx, rr, ts),
+            match p.record(h, Section::Answer, 0, out) {
+                Some(Some(rr)) => self.do_reply(h, idx, rr, ts, out),
                 Some(None) => {}
                 None => return false,
             }
@@ -341,11 +492,12 @@ impl Session {
         p: &mut Parser<'_>,
         idx: Option<usize>,
         ts: i64,
+        out: &mut Out,
     ) -> bool {
         if h.qd != 1 {
             return false;
         }
-        if p.name(true).is_none() || p.remaining() < 4 {
+        if !p.name(true, &mut out.owner) || p.remaining() < 4 {
             return false;
         }
         let ztype = p.u16();
@@ -363,15 +515,15 @@ impl Session {
             return false;
         }
         for _ in 0..h.an {
-            match p.record(h, Section::Prerequisite, zclass) {
-                Some(Some(rr)) => self.do_reply(h, idx, rr, ts),
+            match p.record(h, Section::Prerequisite, zclass, out) {
+                Some(Some(rr)) => self.do_reply(h, idx, rr, ts, out),
                 Some(None) => {}
                 None => return false,
             }
         }
         for _ in 0..h.ns {
-            match p.record(h, Section::Update, zclass) {
-                Some(Some(rr)) => self.do_reply(h, idx, rr, ts),
+            match p.record(h, Section::Update, zclass, out) {
+                Some(Some(rr)) => self.do_reply(h, idx, rr, ts, out),
                 Some(None) => {}
                 None => return false,
             }
@@ -379,14 +531,15 @@ impl Session {
         true
     }
 
-    fn do_reply(&mut self, h: &Header, idx: Option<usize>, rr: Rendered, ts: i64) {
+    /// A record parsed into `out.owner` and `out.text` joins the row.
+    fn do_reply(&mut self, h: &Header, idx: Option<usize>, rr: Rendered, ts: i64, out: &Out) {
         let Some(i) = idx else { return };
         if !h.qr {
             return;
         }
         let info = &mut self.pending[i];
         if info.query.is_none() {
-            info.query = Some(zeek_text(&rr.owner));
+            info.set_query(&out.owner);
         }
         info.aa = h.aa;
         info.ra = h.ra;
@@ -397,15 +550,14 @@ impl Session {
         if let Some(a) = rr.addr {
             info.answer_addrs.push(a);
         }
-        if !rr.text.is_empty() {
-            let text =
-                if h.opcode == 5 && rr.section == Section::Update && !rr.text.starts_with("del:") {
-                    format!("add: {}", rr.text)
+        if !out.text.is_empty() {
+            let prefix =
+                if h.opcode == 5 && rr.section == Section::Update && !out.text.starts_with("del:") {
+                    "add: "
                 } else {
-                    rr.text
+                    ""
                 };
-            info.answers.push(text);
-            info.ttls.push(rr.ttl);
+            info.push_answer(prefix, &out.text, rr.ttl);
         }
     }
 }
@@ -435,13 +587,12 @@ enum Section {
     Update,
 }
 
-/// A record the log shows: its owner, TTL and text.
-#[derive(Debug)]
+/// A record the log shows: its owner and text are in the analyzer's
+/// scratch buffers (`Out::owner`, `Out::text`); this is the rest.
+#[derive(Debug, Clone, Copy)]
 struct Rendered {
     section: Section,
-    owner: Vec<u8>,
     ttl: u32,
-    text: String,
     addr: Option<Addr>,
 }
 
@@ -475,35 +626,47 @@ impl Parser<'_> {
         u32::from_be_bytes([b[0], b[1], b[2], b[3]])
     }
 
-    /// A name at the cursor; None when it cannot be read.
-    fn name(&mut self, downcase: bool) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(32);
+    /// The name at the cursor into `out` (cleared first); false when it
+    /// cannot be read.
+    fn name(&mut self, downcase: bool, out: &mut Vec<u8>) -> bool {
+        out.clear();
         let mut pos = self.pos;
         let ok = extract(
             self.msg,
             &mut pos,
             self.msg.len(),
-            &mut out,
+            out,
             downcase,
             0,
             self.netbios_resp,
         );
         self.pos = pos;
         if !ok {
-            return None;
+            return false;
         }
         if out.len() >= 2 && out.last() == Some(&b'.') {
             out.pop();
         } else if out == b"." {
             out.clear();
         }
-        Some(out)
+        true
     }
 
-    /// One resource record. `None`: the message cannot be parsed further;
-    /// `Some(None)`: parsed, nothing for the log.
-    fn record(&mut self, h: &Header, section: Section, zclass: u16) -> Option<Option<Rendered>> {
-        let owner = self.name(true)?;
+    /// One resource record: its owner into `out.owner`, its text into
+    /// `out.text` (empty when the log shows none). `None`: the message
+    /// cannot be parsed further; `Some(None)`: parsed, nothing for the log.
+    fn record(
+        &mut self,
+        h: &Header,
+        section: Section,
+        zclass: u16,
+        out: &mut Out,
+    ) -> Option<Option<Rendered>> {
+        if !self.name(true, &mut out.owner) {
+            return None;
+        }
+        let text = &mut out.text;
+        text.clear();
         if self.remaining() < 4 {
             return None;
         }
@@ -516,41 +679,47 @@ impl Parser<'_> {
         }
         let start = self.pos;
         let end = start + rdlen;
-        let render = |text: String| {
+        let rendered = |addr: Option<Addr>| {
             Some(Some(Rendered {
                 section,
-                owner: owner.clone(),
                 ttl,
-                text,
-                addr: None,
+                addr,
             }))
         };
+        let owner = &out.owner;
 
         if section == Section::Prerequisite {
             // Never parsed as a record, and its data is not skipped (as Zeek).
             if (matches!(class, 254 | 255) && rdlen == 0) || class == zclass {
-                let name = String::from_utf8_lossy(&owner).into_owned();
-                let text = if class == 254 && rtype == 255 {
-                    format!("NameNotInUse {name}")
+                text.push_str("pre: ");
+                if class == 254 && rtype == 255 {
+                    text.push_str("NameNotInUse ");
                 } else if class == 255 && rtype == 255 {
-                    format!("NameInUse {name}")
-                } else if class == 254 {
-                    format!("NoRRSet {} {name}", qtype_name(rtype))
+                    text.push_str("NameInUse ");
                 } else {
-                    format!("RRSetExists {} {name}", qtype_name(rtype))
-                };
-                return render(format!("pre: {text}"));
+                    text.push_str(if class == 254 {
+                        "NoRRSet "
+                    } else {
+                        "RRSetExists "
+                    });
+                    qtype_name(rtype).push_to(text);
+                    text.push(' ');
+                }
+                text.push_str(&String::from_utf8_lossy(owner));
+                return rendered(None);
             }
             return Some(None);
         }
         if section == Section::Update {
             if class == 255 && ttl == 0 && rdlen == 0 {
-                let text = if rtype == 255 {
-                    format!("RRSet * {}", String::from_utf8_lossy(&owner))
+                text.push_str("del: RRSet ");
+                if rtype == 255 {
+                    text.push_str("* ");
+                    text.push_str(&String::from_utf8_lossy(owner));
                 } else {
-                    format!("RRSet {}", qtype_name(rtype))
-                };
-                return render(format!("del: {text}"));
+                    qtype_name(rtype).push_to(text);
+                }
+                return rendered(None);
             }
             if !((class == 254 && ttl == 0) || class == zclass) {
                 return Some(None);
@@ -560,21 +729,21 @@ impl Parser<'_> {
             return None;
         }
         let du = h.opcode == 5 && !h.netbios && section == Section::Update;
-        let owner_text = || zeek_text(&owner);
         let rd = &self.msg[start..end];
-        let result: Option<Option<(String, Option<Addr>)>> = match rtype {
+        let target = &mut out.target;
+        match rtype {
             1 => {
                 if rdlen != 4 {
                     return None;
                 }
                 self.pos = end;
-                let a = dotted_quad(rd);
-                let text = if du {
-                    format!("A {} {a}", owner_text())
-                } else {
-                    a
-                };
-                Some(Some((text, Some(Addr::v4([rd[0], rd[1], rd[2], rd[3]])))))
+                if du {
+                    text.push_str("A ");
+                    push_zeek_text(text, owner);
+                    text.push(' ');
+                }
+                push_dotted_quad(text, rd);
+                rendered(Some(Addr::v4([rd[0], rd[1], rd[2], rd[3]])))
             }
             28 | 38 => {
                 // Reads 16 bytes whatever the length says (as Zeek).
@@ -582,37 +751,39 @@ impl Parser<'_> {
                 let avail = self.remaining().min(16);
                 b[..avail].copy_from_slice(&self.msg[start..start + avail]);
                 self.pos = start + avail;
-                let ip = std::net::Ipv6Addr::from(b);
-                let a = Addr::v6(b);
-                let s = ip.to_string();
-                let text = if du {
-                    format!(
-                        "{} {} {s}",
-                        if rtype == 28 { "AAAA" } else { "A6" },
-                        owner_text()
-                    )
-                } else {
-                    s
-                };
-                Some(Some((text, Some(a))))
+                if du {
+                    text.push_str(if rtype == 28 { "AAAA " } else { "A6 " });
+                    push_zeek_text(text, owner);
+                    text.push(' ');
+                }
+                push_ipv6(text, b);
+                rendered(Some(Addr::v6(b)))
             }
             2 | 5 | 12 => {
-                let n = self.name(true)?;
-                Some(Some((zeek_text(&n), None)))
+                if !self.name(true, target) {
+                    return None;
+                }
+                push_zeek_text(text, target);
+                rendered(None)
             }
             6 => {
-                let m = self.name(true)?;
-                self.name(true)?;
-                if self.remaining() < 20 {
+                if !self.name(true, target) {
+                    return None;
+                }
+                if !self.name(true, &mut out.skip) || self.remaining() < 20 {
                     return None;
                 }
                 self.pos += 20;
-                Some(Some((zeek_text(&m), None)))
+                push_zeek_text(text, target);
+                rendered(None)
             }
             15 => {
                 self.u16();
-                let n = self.name(true)?;
-                Some(Some((zeek_text(&n), None)))
+                if !self.name(true, target) {
+                    return None;
+                }
+                push_zeek_text(text, target);
+                rendered(None)
             }
             33 => {
                 if self.netbios_resp {
@@ -622,26 +793,34 @@ impl Parser<'_> {
                     return None;
                 }
                 self.pos += 6;
-                let n = self.name(true)?;
-                Some(Some((zeek_text(&n), None)))
+                if !self.name(true, target) {
+                    return None;
+                }
+                push_zeek_text(text, target);
+                rendered(None)
             }
             16 | 99 => {
-                let tag = if rtype == 16 { "TXT" } else { "SPF" };
-                let mut parts: Vec<String> = Vec::new();
+                let tag = if rtype == 16 { "TXT " } else { "SPF " };
                 let mut i = 0usize;
                 while i < rdlen {
                     let l = rd[i] as usize;
                     if i + 1 + l > rdlen {
                         break;
                     }
-                    parts.push(format!("{tag} {l} {}", zeek_text(&rd[i + 1..i + 1 + l])));
+                    if i > 0 {
+                        text.push(' ');
+                    }
+                    text.push_str(tag);
+                    push_decimal(text, l as u32);
+                    text.push(' ');
+                    push_zeek_text(text, &rd[i + 1..i + 1 + l]);
                     i += 1 + l;
                 }
                 if i != rdlen {
                     return None;
                 }
                 self.pos = end;
-                Some(Some((parts.join(" "), None)))
+                rendered(None)
             }
             46 => {
                 if rdlen < 18 {
@@ -649,113 +828,133 @@ impl Parser<'_> {
                 }
                 let covered = u16::from_be_bytes([rd[0], rd[1]]);
                 self.pos = start + 18;
-                let signer = self.name(true)?;
+                if !self.name(true, target) {
+                    return None;
+                }
                 self.pos = end.max(self.pos);
-                let s = if signer.is_empty() {
-                    "<Root>".to_string()
+                text.push_str("RRSIG ");
+                push_decimal(text, covered as u32);
+                text.push(' ');
+                if target.is_empty() {
+                    text.push_str("<Root>");
                 } else {
-                    zeek_text(&signer)
-                };
-                Some(Some((format!("RRSIG {covered} {s}"), None)))
+                    push_zeek_text(text, target);
+                }
+                rendered(None)
             }
             48 => {
                 if rdlen < 4 {
                     return None;
                 }
                 self.pos = end;
-                Some(Some((format!("DNSKEY {}", rd[3]), None)))
+                text.push_str("DNSKEY ");
+                push_decimal(text, rd[3] as u32);
+                rendered(None)
             }
             43 => {
                 if rdlen < 4 {
                     return None;
                 }
                 self.pos = end;
-                Some(Some((format!("DS {} {}", rd[2], rd[3]), None)))
+                text.push_str("DS ");
+                push_decimal(text, rd[2] as u32);
+                text.push(' ');
+                push_decimal(text, rd[3] as u32);
+                rendered(None)
             }
             47 => {
-                let next = self.name(true)?;
+                if !self.name(true, target) {
+                    return None;
+                }
                 self.pos = end.max(self.pos);
-                Some(Some((
-                    format!("NSEC {} {}", owner_text(), zeek_text(&next)),
-                    None,
-                )))
+                text.push_str("NSEC ");
+                push_zeek_text(text, owner);
+                text.push(' ');
+                push_zeek_text(text, target);
+                rendered(None)
             }
             50 => {
                 if rdlen < 6 {
                     return None;
                 }
                 self.pos = end;
-                Some(Some(("NSEC3".into(), None)))
+                text.push_str("NSEC3");
+                rendered(None)
             }
             51 => {
                 if rdlen < 5 {
                     return None;
                 }
                 self.pos = end;
-                Some(Some(("NSEC3PARAM".into(), None)))
+                text.push_str("NSEC3PARAM");
+                rendered(None)
             }
             44 => {
                 if rdlen < 2 {
                     return None;
                 }
                 self.pos = end;
-                let hex: String = rd[2..].iter().map(|b| format!("{b:02x}")).collect();
-                Some(Some((format!("SSHFP: {hex}"), None)))
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                text.push_str("SSHFP: ");
+                for b in &rd[2..] {
+                    text.push(HEX[(b >> 4) as usize] as char);
+                    text.push(HEX[(b & 0xf) as usize] as char);
+                }
+                rendered(None)
             }
             65534 => {
                 if rdlen < 5 {
                     return None;
                 }
                 self.pos = end;
-                Some(Some(("BIND9 signing signal".into(), None)))
+                text.push_str("BIND9 signing signal");
+                rendered(None)
             }
             29 => {
                 if rdlen != 16 {
                     return None;
                 }
                 self.pos = end;
-                Some(Some((format!("LOC:  {} {} {}", rd[1], rd[2], rd[3]), None)))
+                text.push_str("LOC:  ");
+                for (i, b) in rd[1..4].iter().enumerate() {
+                    if i > 0 {
+                        text.push(' ');
+                    }
+                    push_decimal(text, *b as u32);
+                }
+                rendered(None)
             }
-            11 => Some(Some((String::new(), None))), // WKS: data not skipped (as Zeek)
+            11 => rendered(None), // WKS: no text, data not skipped (as Zeek)
             13 | 257 | 64 | 65 | 249 | 250 | 41 | 32 => {
                 self.pos = end;
                 Some(None)
             }
             other => {
                 self.pos = end;
-                Some(Some((format!("<unknown type={other}>"), None)))
+                text.push_str("<unknown type=");
+                push_decimal(text, other as u32);
+                text.push('>');
+                rendered(None)
             }
-        };
-        match result {
-            None => None,
-            Some(None) => Some(None),
-            Some(Some((text, addr))) => Some(Some(Rendered {
-                section,
-                owner,
-                ttl,
-                text,
-                addr,
-            })),
         }
     }
 }
 
 /// An IPv4 address as text, without going through `fmt`.
-fn dotted_quad(b: &[u8]) -> String {
-    let mut s = String::with_capacity(15);
+fn push_dotted_quad(s: &mut String, b: &[u8]) {
     for (i, o) in b.iter().take(4).enumerate() {
         if i > 0 {
             s.push('.');
         }
-        if *o >= 100 {
-            s.push((b'0' + o / 100) as char);
-        }
-        if *o >= 10 {
-            s.push((b'0' + o / 10 % 10) as char);
-        }
-        s.push((b'0' + o % 10) as char);
+        push_decimal(s, *o as u32);
     }
-    s
+}
+
+/// An IPv6 address in RFC 5952 form (as Zeek and the standard library
+/// write it), into `s` without allocating.
+fn push_ipv6(s: &mut String, b: [u8; 16]) {
+    use std::fmt::Write as _;
+    let _ = write!(s, "{}", std::net::Ipv6Addr::from(b));
 }
 
 /// Zeek's name extraction: labels copied raw with a '.' after each;
@@ -810,10 +1009,10 @@ fn extract(
             return false;
         }
         let label = &msg[*pos + 1..*pos + 1 + l];
+        let at = out.len();
+        out.extend_from_slice(label);
         if downcase {
-            out.extend(label.iter().map(|b| b.to_ascii_lowercase()));
-        } else {
-            out.extend_from_slice(label);
+            out[at..].make_ascii_lowercase();
         }
         out.push(b'.');
         *pos += 1 + l;
@@ -823,39 +1022,50 @@ fn extract(
 /// Bytes as Zeek's log writer shows them: valid UTF-8 as is; control
 /// characters, backslash and invalid bytes as \xNN.
 pub fn zeek_text(b: &[u8]) -> String {
-    use std::fmt::Write as _;
+    let mut s = String::with_capacity(b.len());
+    push_zeek_text(&mut s, b);
+    s
+}
+
+/// [`zeek_text`], appended to `s`.
+pub fn push_zeek_text(s: &mut String, b: &[u8]) {
     if b.iter().all(|&c| (0x20..0x7f).contains(&c) && c != b'\\')
         && let Ok(ascii) = std::str::from_utf8(b)
     {
-        return ascii.to_owned();
+        s.push_str(ascii);
+        return;
     }
-    let mut s = String::with_capacity(b.len());
     let mut rest = b;
     while !rest.is_empty() {
         match std::str::from_utf8(rest) {
             Ok(valid) => {
-                push_escaped(&mut s, valid);
+                push_escaped(s, valid);
                 break;
             }
             Err(e) => {
                 let (good, bad) = rest.split_at(e.valid_up_to());
-                push_escaped(&mut s, std::str::from_utf8(good).unwrap_or(""));
+                push_escaped(s, std::str::from_utf8(good).unwrap_or(""));
                 let n = e.error_len().unwrap_or(bad.len());
                 for byte in &bad[..n] {
-                    let _ = write!(s, "\\x{byte:02x}");
+                    push_hex_escape(s, *byte);
                 }
                 rest = &bad[n..];
             }
         }
     }
-    s
+}
+
+fn push_hex_escape(s: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    s.push_str("\\x");
+    s.push(HEX[(b >> 4) as usize] as char);
+    s.push(HEX[(b & 0xf) as usize] as char);
 }
 
 fn push_escaped(s: &mut String, text: &str) {
-    use std::fmt::Write as _;
     for c in text.chars() {
         if (c as u32) < 0x20 || c as u32 == 0x7f || c == '\\' {
-            let _ = write!(s, "\\x{:02x}", c as u32);
+            push_hex_escape(s, c as u8);
         } else {
             s.push(c);
         }
@@ -895,7 +1105,7 @@ fn decode_netbios_name(name: &[u8]) -> Option<Vec<u8>> {
     if out.is_empty() { None } else { Some(out) }
 }
 
-pub fn qtype_name(t: u16) -> String {
+pub fn qtype_name(t: u16) -> Name {
     let n = match t {
         1 => "A",
         2 => "NS",
@@ -987,61 +1197,61 @@ pub fn qtype_name(t: u16) -> String {
         65282 => "WINS-R",
         65422 => "XPF",
         65521 => "INTEGRITY",
-        other => return format!("query-{other}"),
+        other => return Name::Numbered("query-", other),
     };
-    n.to_string()
+    Name::Static(n)
 }
 
-pub fn qclass_name(c: u16) -> String {
-    match c {
-        1 => "C_INTERNET".into(),
-        2 => "C_CSNET".into(),
-        3 => "C_CHAOS".into(),
-        4 => "C_HESIOD".into(),
-        254 => "C_NONE".into(),
-        255 => "C_ANY".into(),
-        other => format!("qclass-{other}"),
-    }
+pub fn qclass_name(c: u16) -> Name {
+    Name::Static(match c {
+        1 => "C_INTERNET",
+        2 => "C_CSNET",
+        3 => "C_CHAOS",
+        4 => "C_HESIOD",
+        254 => "C_NONE",
+        255 => "C_ANY",
+        other => return Name::Numbered("qclass-", other),
+    })
 }
 
-pub fn rcode_name(r: u8) -> String {
-    match r {
-        0 => "NOERROR".into(),
-        1 => "FORMERR".into(),
-        2 => "SERVFAIL".into(),
-        3 => "NXDOMAIN".into(),
-        4 => "NOTIMP".into(),
-        5 => "REFUSED".into(),
-        6 => "YXDOMAIN".into(),
-        7 => "YXRRSET".into(),
-        8 => "NXRRSet".into(),
-        9 => "NOTAUTH".into(),
-        10 => "NOTZONE".into(),
-        other => format!("unassigned-{other}"),
-    }
+pub fn rcode_name(r: u8) -> Name {
+    Name::Static(match r {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        6 => "YXDOMAIN",
+        7 => "YXRRSET",
+        8 => "NXRRSet",
+        9 => "NOTAUTH",
+        10 => "NOTZONE",
+        other => return Name::Numbered("unassigned-", other as u16),
+    })
 }
 
-pub fn opcode_name(op: u8, netbios: bool) -> String {
-    if netbios {
+pub fn opcode_name(op: u8, netbios: bool) -> Name {
+    Name::Static(if netbios {
         match op {
-            0 => "netbios-query".into(),
-            5 => "netbios-registration".into(),
-            6 => "netbios-release".into(),
-            7 => "netbios-wack".into(),
-            8 => "netbios-refresh".into(),
-            other => format!("netbios-opcode-{other}"),
+            0 => "netbios-query",
+            5 => "netbios-registration",
+            6 => "netbios-release",
+            7 => "netbios-wack",
+            8 => "netbios-refresh",
+            other => return Name::Numbered("netbios-opcode-", other as u16),
         }
     } else {
         match op {
-            0 => "query".into(),
-            1 => "iquery".into(),
-            2 => "server-status".into(),
-            4 => "notify".into(),
-            5 => "dynamic-update".into(),
-            6 => "dso".into(),
-            other => format!("opcode-{other}"),
+            0 => "query",
+            1 => "iquery",
+            2 => "server-status",
+            4 => "notify",
+            5 => "dynamic-update",
+            6 => "dso",
+            other => return Name::Numbered("opcode-", other as u16),
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -1082,10 +1292,10 @@ mod tests {
     #[test]
     fn query_and_reply_pair_with_rtt() {
         let mut s = Session::new();
-        let mut out = Vec::new();
+        let mut out = Out::default();
         let q = query(7, &["WWW", "example", "com"], 1);
         let fx = s.message(&CTX, &q, Some(true), 1_000, &mut out);
-        assert!(fx.confirmed && out.is_empty());
+        assert!(fx.confirmed && out.done.is_empty());
         s.message(
             &CTX,
             &reply_a(&q, [1, 2, 3, 4], 60),
@@ -1093,21 +1303,21 @@ mod tests {
             3_000,
             &mut out,
         );
-        assert_eq!(out.len(), 1);
-        let r = &out[0];
-        assert_eq!(r.query.as_deref(), Some("www.example.com"));
+        assert_eq!(out.done.len(), 1);
+        let r = &out.done[0];
+        assert_eq!(r.query(), Some("www.example.com"));
         assert_eq!(
             (r.rtt_ns, r.rcode, r.ra, r.rd),
             (Some(2_000), Some(0), true, true)
         );
-        assert_eq!(r.answers, vec!["1.2.3.4".to_string()]);
+        assert_eq!(r.answers().collect::<Vec<_>>(), ["1.2.3.4"]);
         assert_eq!(r.ttls, vec![60]);
     }
 
     #[test]
     fn forward_pointer_stops_the_message_without_panic() {
         let mut s = Session::new();
-        let mut out = Vec::new();
+        let mut out = Out::default();
         let q = query(9, &["a", "b"], 1);
         let mut r = reply_a(&q, [1, 1, 1, 1], 5);
         let n = q.len();
@@ -1116,13 +1326,17 @@ mod tests {
         s.message(&CTX, &q, Some(true), 0, &mut out);
         let fx = s.message(&CTX, &r, Some(false), 10, &mut out);
         assert!(!fx.confirmed);
-        assert_eq!(out.len(), 1, "the row is still written");
-        assert!(out[0].answers.is_empty());
+        assert_eq!(out.done.len(), 1, "the row is still written");
+        assert_eq!(out.done[0].answers().len(), 0);
     }
 
     #[test]
     fn text_forms() {
-        assert_eq!(dotted_quad(&[10, 0, 100, 255]), "10.0.100.255");
+        let mut s = String::new();
+        push_dotted_quad(&mut s, &[10, 0, 100, 255]);
+        assert_eq!(s, "10.0.100.255");
+        assert_eq!(qtype_name(999).to_string(), "query-999");
+        assert_eq!(rcode_name(3).to_string(), "NXDOMAIN");
         assert_eq!(zeek_text(b"plain.example"), "plain.example");
         assert_eq!(zeek_text(b"a\\b\x01\xff"), "a\\x5cb\\x01\\xff");
     }
@@ -1146,7 +1360,7 @@ mod tests {
     #[test]
     fn tcp_messages_reassemble_across_segments() {
         let mut s = Session::new();
-        let mut out = Vec::new();
+        let mut out = Out::default();
         let q = query(3, &["x", "org"], 16);
         let mut framed = (q.len() as u16).to_be_bytes().to_vec();
         framed.extend_from_slice(&q);
@@ -1156,14 +1370,14 @@ mod tests {
         }
         assert!(fx.confirmed);
         s.finish(&CTX, 0, &mut out);
-        assert_eq!(out[0].query.as_deref(), Some("x.org"));
+        assert_eq!(out.done[0].query(), Some("x.org"));
     }
 
     proptest::proptest! {
         #[test]
         fn arbitrary_messages_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
             let mut s = Session::new();
-            let mut out = Vec::new();
+            let mut out = Out::default();
             s.message(&CTX, &bytes, Some(true), 0, &mut out);
             s.message(&CTX, &bytes, Some(false), 1, &mut out);
             s.finish(&CTX, 2, &mut out);

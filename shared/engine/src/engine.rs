@@ -6,15 +6,16 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use heimdall_proto::sensor::v1::{ConnRecord, ConnState, DnsRecord, Transport};
+use heimdall_proto::sensor::v1::{ConnState, Transport};
 
 use crate::dns;
 use crate::frag::{FragLimits, Reassembler};
 use crate::history::{History, Letter};
-use crate::ids::{LocalNets, UidGen, community_id, icmp_counterpart, uid_string};
+use crate::ids::{LocalNets, UidGen, icmp_counterpart};
 use crate::ip::{self, Addr, IpPacket};
 use crate::link::{self, L3Kind};
 use crate::reader::Packet;
+use crate::rows::{ConnRow, DnsRow, Parents};
 use crate::service::{self, Detector, Expected};
 use crate::tcp::{self, Segment, Tcp};
 
@@ -232,7 +233,7 @@ struct Conn {
     inactivity_ns: i64,
     svc: Detector,
     dns: Option<Box<dns::Session>>,
-    parents: Vec<u128>,
+    parents: Parents,
     /// Started mid-stream (no SYN or SYN-ACK as first packet).
     partial: bool,
     tunnel: Option<Tunnel>,
@@ -275,12 +276,16 @@ fn is_limited_broadcast(a: &Addr) -> bool {
     a.is_v4() && a.0[12..] == [255, 255, 255, 255]
 }
 
-/// Records the engine produced; drain them after each call.
+/// Rows the engine produced; write them out, then hand them back with
+/// [`Engine::clear_output`] so their buffers are reused.
 #[derive(Debug, Default)]
 pub struct Output {
-    pub conns: Vec<ConnRecord>,
-    pub dns: Vec<DnsRecord>,
+    pub conns: Vec<ConnRow>,
+    pub dns: Vec<DnsRow>,
 }
+
+/// Finished connections kept for reuse (their buffers stay allocated).
+const MAX_SPARE_CONNS: usize = 1024;
 
 /// Packets to records.
 pub struct Engine {
@@ -295,7 +300,11 @@ pub struct Engine {
     ip_tunnels: FastMap<(Addr, Addr), (u128, i64)>,
     expected: Vec<(Expected, i64)>,
     expect_scratch: Vec<Expected>,
-    dns_scratch: Vec<dns::Info>,
+    dns_scratch: dns::Out,
+    /// Finished connections whose buffers the next ones reuse.
+    spare: Vec<Conn>,
+    spare_tcp: Vec<Box<Tcp>>,
+    spare_dns: Vec<Box<dns::Session>>,
     now: i64,
     stats: Stats,
     pub out: Output,
@@ -324,7 +333,10 @@ impl Engine {
             ip_tunnels: FastMap::default(),
             expected: Vec::new(),
             expect_scratch: Vec::new(),
-            dns_scratch: Vec::new(),
+            dns_scratch: dns::Out::default(),
+            spare: Vec::new(),
+            spare_tcp: Vec::new(),
+            spare_dns: Vec::new(),
             now: i64::MIN,
             stats: Stats::default(),
             out: Output::default(),
@@ -337,6 +349,15 @@ impl Engine {
         s.fragments = self.frags.stats.fragments;
         s.fragments_dropped = self.frags.stats.dropped + self.frags.stats.invalid;
         s
+    }
+
+    /// Hands the written rows back: their buffers are reused for the next
+    /// ones. Call it after writing `out`.
+    pub fn clear_output(&mut self) {
+        self.out.conns.clear();
+        for row in self.out.dns.drain(..) {
+            self.dns_scratch.recycle(row.info);
+        }
     }
 
     /// One captured frame.
@@ -625,33 +646,99 @@ impl Engine {
             history.flip();
         }
         let udp = ip_proto == 17;
-        let dns = ((udp || ip_proto == 6) && dns::is_dns_port(udp, resp_p))
-            .then(|| Box::new(dns::Session::new()));
+        let wants_dns = (udp || ip_proto == 6) && dns::is_dns_port(udp, resp_p);
         let now = self.now;
-        let mut c = Conn {
-            key,
-            generation,
-            uid: self.uids.next_id(),
-            orig,
-            resp,
-            orig_p,
-            resp_p,
-            ip_proto,
-            start_ns: now,
-            last_ns: now,
-            o: Side::default(),
-            r: Side::default(),
-            history,
-            tcp: (ip_proto == 6).then(|| Box::new(Tcp::new(self.cfg.report_gaps_for_partial))),
-            inactivity_ns,
-            svc: Detector::default(),
-            dns,
-            parents: encap.innermost().into_iter().collect(),
-            partial: false,
-            tunnel: None,
-            tunnel_violation: false,
-            x_added: false,
+        let uid = self.uids.next_id();
+        let mut c = match self.spare.pop() {
+            Some(mut c) => {
+                // A finished connection's buffers, made new.
+                if let Some(t) = c.tcp.as_mut() {
+                    **t = Tcp::new(self.cfg.report_gaps_for_partial);
+                }
+                if let Some(d) = c.dns.as_mut() {
+                    d.reset(&mut self.dns_scratch);
+                }
+                c.svc.reset();
+                c.key = key;
+                c.generation = generation;
+                c.uid = uid;
+                c.orig = orig;
+                c.resp = resp;
+                c.orig_p = orig_p;
+                c.resp_p = resp_p;
+                c.ip_proto = ip_proto;
+                c.start_ns = now;
+                c.last_ns = now;
+                c.o = Side::default();
+                c.r = Side::default();
+                c.history = history;
+                c.inactivity_ns = inactivity_ns;
+                c.parents = Parents::default();
+                c.partial = false;
+                c.tunnel = None;
+                c.tunnel_violation = false;
+                c.x_added = false;
+                c
+            }
+            None => Conn {
+                key,
+                generation,
+                uid,
+                orig,
+                resp,
+                orig_p,
+                resp_p,
+                ip_proto,
+                start_ns: now,
+                last_ns: now,
+                o: Side::default(),
+                r: Side::default(),
+                history,
+                tcp: None,
+                inactivity_ns,
+                svc: Detector::default(),
+                dns: None,
+                parents: Parents::default(),
+                partial: false,
+                tunnel: None,
+                tunnel_violation: false,
+                x_added: false,
+            },
         };
+        // TCP and DNS state move between connections through small pools.
+        if ip_proto == 6 {
+            if c.tcp.is_none() {
+                c.tcp = Some(match self.spare_tcp.pop() {
+                    Some(mut t) => {
+                        *t = Tcp::new(self.cfg.report_gaps_for_partial);
+                        t
+                    }
+                    None => Box::new(Tcp::new(self.cfg.report_gaps_for_partial)),
+                });
+            }
+        } else if let Some(t) = c.tcp.take()
+            && self.spare_tcp.len() < MAX_SPARE_CONNS
+        {
+            self.spare_tcp.push(t);
+        }
+        if wants_dns {
+            if c.dns.is_none() {
+                c.dns = Some(match self.spare_dns.pop() {
+                    Some(mut d) => {
+                        d.reset(&mut self.dns_scratch);
+                        d
+                    }
+                    None => Box::new(dns::Session::new()),
+                });
+            }
+        } else if let Some(d) = c.dns.take()
+            && self.spare_dns.len() < MAX_SPARE_CONNS
+        {
+            self.spare_dns.push(d);
+        }
+        if let Some(p) = encap.innermost() {
+            c.parents.add(p);
+        }
         // An announced FTP data connection.
         if ip_proto == 6 && !self.expected.is_empty() {
             self.expected.retain(|(_, exp)| *exp > now);
@@ -706,69 +793,46 @@ impl Engine {
         };
         self.table.remove(&c.key);
         self.free.push(slot);
-        let uid = uid_string('C', c.uid);
-        if let Some(mut d) = c.dns.take() {
-            let ctx = c.dns_ctx();
+        let ctx = c.dns_ctx();
+        if let Some(d) = c.dns.as_mut() {
             d.finish(&ctx, self.now, &mut self.dns_scratch);
         }
-        self.emit_dns(&c, &uid);
-        let rec = self.record(&c, uid);
-        self.out.conns.push(rec);
+        self.emit_dns(&c);
+        let row = self.row(&c);
+        self.out.conns.push(row);
+        if self.spare.len() < MAX_SPARE_CONNS {
+            self.spare.push(c);
+        }
     }
 
-    fn emit_dns(&mut self, c: &Conn, uid: &str) {
-        if self.dns_scratch.is_empty() {
+    /// The DNS rows the analyzer finished, with their connection's ids.
+    fn emit_dns(&mut self, c: &Conn) {
+        if self.dns_scratch.done.is_empty() {
             return;
         }
-        let proto = if c.ip_proto == 6 {
+        let transport = if c.ip_proto == 6 {
             Transport::Tcp
         } else {
             Transport::Udp
         };
-        for info in self.dns_scratch.drain(..) {
+        for info in self.dns_scratch.done.drain(..) {
             self.stats.dns_transactions += 1;
-            self.out.dns.push(DnsRecord {
-                ts_us: info.ts_ns.div_euclid(1000),
-                uid: uid.to_string(),
-                id_orig_h: c.orig.octets().to_vec().into(),
-                id_orig_p: c.orig_p as u32,
-                id_resp_h: c.resp.octets().to_vec().into(),
-                id_resp_p: c.resp_p as u32,
-                proto: proto as i32,
-                trans_id: Some(info.trans_id as u32),
-                rtt_us: info.rtt_ns.map(|n| n.div_euclid(1000)),
-                query: info.query,
-                qclass: info.qclass.map(u32::from),
-                qclass_name: info.qclass.map(dns::qclass_name),
-                qtype: info.qtype.map(u32::from),
-                qtype_name: info.qtype_name,
-                rcode: info.rcode.map(u32::from),
-                rcode_name: info.rcode.map(dns::rcode_name),
-                aa: info.aa,
-                tc: info.tc,
-                rd: info.rd,
-                ra: info.ra,
-                z: info.z as u32,
-                answers: info.answers,
-                ttls_us: info.ttls.iter().map(|t| *t as i64 * 1_000_000).collect(),
-                rejected: info.rejected,
-                opcode: Some(info.opcode as u32),
-                opcode_name: Some(dns::opcode_name(info.opcode, info.netbios)),
-                sensor_id: self.cfg.sensor_id.clone(),
-                answer_addrs: info
-                    .answer_addrs
-                    .iter()
-                    .map(|a| a.octets().to_vec().into())
-                    .collect(),
-                ..Default::default()
+            self.out.dns.push(DnsRow {
+                uid: c.uid,
+                orig: c.orig,
+                orig_p: c.orig_p,
+                resp: c.resp,
+                resp_p: c.resp_p,
+                transport,
+                info,
             });
         }
     }
 
-    fn record(&self, c: &Conn, uid: String) -> ConnRecord {
+    fn row(&self, c: &Conn) -> ConnRow {
         let duration = c.last_ns - c.start_ns;
         let has_duration = duration > 0;
-        let (proto, state, ob, rb) = match (c.ip_proto, &c.tcp) {
+        let (transport, conn_state, ob, rb) = match (c.ip_proto, &c.tcp) {
             (6, Some(t)) => (
                 Transport::Tcp,
                 t.conn_state(c.history.as_str()),
@@ -779,44 +843,36 @@ impl Engine {
             (1 | 58, _) => (Transport::Icmp, ConnState::Oth, c.o.size, c.r.size),
             _ => (Transport::Unspecified, ConnState::Oth, 0, 0),
         };
-        let (sp, dp) = (c.orig_p, c.resp_p);
-        ConnRecord {
+        let local = !self.cfg.local_nets.is_empty();
+        ConnRow {
             ts_us: c.start_ns.div_euclid(1000),
-            uid,
-            id_orig_h: c.orig.octets().to_vec().into(),
-            id_orig_p: sp as u32,
-            id_resp_h: c.resp.octets().to_vec().into(),
-            id_resp_p: dp as u32,
-            proto: proto as i32,
-            service: c.svc.names().iter().map(|s| s.to_string()).collect(),
+            uid: c.uid,
+            orig: c.orig,
+            orig_p: c.orig_p,
+            resp: c.resp,
+            resp_p: c.resp_p,
+            transport,
+            services: c.svc.names(),
             duration_us: has_duration.then(|| duration.div_euclid(1000)),
             orig_bytes: has_duration.then_some(ob),
             resp_bytes: has_duration.then_some(rb),
-            conn_state: state as i32,
-            local_orig: (!self.cfg.local_nets.is_empty())
-                .then(|| self.cfg.local_nets.contains(&c.orig)),
-            local_resp: (!self.cfg.local_nets.is_empty())
-                .then(|| self.cfg.local_nets.contains(&c.resp)),
+            conn_state,
+            local_orig: local.then(|| self.cfg.local_nets.contains(&c.orig)),
+            local_resp: local.then(|| self.cfg.local_nets.contains(&c.resp)),
             missed_bytes: c.tcp.as_ref().map_or(0, |t| t.missed_bytes),
-            history: (!c.history.is_empty()).then(|| c.history.as_str().to_string()),
-            orig_pkts: Some(c.o.pkts),
-            orig_ip_bytes: Some(c.o.ip_bytes),
-            resp_pkts: Some(c.r.pkts),
-            resp_ip_bytes: Some(c.r.ip_bytes),
-            tunnel_parents: c.parents.iter().map(|p| uid_string('C', *p)).collect(),
-            ip_proto: Some(c.ip_proto as u32),
-            sensor_id: self.cfg.sensor_id.clone(),
-            community_id: community_id(c.ip_proto, &c.orig, sp, &c.resp, dp),
-            ..Default::default()
+            history: c.history,
+            orig_pkts: c.o.pkts,
+            orig_ip_bytes: c.o.ip_bytes,
+            resp_pkts: c.r.pkts,
+            resp_ip_bytes: c.r.ip_bytes,
+            tunnel_parents: c.parents,
+            ip_proto: c.ip_proto,
         }
     }
 
     fn note_parent(c: &mut Conn, encap: &Encap) {
-        if let Some(p) = encap.innermost()
-            && !c.parents.contains(&p)
-            && c.parents.len() < 8
-        {
-            c.parents.push(p);
+        if let Some(p) = encap.innermost() {
+            c.parents.add(p);
         }
     }
 
@@ -1009,11 +1065,10 @@ impl Engine {
 
     /// DNS rows a packet completed, written with their connection's ids.
     fn flush_dns(&mut self, slot: u32) {
-        if !self.dns_scratch.is_empty()
+        if !self.dns_scratch.done.is_empty()
             && let Some(c) = self.slots[slot as usize].take()
         {
-            let uid = uid_string('C', c.uid);
-            self.emit_dns(&c, &uid);
+            self.emit_dns(&c);
             self.slots[slot as usize] = Some(c);
         }
     }

@@ -50,34 +50,47 @@ impl UidGen {
 
 /// Renders an id as Zeek does: the prefix, then base62 digits.
 pub fn uid_string(prefix: char, id: u128) -> String {
+    let mut buf = [0u8; UID_MAX];
+    let text = uid_text(prefix as u8, id, &mut buf);
+    String::from_utf8_lossy(text).into_owned()
+}
+
+/// Longest uid text: a prefix and 22 base62 digits (128 bits).
+pub const UID_MAX: usize = 23;
+
+/// The uid text in `buf`, without allocating; `prefix` is an ASCII letter.
+pub fn uid_text(prefix: u8, id: u128, buf: &mut [u8; UID_MAX]) -> &[u8] {
     const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     // Long division by 62 in 32-bit limbs: u128 division is a slow library
-    // call, and a uid is made for every record.
+    // call, and a uid is written for every row.
     let mut limbs = [
         (id >> 96) as u32,
         (id >> 64) as u32,
         (id >> 32) as u32,
         id as u32,
     ];
-    let mut buf = [0u8; 24];
+    // Leading zero limbs cost nothing to skip (ids are 96 bits).
+    let mut first = limbs.iter().position(|&l| l != 0).unwrap_or(3);
     let mut i = buf.len();
     loop {
         let mut rem = 0u64;
-        for l in limbs.iter_mut() {
+        for l in limbs[first..].iter_mut() {
             let cur = (rem << 32) | *l as u64;
             *l = (cur / 62) as u32;
             rem = cur % 62;
         }
         i -= 1;
         buf[i] = DIGITS[rem as usize];
-        if limbs == [0; 4] {
+        while first < 3 && limbs[first] == 0 {
+            first += 1;
+        }
+        if limbs[first] == 0 {
             break;
         }
     }
-    let mut s = String::with_capacity(1 + buf.len() - i);
-    s.push(prefix);
-    s.extend(buf[i..].iter().map(|&b| b as char));
-    s
+    i -= 1;
+    buf[i] = prefix;
+    &buf[i..]
 }
 
 /// ICMP types that have a reply, as (request, reply) pairs, for v4 and v6.
@@ -107,6 +120,23 @@ pub fn icmp_counterpart(v6: bool, icmp_type: u8) -> Option<u8> {
 
 /// Community ID v1 (seed 0) of a flow, "1:" and base64 of the SHA-1.
 pub fn community_id(proto: u8, src: &Addr, sport: u16, dst: &Addr, dport: u16) -> String {
+    let mut buf = [0u8; COMMUNITY_ID_LEN];
+    community_id_text(proto, src, sport, dst, dport, &mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Length of a Community ID v1 text ("1:" and 28 base64 characters).
+pub const COMMUNITY_ID_LEN: usize = 30;
+
+/// [`community_id`] into a buffer, without allocating.
+pub fn community_id_text(
+    proto: u8,
+    src: &Addr,
+    sport: u16,
+    dst: &Addr,
+    dport: u16,
+    out: &mut [u8; COMMUNITY_ID_LEN],
+) {
     let (mut sa, mut sp, mut da, mut dp) = (src, sport, dst, dport);
     let mut one_way = false;
     if proto == 1 || proto == 58 {
@@ -131,33 +161,37 @@ pub fn community_id(proto: u8, src: &Addr, sport: u16, dst: &Addr, dport: u16) -
         h.update(dp.to_be_bytes());
     }
     let digest = h.finalize();
-    let mut out = String::with_capacity(30);
-    out.push_str("1:");
-    base64(&digest, &mut out);
-    out
+    out[0] = b'1';
+    out[1] = b':';
+    base64(&digest, &mut out[2..]);
 }
 
-fn base64(data: &[u8], out: &mut String) {
+/// Standard base64 with padding; `out` holds exactly the encoded length.
+fn base64(data: &[u8], out: &mut [u8]) {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for chunk in data.chunks(3) {
+    for (chunk, o) in data.chunks(3).zip(out.chunks_mut(4)) {
         let b = [
             chunk[0],
             *chunk.get(1).unwrap_or(&0),
             *chunk.get(2).unwrap_or(&0),
         ];
         let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
+        let enc = [
+            T[(n >> 18) as usize & 63],
+            T[(n >> 12) as usize & 63],
+            if chunk.len() > 1 {
+                T[(n >> 6) as usize & 63]
+            } else {
+                b'='
+            },
+            if chunk.len() > 2 {
+                T[n as usize & 63]
+            } else {
+                b'='
+            },
+        ];
+        let k = o.len();
+        o.copy_from_slice(&enc[..k]);
     }
 }
 

@@ -28,9 +28,11 @@ pub mod ids;
 pub mod ip;
 pub mod link;
 pub mod reader;
+pub mod rows;
 pub mod service;
 pub mod tcp;
 pub mod zeeklog;
 
 pub use engine::{Checksums, Engine, EngineConfig, Output, Stats};
 pub use reader::{CaptureReader, Packet, ReadError};
+pub use rows::{ConnRow, DnsRow};

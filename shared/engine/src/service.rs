@@ -7,6 +7,8 @@
 //! Each connection keeps at most [`PREFIX`] bytes of the start of each
 //! direction's stream; detection ends when every candidate has decided.
 
+use crate::rows::Services;
+
 /// Bytes of each direction's stream kept for detection.
 pub const PREFIX: usize = 4096;
 
@@ -111,7 +113,7 @@ pub struct Expected {
 /// Per-connection detection state.
 #[derive(Debug, Default)]
 pub struct Detector {
-    names: Vec<&'static str>,
+    names: Services,
     orig: Vec<u8>,
     resp: Vec<u8>,
     /// Candidates that can still confirm.
@@ -133,8 +135,8 @@ pub struct Detector {
     ldap_extra_checked: bool,
 }
 
-fn has(v: &[&'static str], n: &str) -> bool {
-    v.contains(&n)
+fn has(v: &Services, n: &str) -> bool {
+    v.contains(n)
 }
 
 const HTTP_PORTS: &[u16] = &[80, 81, 631, 1080, 3128, 8000, 8080, 8888];
@@ -165,25 +167,34 @@ const METHODS: &[&[u8]] = &[
 
 impl Detector {
     /// Names confirmed so far, in order.
-    pub fn names(&self) -> &[&'static str] {
-        &self.names
+    pub fn names(&self) -> Services {
+        self.names
     }
 
     pub fn add(&mut self, name: &'static str) {
-        if !has(&self.names, name) {
-            self.names.push(name);
-        }
+        self.names.add(name);
     }
 
     /// Puts a name first (a scheduled ftp-data connection).
     pub fn add_first(&mut self, name: &'static str) {
-        if !has(&self.names, name) {
-            self.names.insert(0, name);
-        }
+        self.names.add_first(name);
     }
 
     pub fn remove(&mut self, name: &'static str) {
-        self.names.retain(|n| *n != name);
+        self.names.remove(name);
+    }
+
+    /// Starts over for another connection, keeping the buffers.
+    pub fn reset(&mut self) {
+        let mut orig = std::mem::take(&mut self.orig);
+        let mut resp = std::mem::take(&mut self.resp);
+        orig.clear();
+        resp.clear();
+        *self = Detector {
+            orig,
+            resp,
+            ..Default::default()
+        };
     }
 
     pub fn finished(&self) -> bool {
@@ -768,7 +779,7 @@ mod tests {
             false,
             &mut ex,
         );
-        assert_eq!(d.names(), ["http"]);
+        assert_eq!(d.names().as_slice(), ["http"]);
         let mut d = Detector::default();
         d.tcp(true, b"GET / HTTP/1.1\r\n\r\n", 502, false, &mut ex);
         assert!(
@@ -776,7 +787,7 @@ mod tests {
             "off its ports HTTP needs the server's answer"
         );
         d.tcp(false, b"HTTP/1.1 200 OK\r\n", 502, false, &mut ex);
-        assert_eq!(d.names(), ["http"]);
+        assert_eq!(d.names().as_slice(), ["http"]);
     }
 
     #[test]
@@ -792,7 +803,7 @@ mod tests {
             false,
             &mut ex,
         );
-        assert_eq!(d.names(), ["ftp"]);
+        assert_eq!(d.names().as_slice(), ["ftp"]);
         assert_eq!(ex[0].port, 221 * 256 + 90);
         d.tcp(false, b"SYST not supported\r\n", 21, false, &mut ex);
         assert!(d.names().is_empty());
@@ -804,6 +815,6 @@ mod tests {
         let mut p = vec![0u8; 300];
         p[236..240].copy_from_slice(&[0x63, 0x82, 0x53, 0x63]);
         d.udp(true, &p, 67);
-        assert_eq!(d.names(), ["dhcp"]);
+        assert_eq!(d.names().as_slice(), ["dhcp"]);
     }
 }

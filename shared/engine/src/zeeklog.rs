@@ -3,13 +3,20 @@
 //! text forms are Zeek's, so zeek-cut, RITA, zat and the SIEMs read the files
 //! unchanged.
 //!
-//! The writers take the records of `heimdall.sensor.v1` (the bus contract),
-//! so any service holding records can write Zeek logs.
+//! The writers take the engine's rows (`write_conn_row`, `write_dns_row`:
+//! nothing is allocated per row) and the records of `heimdall.sensor.v1`
+//! (`write_conn`, `write_dns`: the bus contract), so any service holding
+//! records can write Zeek logs; both give the same bytes for the same row.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use heimdall_proto::sensor::v1::{ConnRecord, ConnState, DnsRecord, Transport};
+
+use crate::dns::{self, Info};
+use crate::ids::{COMMUNITY_ID_LEN, UID_MAX, community_id_text, uid_text};
+use crate::ip::Addr;
+use crate::rows::{ConnRow, DnsRow};
 
 /// TSV (Zeek's default ASCII writer) or JSON lines (`LogAscii::use_json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,30 +81,44 @@ const DNS_FIELDS: &[(&str, &str)] = &[
 ];
 
 /// One value of a log row, before formatting.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum Val<'a> {
     Unset,
     Time(i64),
     Interval(i64),
     Str(&'a str),
+    Name(dns::Name),
     Addr(IpAddr),
+    EngineAddr(&'a Addr),
     Count(u64),
     Bool(bool),
+    /// A connection uid, rendered as it is written.
+    Uid(u128),
     /// A set or vector of strings (sets in Zeek's TSV are comma-joined).
     Strs(&'a [String]),
+    Names(&'a [&'static str]),
+    Uids(&'a [u128]),
     Intervals(&'a [i64]),
+    /// TTLs in whole seconds.
+    Seconds(&'a [u32]),
+    Answers(&'a Info),
+    Community(&'a ConnRow),
 }
 
-/// Writes one Zeek log (conn or dns) in the chosen format.
+/// Writes one Zeek log (conn or dns) in the chosen format. Rows are
+/// formatted into one buffer that goes to `out` in large writes.
 #[derive(Debug)]
 pub struct LogWriter<W: Write> {
     out: W,
     format: Format,
     fields: &'static [(&'static str, &'static str)],
     path: &'static str,
-    line: String,
+    buf: Vec<u8>,
     rows: u64,
 }
+
+/// Bytes gathered before they go to the writer.
+const FLUSH_AT: usize = 1 << 17;
 
 /// The address a record carries as bytes (4 or 16 of them).
 pub fn addr_from_bytes(b: &[u8]) -> IpAddr {
@@ -173,7 +194,7 @@ impl<W: Write> LogWriter<W> {
             format,
             fields,
             path,
-            line: String::with_capacity(512),
+            buf: Vec::with_capacity(FLUSH_AT + 4096),
             rows: 0,
         })
     }
@@ -183,19 +204,18 @@ impl<W: Write> LogWriter<W> {
         self.rows
     }
 
+    /// A connection record from the bus.
     pub fn write_conn(&mut self, r: &ConnRecord) -> io::Result<()> {
         debug_assert_eq!(self.path, "conn");
         let opt_count = |v: Option<u64>| v.map_or(Val::Unset, Val::Count);
-        let head = id_vals(
-            r.ts_us,
-            &r.uid,
-            &r.id_orig_h,
-            r.id_orig_p,
-            &r.id_resp_h,
-            r.id_resp_p,
-            r.proto,
-        );
         let vals = [
+            Val::Time(r.ts_us),
+            Val::Str(&r.uid),
+            Val::Addr(addr_from_bytes(&r.id_orig_h)),
+            Val::Count(r.id_orig_p as u64),
+            Val::Addr(addr_from_bytes(&r.id_resp_h)),
+            Val::Count(r.id_resp_p as u64),
+            Val::Str(proto_name(r.proto)),
             if r.service.is_empty() {
                 Val::Unset
             } else {
@@ -225,22 +245,66 @@ impl<W: Write> LogWriter<W> {
                 Val::Str(&r.community_id)
             },
         ];
-        self.row(&head, &vals)
+        self.row(&vals)
     }
 
+    /// A connection row from the engine.
+    pub fn write_conn_row(&mut self, r: &ConnRow) -> io::Result<()> {
+        debug_assert_eq!(self.path, "conn");
+        let services = r.services.as_slice();
+        let parents = r.tunnel_parents.as_slice();
+        let vals = [
+            Val::Time(r.ts_us),
+            Val::Uid(r.uid),
+            Val::EngineAddr(&r.orig),
+            Val::Count(r.orig_p as u64),
+            Val::EngineAddr(&r.resp),
+            Val::Count(r.resp_p as u64),
+            Val::Str(proto_name(r.transport as i32)),
+            if services.is_empty() {
+                Val::Unset
+            } else {
+                Val::Names(services)
+            },
+            r.duration_us.map_or(Val::Unset, Val::Interval),
+            r.orig_bytes.map_or(Val::Unset, Val::Count),
+            r.resp_bytes.map_or(Val::Unset, Val::Count),
+            Val::Str(conn_state_name(r.conn_state as i32)),
+            r.local_orig.map_or(Val::Unset, Val::Bool),
+            r.local_resp.map_or(Val::Unset, Val::Bool),
+            Val::Count(r.missed_bytes),
+            if r.history.is_empty() {
+                Val::Unset
+            } else {
+                Val::Str(r.history.as_str())
+            },
+            Val::Count(r.orig_pkts),
+            Val::Count(r.orig_ip_bytes),
+            Val::Count(r.resp_pkts),
+            Val::Count(r.resp_ip_bytes),
+            if parents.is_empty() {
+                Val::Unset
+            } else {
+                Val::Uids(parents)
+            },
+            Val::Count(r.ip_proto as u64),
+            Val::Community(r),
+        ];
+        self.row(&vals)
+    }
+
+    /// A DNS record from the bus.
     pub fn write_dns(&mut self, r: &DnsRecord) -> io::Result<()> {
         debug_assert_eq!(self.path, "dns");
         let opt_count = |v: Option<u32>| v.map_or(Val::Unset, |x| Val::Count(x as u64));
-        let head = id_vals(
-            r.ts_us,
-            &r.uid,
-            &r.id_orig_h,
-            r.id_orig_p,
-            &r.id_resp_h,
-            r.id_resp_p,
-            r.proto,
-        );
         let vals = [
+            Val::Time(r.ts_us),
+            Val::Str(&r.uid),
+            Val::Addr(addr_from_bytes(&r.id_orig_h)),
+            Val::Count(r.id_orig_p as u64),
+            Val::Addr(addr_from_bytes(&r.id_resp_h)),
+            Val::Count(r.id_resp_p as u64),
+            Val::Str(proto_name(r.proto)),
             opt_count(r.trans_id),
             r.rtt_us.map_or(Val::Unset, Val::Interval),
             opt_str(&r.query),
@@ -269,102 +333,99 @@ impl<W: Write> LogWriter<W> {
             opt_count(r.opcode),
             opt_str(&r.opcode_name),
         ];
-        self.row(&head, &vals)
+        self.row(&vals)
     }
 
-    fn row(&mut self, head: &[Val<'_>], rest: &[Val<'_>]) -> io::Result<()> {
-        let vals = head.iter().chain(rest.iter());
-        let line = &mut self.line;
-        line.clear();
+    /// A DNS row from the engine.
+    pub fn write_dns_row(&mut self, r: &DnsRow) -> io::Result<()> {
+        debug_assert_eq!(self.path, "dns");
+        let i = &r.info;
+        let opt_count = |v: Option<u64>| v.map_or(Val::Unset, Val::Count);
+        let vals = [
+            Val::Time(r.ts_us()),
+            Val::Uid(r.uid),
+            Val::EngineAddr(&r.orig),
+            Val::Count(r.orig_p as u64),
+            Val::EngineAddr(&r.resp),
+            Val::Count(r.resp_p as u64),
+            Val::Str(proto_name(r.transport as i32)),
+            Val::Count(i.trans_id as u64),
+            i.rtt_ns
+                .map_or(Val::Unset, |n| Val::Interval(n.div_euclid(1000))),
+            i.query().map_or(Val::Unset, Val::Str),
+            opt_count(i.qclass.map(u64::from)),
+            i.qclass
+                .map_or(Val::Unset, |c| Val::Name(dns::qclass_name(c))),
+            opt_count(i.qtype.map(u64::from)),
+            i.qtype_name().map_or(Val::Unset, Val::Name),
+            opt_count(i.rcode.map(u64::from)),
+            i.rcode.map_or(Val::Unset, |c| Val::Name(dns::rcode_name(c))),
+            Val::Bool(i.aa),
+            Val::Bool(i.tc),
+            Val::Bool(i.rd),
+            Val::Bool(i.ra),
+            Val::Count(i.z as u64),
+            if i.answers().len() == 0 {
+                Val::Unset
+            } else {
+                Val::Answers(i)
+            },
+            if i.ttls.is_empty() {
+                Val::Unset
+            } else {
+                Val::Seconds(&i.ttls)
+            },
+            Val::Bool(i.rejected),
+            Val::Count(i.opcode as u64),
+            Val::Name(dns::opcode_name(i.opcode, i.netbios)),
+        ];
+        self.row(&vals)
+    }
+
+    fn row(&mut self, vals: &[Val<'_>]) -> io::Result<()> {
+        let line = &mut self.buf;
         match self.format {
             Format::Tsv => {
-                for (i, v) in vals.enumerate() {
+                for (i, v) in vals.iter().enumerate() {
                     if i > 0 {
-                        line.push('\t');
+                        line.push(b'\t');
                     }
-                    match v {
-                        Val::Unset => line.push('-'),
-                        Val::Time(us) | Val::Interval(us) => fmt_secs(line, *us),
-                        Val::Str(s) => tsv_str(line, s, false),
-                        Val::Addr(a) => push_addr(line, a),
-                        Val::Count(n) => push_u64(line, *n),
-                        Val::Bool(b) => line.push(if *b { 'T' } else { 'F' }),
-                        Val::Strs(items) => {
-                            for (j, s) in items.iter().enumerate() {
-                                if j > 0 {
-                                    line.push(',');
-                                }
-                                tsv_str(line, s, true);
-                            }
-                        }
-                        Val::Intervals(items) => {
-                            for (j, us) in items.iter().enumerate() {
-                                if j > 0 {
-                                    line.push(',');
-                                }
-                                fmt_secs(line, *us);
-                            }
-                        }
-                    }
+                    tsv_val(line, v);
                 }
             }
             Format::Json => {
-                line.push('{');
+                line.push(b'{');
                 let mut first = true;
-                for (v, (name, _)) in vals.zip(self.fields) {
+                for (v, (name, _)) in vals.iter().zip(self.fields) {
                     if matches!(v, Val::Unset) {
                         continue;
                     }
                     if !first {
-                        line.push(',');
+                        line.push(b',');
                     }
                     first = false;
-                    line.push('"');
-                    line.push_str(name);
-                    line.push_str("\":");
-                    match v {
-                        Val::Unset => {}
-                        Val::Time(us) | Val::Interval(us) => fmt_secs(line, *us),
-                        Val::Str(s) => json_str(line, s),
-                        Val::Addr(a) => {
-                            line.push('"');
-                            push_addr(line, a);
-                            line.push('"');
-                        }
-                        Val::Count(n) => push_u64(line, *n),
-                        Val::Bool(b) => line.push_str(if *b { "true" } else { "false" }),
-                        Val::Strs(items) => {
-                            line.push('[');
-                            for (j, s) in items.iter().enumerate() {
-                                if j > 0 {
-                                    line.push(',');
-                                }
-                                json_str(line, s);
-                            }
-                            line.push(']');
-                        }
-                        Val::Intervals(items) => {
-                            line.push('[');
-                            for (j, us) in items.iter().enumerate() {
-                                if j > 0 {
-                                    line.push(',');
-                                }
-                                fmt_secs(line, *us);
-                            }
-                            line.push(']');
-                        }
-                    }
+                    line.push(b'"');
+                    line.extend_from_slice(name.as_bytes());
+                    line.extend_from_slice(b"\":");
+                    json_val(line, v);
                 }
-                line.push('}');
+                line.push(b'}');
             }
         }
-        line.push('\n');
+        line.push(b'\n');
         self.rows += 1;
-        self.out.write_all(line.as_bytes())
+        if self.buf.len() >= FLUSH_AT {
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
     }
 
-    /// Writes the `#close` line (TSV) and flushes; returns the inner writer.
+    /// Writes what is buffered, the `#close` line (TSV) and flushes;
+    /// returns the inner writer.
     pub fn finish(mut self, close_ts_s: i64) -> io::Result<W> {
+        self.out.write_all(&self.buf)?;
+        self.buf.clear();
         if self.format == Format::Tsv {
             writeln!(self.out, "#close\t{}", zeek_date(close_ts_s))?;
         }
@@ -373,52 +434,185 @@ impl<W: Write> LogWriter<W> {
     }
 }
 
+/// Items of a set or vector value, each handed to `item` with its index.
+fn each_item(v: &Val<'_>, mut item: impl FnMut(usize, Val<'_>)) {
+    match *v {
+        Val::Strs(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(j, s)| item(j, Val::Str(s))),
+        Val::Names(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(j, s)| item(j, Val::Str(s))),
+        Val::Uids(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(j, u)| item(j, Val::Uid(*u))),
+        Val::Intervals(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(j, us)| item(j, Val::Interval(*us))),
+        Val::Seconds(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(j, s)| item(j, Val::Interval(*s as i64 * 1_000_000))),
+        Val::Answers(info) => info
+            .answers()
+            .enumerate()
+            .for_each(|(j, s)| item(j, Val::Str(s))),
+        _ => {}
+    }
+}
+
+fn is_list(v: &Val<'_>) -> bool {
+    matches!(
+        v,
+        Val::Strs(_)
+            | Val::Names(_)
+            | Val::Uids(_)
+            | Val::Intervals(_)
+            | Val::Seconds(_)
+            | Val::Answers(_)
+    )
+}
+
+/// One value in Zeek's TSV form; `in_set` for an item of a set or vector.
+fn tsv_scalar(line: &mut Vec<u8>, v: &Val<'_>, in_set: bool) {
+    match *v {
+        Val::Unset => line.push(b'-'),
+        Val::Time(us) | Val::Interval(us) => fmt_secs(line, us),
+        Val::Str(s) => tsv_str(line, s, in_set),
+        Val::Name(n) => push_name(line, n),
+        Val::Addr(a) => push_addr(line, &a),
+        Val::EngineAddr(a) => push_engine_addr(line, a),
+        Val::Count(n) => push_u64(line, n),
+        Val::Bool(b) => line.push(if b { b'T' } else { b'F' }),
+        Val::Uid(u) => push_uid(line, u),
+        Val::Community(r) => push_community_id(line, r),
+        _ => {}
+    }
+}
+
+fn tsv_val(line: &mut Vec<u8>, v: &Val<'_>) {
+    if is_list(v) {
+        each_item(v, |j, item| {
+            if j > 0 {
+                line.push(b',');
+            }
+            tsv_scalar(line, &item, true);
+        });
+    } else {
+        tsv_scalar(line, v, false);
+    }
+}
+
+fn json_scalar(line: &mut Vec<u8>, v: &Val<'_>) {
+    match *v {
+        Val::Unset => line.extend_from_slice(b"null"),
+        Val::Time(us) | Val::Interval(us) => fmt_secs(line, us),
+        Val::Str(s) => json_str(line, s),
+        Val::Count(n) => push_u64(line, n),
+        Val::Bool(b) => line.extend_from_slice(if b { b"true" } else { b"false" }),
+        // The rest are plain ASCII without quotes or escapes.
+        _ => {
+            line.push(b'"');
+            tsv_scalar(line, v, false);
+            line.push(b'"');
+        }
+    }
+}
+
+fn json_val(line: &mut Vec<u8>, v: &Val<'_>) {
+    if is_list(v) {
+        line.push(b'[');
+        each_item(v, |j, item| {
+            if j > 0 {
+                line.push(b',');
+            }
+            json_scalar(line, &item);
+        });
+        line.push(b']');
+    } else {
+        json_scalar(line, v);
+    }
+}
+
 /// Seconds with six decimals, as Zeek prints times and intervals.
-fn fmt_secs(out: &mut String, us: i64) {
+fn fmt_secs(out: &mut Vec<u8>, us: i64) {
     if us < 0 {
-        out.push('-');
+        out.push(b'-');
     }
     let a = us.unsigned_abs();
     push_u64(out, a / 1_000_000);
-    out.push('.');
-    let frac = a % 1_000_000;
-    let mut digits = [b'0'; 6];
-    let mut f = frac;
-    for d in digits.iter_mut().rev() {
-        *d = b'0' + (f % 10) as u8;
-        f /= 10;
+    let mut frac = a % 1_000_000;
+    let mut digits = [b'.', b'0', b'0', b'0', b'0', b'0', b'0'];
+    for d in digits[1..].iter_mut().rev() {
+        *d = b'0' + (frac % 10) as u8;
+        frac /= 10;
     }
-    out.extend(digits.iter().map(|&d| d as char));
+    out.extend_from_slice(&digits);
 }
 
 /// Decimal digits without going through `fmt`.
-fn push_u64(out: &mut String, mut n: u64) {
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
     let mut buf = [0u8; 20];
     let mut i = buf.len();
-    loop {
+    while n > 0 {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
-        if n == 0 {
-            break;
-        }
     }
-    out.extend(buf[i..].iter().map(|&d| d as char));
+    out.extend_from_slice(&buf[i..]);
 }
 
-fn push_addr(out: &mut String, a: &IpAddr) {
-    match a {
-        IpAddr::V4(v4) => {
-            for (i, o) in v4.octets().iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                push_u64(out, *o as u64);
-            }
+fn push_v4(out: &mut Vec<u8>, o: &[u8]) {
+    for (i, b) in o.iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
         }
+        push_u64(out, *b as u64);
+    }
+}
+
+fn push_addr(out: &mut Vec<u8>, a: &IpAddr) {
+    match a {
+        IpAddr::V4(v4) => push_v4(out, &v4.octets()),
         IpAddr::V6(v6) => {
-            use std::fmt::Write as _;
             let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+fn push_engine_addr(out: &mut Vec<u8>, a: &Addr) {
+    if a.is_v4() {
+        push_v4(out, a.octets());
+    } else {
+        push_addr(out, &a.ip());
+    }
+}
+
+fn push_uid(out: &mut Vec<u8>, uid: u128) {
+    let mut buf = [0u8; UID_MAX];
+    out.extend_from_slice(uid_text(b'C', uid, &mut buf));
+}
+
+fn push_community_id(out: &mut Vec<u8>, r: &ConnRow) {
+    let mut buf = [0u8; COMMUNITY_ID_LEN];
+    community_id_text(r.ip_proto, &r.orig, r.orig_p, &r.resp, r.resp_p, &mut buf);
+    out.extend_from_slice(&buf);
+}
+
+fn push_name(out: &mut Vec<u8>, n: dns::Name) {
+    match n {
+        dns::Name::Static(s) => out.extend_from_slice(s.as_bytes()),
+        dns::Name::Numbered(prefix, k) => {
+            out.extend_from_slice(prefix.as_bytes());
+            push_u64(out, k as u64);
         }
     }
 }
@@ -426,53 +620,65 @@ fn push_addr(out: &mut String, a: &IpAddr) {
 /// Zeek's TSV escaping: bytes outside printable ASCII, the separator, and
 /// (inside sets) the set separator become \xNN; a value that would read as
 /// the unset or empty marker is escaped too.
-fn tsv_str(out: &mut String, s: &str, in_set: bool) {
-    use std::fmt::Write as _;
+fn tsv_str(out: &mut Vec<u8>, s: &str, in_set: bool) {
     if s.is_empty() {
         if !in_set {
-            out.push_str("(empty)");
+            out.extend_from_slice(b"(empty)");
         }
         return;
     }
     if s == "-" {
-        out.push_str("\\x2d");
+        out.extend_from_slice(b"\\x2d");
         return;
     }
     if s.bytes()
         .all(|b| (0x20..0x7f).contains(&b) && !(in_set && b == b','))
     {
-        out.push_str(s);
+        out.extend_from_slice(s.as_bytes());
         return;
     }
     for ch in s.chars() {
         match ch {
-            '\t' => out.push_str("\\x09"),
-            ',' if in_set => out.push_str("\\x2c"),
+            '\t' => out.extend_from_slice(b"\\x09"),
+            ',' if in_set => out.extend_from_slice(b"\\x2c"),
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
-            c => out.push(c),
+            c => {
+                let mut b = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            }
         }
     }
 }
 
-fn json_str(out: &mut String, s: &str) {
-    use std::fmt::Write as _;
-    out.push('"');
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    if s
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     for ch in s.chars() {
         match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
-            c => out.push(c),
+            c => {
+                let mut b = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            }
         }
     }
-    out.push('"');
+    out.push(b'"');
 }
 
 /// Zeek's `#open`/`#close` stamp: YYYY-MM-DD-HH-MM-SS in UTC.
@@ -504,27 +710,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 fn opt_str(v: &Option<String>) -> Val<'_> {
     v.as_deref().map_or(Val::Unset, Val::Str)
-}
-
-/// The columns every Zeek log of a connection starts with.
-fn id_vals<'a>(
-    ts_us: i64,
-    uid: &'a str,
-    oh: &[u8],
-    op: u32,
-    rh: &[u8],
-    rp: u32,
-    proto: i32,
-) -> [Val<'a>; 7] {
-    [
-        Val::Time(ts_us),
-        Val::Str(uid),
-        Val::Addr(addr_from_bytes(oh)),
-        Val::Count(op as u64),
-        Val::Addr(addr_from_bytes(rh)),
-        Val::Count(rp as u64),
-        Val::Str(proto_name(proto)),
-    ]
 }
 
 #[cfg(test)]
@@ -583,15 +768,18 @@ mod tests {
 
     #[test]
     fn escapes() {
-        let mut s = String::new();
+        let mut s = Vec::new();
         tsv_str(&mut s, "a\tb\x01,c", true);
-        assert_eq!(s, "a\\x09b\\x01\\x2cc");
+        assert_eq!(s, b"a\\x09b\\x01\\x2cc");
         s.clear();
         tsv_str(&mut s, "", false);
-        assert_eq!(s, "(empty)");
+        assert_eq!(s, b"(empty)");
         s.clear();
         fmt_secs(&mut s, 120_000_000);
-        assert_eq!(s, "120.000000");
+        assert_eq!(s, b"120.000000");
+        s.clear();
+        fmt_secs(&mut s, -1_500_000);
+        assert_eq!(s, b"-1.500000");
         assert_eq!(zeek_date(1_700_000_000), "2023-11-14-22-13-20");
     }
 }
