@@ -2,7 +2,7 @@
 //! TCP stream in two pieces, then the end of the connection.
 #![no_main]
 
-use heimdall_engine::dns::{ConnCtx, Effects, Session};
+use heimdall_engine::dns::{ConnCtx, Effects, Out, Session};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         ConnCtx { orig_p: 5353, resp_p: 5353, resp_multicast: true },
     ] {
         let mut s = Session::new();
-        let mut out = Vec::new();
+        let mut out = Out::default();
         s.message(&ctx, data, Some(true), 0, &mut out);
         s.message(&ctx, data, Some(false), 1, &mut out);
         let mut fx = Effects::default();

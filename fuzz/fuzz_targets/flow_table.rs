@@ -18,8 +18,7 @@ fuzz_target!(|data: &[u8]| {
         // steps up to ~65 s, so every timer kind fires
         ts += step * 1_000_000;
         engine.packet(&Packet { ts_ns: ts, wire_len: frame.len() as u32, linktype: 1, data: frame });
-        engine.out.conns.clear();
-        engine.out.dns.clear();
+        engine.clear_output();
     }
     engine.finish();
 });

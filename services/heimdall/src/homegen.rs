@@ -620,7 +620,7 @@ mod tests {
                     .out
                     .conns
                     .iter()
-                    .any(|c| c.service.iter().any(|x| x == service)),
+                    .any(|c| c.services.contains(service)),
                 "no {service} connection"
             );
         }

@@ -136,8 +136,7 @@ fn main() -> Result<()> {
         engine.packet(&p);
         packets += 1;
         records += (engine.out.conns.len() + engine.out.dns.len()) as u64;
-        engine.out.conns.clear();
-        engine.out.dns.clear();
+        engine.clear_output();
     }
     engine.finish();
     records += (engine.out.conns.len() + engine.out.dns.len()) as u64;
