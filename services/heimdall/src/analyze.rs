@@ -179,9 +179,9 @@ impl Logs {
         let dns_path = dir.join("dns.log");
         let open = |p: &Path| {
             File::create(p).map_err(|source| AnalyzeError::Write {
-                    path: p.to_path_buf(),
-                    source,
-                })
+                path: p.to_path_buf(),
+                source,
+            })
         };
         let conn = LogWriter::conn(open(&conn_path)?, format, now_s).map_err(|source| {
             AnalyzeError::Write {

@@ -624,5 +624,24 @@ mod tests {
                 "no {service} connection"
             );
         }
+        // The engine's rows and the bus records made from them write the
+        // same log bytes, in both formats.
+        use heimdall_engine::zeeklog::{Format, LogWriter};
+        for format in [Format::Tsv, Format::Json] {
+            let mut rows = LogWriter::conn(Vec::new(), format, 0).expect("header");
+            let mut recs = LogWriter::conn(Vec::new(), format, 0).expect("header");
+            for c in &engine.out.conns {
+                rows.write_conn_row(c).expect("row");
+                recs.write_conn(&c.to_proto("s")).expect("record");
+            }
+            assert_eq!(rows.finish(0).expect("close"), recs.finish(0).expect("close"));
+            let mut rows = LogWriter::dns(Vec::new(), format, 0).expect("header");
+            let mut recs = LogWriter::dns(Vec::new(), format, 0).expect("header");
+            for d in &engine.out.dns {
+                rows.write_dns_row(d).expect("row");
+                recs.write_dns(&d.to_proto("s")).expect("record");
+            }
+            assert_eq!(rows.finish(0).expect("close"), recs.finish(0).expect("close"));
+        }
     }
 }

@@ -551,12 +551,14 @@ impl Session {
             info.answer_addrs.push(a);
         }
         if !out.text.is_empty() {
-            let prefix =
-                if h.opcode == 5 && rr.section == Section::Update && !out.text.starts_with("del:") {
-                    "add: "
-                } else {
-                    ""
-                };
+            let prefix = if h.opcode == 5
+                && rr.section == Section::Update
+                && !out.text.starts_with("del:")
+            {
+                "add: "
+            } else {
+                ""
+            };
             info.push_answer(prefix, &out.text, rr.ttl);
         }
     }
@@ -679,13 +681,7 @@ impl Parser<'_> {
         }
         let start = self.pos;
         let end = start + rdlen;
-        let rendered = |addr: Option<Addr>| {
-            Some(Some(Rendered {
-                section,
-                ttl,
-                addr,
-            }))
-        };
+        let rendered = |addr: Option<Addr>| Some(Some(Rendered { section, ttl, addr }));
         let owner = &out.owner;
 
         if section == Section::Prerequisite {

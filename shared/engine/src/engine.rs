@@ -264,6 +264,30 @@ impl Conn {
     }
 }
 
+/// What a DNS row takes from its connection.
+#[derive(Debug, Clone, Copy)]
+struct DnsIds {
+    uid: u128,
+    orig: Addr,
+    resp: Addr,
+    orig_p: u16,
+    resp_p: u16,
+    ip_proto: u8,
+}
+
+impl DnsIds {
+    fn of(c: &Conn) -> Self {
+        DnsIds {
+            uid: c.uid,
+            orig: c.orig,
+            resp: c.resp,
+            orig_p: c.orig_p,
+            resp_p: c.resp_p,
+            ip_proto: c.ip_proto,
+        }
+    }
+}
+
 fn is_multicast(a: &Addr) -> bool {
     if a.is_v4() {
         a.0[12] & 0xf0 == 0xe0
@@ -797,7 +821,7 @@ impl Engine {
         if let Some(d) = c.dns.as_mut() {
             d.finish(&ctx, self.now, &mut self.dns_scratch);
         }
-        self.emit_dns(&c);
+        self.emit_dns(DnsIds::of(&c));
         let row = self.row(&c);
         self.out.conns.push(row);
         if self.spare.len() < MAX_SPARE_CONNS {
@@ -806,7 +830,7 @@ impl Engine {
     }
 
     /// The DNS rows the analyzer finished, with their connection's ids.
-    fn emit_dns(&mut self, c: &Conn) {
+    fn emit_dns(&mut self, c: DnsIds) {
         if self.dns_scratch.done.is_empty() {
             return;
         }
@@ -1066,10 +1090,9 @@ impl Engine {
     /// DNS rows a packet completed, written with their connection's ids.
     fn flush_dns(&mut self, slot: u32) {
         if !self.dns_scratch.done.is_empty()
-            && let Some(c) = self.slots[slot as usize].take()
+            && let Some(Some(c)) = self.slots.get(slot as usize)
         {
-            self.emit_dns(&c);
-            self.slots[slot as usize] = Some(c);
+            self.emit_dns(DnsIds::of(c));
         }
     }
 

@@ -4,7 +4,8 @@
 //! - [`reader::CaptureReader`] reads pcap and pcapng (also gzip-compressed)
 //!   through one reused buffer; a damaged file yields every packet before
 //!   the damage and then an error that says where and why.
-//! - [`engine::Engine`] turns packets into `heimdall.sensor.v1` records that
+//! - [`engine::Engine`] turns packets into rows ([`rows::ConnRow`],
+//!   [`rows::DnsRow`], and `heimdall.sensor.v1` records from them) that
 //!   mean what Zeek's conn.log and dns.log rows mean, field by field: Zeek's
 //!   connection keys, direction and flip rules, TCP states and history
 //!   letters, sequence-space byte counts, missed bytes, timeouts driven by
@@ -18,7 +19,9 @@
 //! - It is a plain library: no async runtime, no network, no database; the
 //!   capture service, `heimdall analyze`, benchmarks and tests all run it
 //!   the same way.
-//! - [`zeeklog`] writes the records in Zeek's TSV or JSON-lines formats.
+//! - No allocation per packet, and none per record in the steady state:
+//!   rows hold no heap data of their own and their buffers are recycled.
+//! - [`zeeklog`] writes rows and records in Zeek's TSV or JSON-lines formats.
 
 pub mod dns;
 pub mod engine;

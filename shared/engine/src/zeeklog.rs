@@ -359,7 +359,8 @@ impl<W: Write> LogWriter<W> {
             opt_count(i.qtype.map(u64::from)),
             i.qtype_name().map_or(Val::Unset, Val::Name),
             opt_count(i.rcode.map(u64::from)),
-            i.rcode.map_or(Val::Unset, |c| Val::Name(dns::rcode_name(c))),
+            i.rcode
+                .map_or(Val::Unset, |c| Val::Name(dns::rcode_name(c))),
             Val::Bool(i.aa),
             Val::Bool(i.tc),
             Val::Bool(i.rd),
@@ -654,8 +655,7 @@ fn tsv_str(out: &mut Vec<u8>, s: &str, in_set: bool) {
 
 fn json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
-    if s
-        .bytes()
+    if s.bytes()
         .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
     {
         out.extend_from_slice(s.as_bytes());
