@@ -634,14 +634,20 @@ mod tests {
                 rows.write_conn_row(c).expect("row");
                 recs.write_conn(&c.to_proto("s")).expect("record");
             }
-            assert_eq!(rows.finish(0).expect("close"), recs.finish(0).expect("close"));
+            assert_eq!(
+                rows.finish(0).expect("close"),
+                recs.finish(0).expect("close")
+            );
             let mut rows = LogWriter::dns(Vec::new(), format, 0).expect("header");
             let mut recs = LogWriter::dns(Vec::new(), format, 0).expect("header");
             for d in &engine.out.dns {
                 rows.write_dns_row(d).expect("row");
                 recs.write_dns(&d.to_proto("s")).expect("record");
             }
-            assert_eq!(rows.finish(0).expect("close"), recs.finish(0).expect("close"));
+            assert_eq!(
+                rows.finish(0).expect("close"),
+                recs.finish(0).expect("close")
+            );
         }
     }
 }

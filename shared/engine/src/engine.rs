@@ -327,7 +327,11 @@ pub struct Engine {
     dns_scratch: dns::Out,
     /// Finished connections whose buffers the next ones reuse.
     spare: Vec<Conn>,
+    // Boxed because connections hold them boxed: a box moves between a
+    // connection and its pool without a new allocation.
+    #[allow(clippy::vec_box)]
     spare_tcp: Vec<Box<Tcp>>,
+    #[allow(clippy::vec_box)]
     spare_dns: Vec<Box<dns::Session>>,
     now: i64,
     stats: Stats,
