@@ -180,18 +180,10 @@ impl std::fmt::Display for Name {
     }
 }
 
-fn push_decimal(out: &mut String, mut n: u32) {
-    let mut buf = [0u8; 10];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+fn push_decimal(out: &mut String, n: u32) {
+    let mut buf = [0u8; 20];
+    let digits = crate::zeeklog::decimal(n as u64, &mut buf);
+    out.push_str(std::str::from_utf8(digits).unwrap_or("0"));
 }
 
 /// Facts about the connection the analyzer needs.

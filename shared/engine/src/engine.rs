@@ -264,27 +264,24 @@ impl Conn {
     }
 }
 
-/// What a DNS row takes from its connection.
-#[derive(Debug, Clone, Copy)]
-struct DnsIds {
-    uid: u128,
-    orig: Addr,
-    resp: Addr,
-    orig_p: u16,
-    resp_p: u16,
-    ip_proto: u8,
-}
-
-impl DnsIds {
-    fn of(c: &Conn) -> Self {
-        DnsIds {
+/// The DNS rows the analyzer finished (`done`), with their connection's ids.
+fn emit_dns(c: &Conn, done: &mut Vec<dns::Info>, out: &mut Vec<DnsRow>, stats: &mut Stats) {
+    let transport = if c.ip_proto == 6 {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    for info in done.drain(..) {
+        stats.dns_transactions += 1;
+        out.push(DnsRow {
             uid: c.uid,
             orig: c.orig,
-            resp: c.resp,
             orig_p: c.orig_p,
+            resp: c.resp,
             resp_p: c.resp_p,
-            ip_proto: c.ip_proto,
-        }
+            transport,
+            info,
+        });
     }
 }
 
@@ -308,8 +305,9 @@ pub struct Output {
     pub dns: Vec<DnsRow>,
 }
 
-/// Finished connections kept for reuse (their buffers stay allocated).
-const MAX_SPARE_CONNS: usize = 1024;
+/// Finished connections' TCP, DNS and detector state kept for reuse, at
+/// most this many of each (their buffers stay allocated).
+const MAX_SPARE: usize = 1024;
 
 /// Packets to records.
 pub struct Engine {
@@ -325,8 +323,8 @@ pub struct Engine {
     expected: Vec<(Expected, i64)>,
     expect_scratch: Vec<Expected>,
     dns_scratch: dns::Out,
-    /// Finished connections whose buffers the next ones reuse.
-    spare: Vec<Conn>,
+    /// Finished connections' state, reused by the next ones.
+    spare_svc: Vec<Detector>,
     // Boxed because connections hold them boxed: a box moves between a
     // connection and its pool without a new allocation.
     #[allow(clippy::vec_box)]
@@ -362,7 +360,7 @@ impl Engine {
             expected: Vec::new(),
             expect_scratch: Vec::new(),
             dns_scratch: dns::Out::default(),
-            spare: Vec::new(),
+            spare_svc: Vec::new(),
             spare_tcp: Vec::new(),
             spare_dns: Vec::new(),
             now: i64::MIN,
@@ -676,94 +674,50 @@ impl Engine {
         let udp = ip_proto == 17;
         let wants_dns = (udp || ip_proto == 6) && dns::is_dns_port(udp, resp_p);
         let now = self.now;
-        let uid = self.uids.next_id();
-        let mut c = match self.spare.pop() {
-            Some(mut c) => {
-                // A finished connection's buffers, made new.
-                if let Some(t) = c.tcp.as_mut() {
-                    **t = Tcp::new(self.cfg.report_gaps_for_partial);
+        // TCP, DNS and detector state come from finished connections.
+        let tcp = (ip_proto == 6).then(|| {
+            let fresh = Tcp::new(self.cfg.report_gaps_for_partial);
+            match self.spare_tcp.pop() {
+                Some(mut t) => {
+                    *t = fresh;
+                    t
                 }
-                if let Some(d) = c.dns.as_mut() {
-                    d.reset(&mut self.dns_scratch);
-                }
-                c.svc.reset();
-                c.key = key;
-                c.generation = generation;
-                c.uid = uid;
-                c.orig = orig;
-                c.resp = resp;
-                c.orig_p = orig_p;
-                c.resp_p = resp_p;
-                c.ip_proto = ip_proto;
-                c.start_ns = now;
-                c.last_ns = now;
-                c.o = Side::default();
-                c.r = Side::default();
-                c.history = history;
-                c.inactivity_ns = inactivity_ns;
-                c.parents = Parents::default();
-                c.partial = false;
-                c.tunnel = None;
-                c.tunnel_violation = false;
-                c.x_added = false;
-                c
+                None => Box::new(fresh),
             }
-            None => Conn {
-                key,
-                generation,
-                uid,
-                orig,
-                resp,
-                orig_p,
-                resp_p,
-                ip_proto,
-                start_ns: now,
-                last_ns: now,
-                o: Side::default(),
-                r: Side::default(),
-                history,
-                tcp: None,
-                inactivity_ns,
-                svc: Detector::default(),
-                dns: None,
-                parents: Parents::default(),
-                partial: false,
-                tunnel: None,
-                tunnel_violation: false,
-                x_added: false,
-            },
+        });
+        let dns = wants_dns.then(|| match self.spare_dns.pop() {
+            Some(mut d) => {
+                d.reset(&mut self.dns_scratch);
+                d
+            }
+            None => Box::new(dns::Session::new()),
+        });
+        let mut svc = self.spare_svc.pop().unwrap_or_default();
+        svc.reset();
+        let mut c = Conn {
+            key,
+            generation,
+            uid: self.uids.next_id(),
+            orig,
+            resp,
+            orig_p,
+            resp_p,
+            ip_proto,
+            start_ns: now,
+            last_ns: now,
+            o: Side::default(),
+            r: Side::default(),
+            history,
+            tcp,
+            inactivity_ns,
+            svc,
+            dns,
+            parents: Parents::default(),
+            partial: false,
+            tunnel: None,
+            tunnel_violation: false,
+            x_added: false,
         };
-        // TCP and DNS state move between connections through small pools.
-        if ip_proto == 6 {
-            if c.tcp.is_none() {
-                c.tcp = Some(match self.spare_tcp.pop() {
-                    Some(mut t) => {
-                        *t = Tcp::new(self.cfg.report_gaps_for_partial);
-                        t
-                    }
-                    None => Box::new(Tcp::new(self.cfg.report_gaps_for_partial)),
-                });
-            }
-        } else if let Some(t) = c.tcp.take()
-            && self.spare_tcp.len() < MAX_SPARE_CONNS
-        {
-            self.spare_tcp.push(t);
-        }
-        if wants_dns {
-            if c.dns.is_none() {
-                c.dns = Some(match self.spare_dns.pop() {
-                    Some(mut d) => {
-                        d.reset(&mut self.dns_scratch);
-                        d
-                    }
-                    None => Box::new(dns::Session::new()),
-                });
-            }
-        } else if let Some(d) = c.dns.take()
-            && self.spare_dns.len() < MAX_SPARE_CONNS
-        {
-            self.spare_dns.push(d);
-        }
         if let Some(p) = encap.innermost() {
             c.parents.add(p);
         }
@@ -825,35 +779,27 @@ impl Engine {
         if let Some(d) = c.dns.as_mut() {
             d.finish(&ctx, self.now, &mut self.dns_scratch);
         }
-        self.emit_dns(DnsIds::of(&c));
+        emit_dns(
+            &c,
+            &mut self.dns_scratch.done,
+            &mut self.out.dns,
+            &mut self.stats,
+        );
         let row = self.row(&c);
         self.out.conns.push(row);
-        if self.spare.len() < MAX_SPARE_CONNS {
-            self.spare.push(c);
+        // Its state goes to the pools for the next connections.
+        if self.spare_svc.len() < MAX_SPARE {
+            self.spare_svc.push(c.svc);
         }
-    }
-
-    /// The DNS rows the analyzer finished, with their connection's ids.
-    fn emit_dns(&mut self, c: DnsIds) {
-        if self.dns_scratch.done.is_empty() {
-            return;
+        if let Some(t) = c.tcp
+            && self.spare_tcp.len() < MAX_SPARE
+        {
+            self.spare_tcp.push(t);
         }
-        let transport = if c.ip_proto == 6 {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        };
-        for info in self.dns_scratch.done.drain(..) {
-            self.stats.dns_transactions += 1;
-            self.out.dns.push(DnsRow {
-                uid: c.uid,
-                orig: c.orig,
-                orig_p: c.orig_p,
-                resp: c.resp,
-                resp_p: c.resp_p,
-                transport,
-                info,
-            });
+        if let Some(d) = c.dns
+            && self.spare_dns.len() < MAX_SPARE
+        {
+            self.spare_dns.push(d);
         }
     }
 
@@ -1093,10 +1039,13 @@ impl Engine {
 
     /// DNS rows a packet completed, written with their connection's ids.
     fn flush_dns(&mut self, slot: u32) {
-        if !self.dns_scratch.done.is_empty()
-            && let Some(Some(c)) = self.slots.get(slot as usize)
-        {
-            self.emit_dns(DnsIds::of(c));
+        if let Some(Some(c)) = self.slots.get(slot as usize) {
+            emit_dns(
+                c,
+                &mut self.dns_scratch.done,
+                &mut self.out.dns,
+                &mut self.stats,
+            );
         }
     }
 

@@ -208,14 +208,16 @@ impl<W: Write> LogWriter<W> {
     pub fn write_conn(&mut self, r: &ConnRecord) -> io::Result<()> {
         debug_assert_eq!(self.path, "conn");
         let opt_count = |v: Option<u64>| v.map_or(Val::Unset, Val::Count);
+        let head = record_ids(
+            r.ts_us,
+            &r.uid,
+            &r.id_orig_h,
+            r.id_orig_p,
+            &r.id_resp_h,
+            r.id_resp_p,
+            r.proto,
+        );
         let vals = [
-            Val::Time(r.ts_us),
-            Val::Str(&r.uid),
-            Val::Addr(addr_from_bytes(&r.id_orig_h)),
-            Val::Count(r.id_orig_p as u64),
-            Val::Addr(addr_from_bytes(&r.id_resp_h)),
-            Val::Count(r.id_resp_p as u64),
-            Val::Str(proto_name(r.proto)),
             if r.service.is_empty() {
                 Val::Unset
             } else {
@@ -245,7 +247,7 @@ impl<W: Write> LogWriter<W> {
                 Val::Str(&r.community_id)
             },
         ];
-        self.row(&vals)
+        self.row(&head, &vals)
     }
 
     /// A connection row from the engine.
@@ -253,14 +255,16 @@ impl<W: Write> LogWriter<W> {
         debug_assert_eq!(self.path, "conn");
         let services = r.services.as_slice();
         let parents = r.tunnel_parents.as_slice();
+        let head = row_ids(
+            r.ts_us,
+            r.uid,
+            &r.orig,
+            r.orig_p,
+            &r.resp,
+            r.resp_p,
+            r.transport,
+        );
         let vals = [
-            Val::Time(r.ts_us),
-            Val::Uid(r.uid),
-            Val::EngineAddr(&r.orig),
-            Val::Count(r.orig_p as u64),
-            Val::EngineAddr(&r.resp),
-            Val::Count(r.resp_p as u64),
-            Val::Str(proto_name(r.transport as i32)),
             if services.is_empty() {
                 Val::Unset
             } else {
@@ -290,21 +294,23 @@ impl<W: Write> LogWriter<W> {
             Val::Count(r.ip_proto as u64),
             Val::Community(r),
         ];
-        self.row(&vals)
+        self.row(&head, &vals)
     }
 
     /// A DNS record from the bus.
     pub fn write_dns(&mut self, r: &DnsRecord) -> io::Result<()> {
         debug_assert_eq!(self.path, "dns");
         let opt_count = |v: Option<u32>| v.map_or(Val::Unset, |x| Val::Count(x as u64));
+        let head = record_ids(
+            r.ts_us,
+            &r.uid,
+            &r.id_orig_h,
+            r.id_orig_p,
+            &r.id_resp_h,
+            r.id_resp_p,
+            r.proto,
+        );
         let vals = [
-            Val::Time(r.ts_us),
-            Val::Str(&r.uid),
-            Val::Addr(addr_from_bytes(&r.id_orig_h)),
-            Val::Count(r.id_orig_p as u64),
-            Val::Addr(addr_from_bytes(&r.id_resp_h)),
-            Val::Count(r.id_resp_p as u64),
-            Val::Str(proto_name(r.proto)),
             opt_count(r.trans_id),
             r.rtt_us.map_or(Val::Unset, Val::Interval),
             opt_str(&r.query),
@@ -333,7 +339,7 @@ impl<W: Write> LogWriter<W> {
             opt_count(r.opcode),
             opt_str(&r.opcode_name),
         ];
-        self.row(&vals)
+        self.row(&head, &vals)
     }
 
     /// A DNS row from the engine.
@@ -341,14 +347,16 @@ impl<W: Write> LogWriter<W> {
         debug_assert_eq!(self.path, "dns");
         let i = &r.info;
         let opt_count = |v: Option<u64>| v.map_or(Val::Unset, Val::Count);
+        let head = row_ids(
+            r.ts_us(),
+            r.uid,
+            &r.orig,
+            r.orig_p,
+            &r.resp,
+            r.resp_p,
+            r.transport,
+        );
         let vals = [
-            Val::Time(r.ts_us()),
-            Val::Uid(r.uid),
-            Val::EngineAddr(&r.orig),
-            Val::Count(r.orig_p as u64),
-            Val::EngineAddr(&r.resp),
-            Val::Count(r.resp_p as u64),
-            Val::Str(proto_name(r.transport as i32)),
             Val::Count(i.trans_id as u64),
             i.rtt_ns
                 .map_or(Val::Unset, |n| Val::Interval(n.div_euclid(1000))),
@@ -380,14 +388,15 @@ impl<W: Write> LogWriter<W> {
             Val::Count(i.opcode as u64),
             Val::Name(dns::opcode_name(i.opcode, i.netbios)),
         ];
-        self.row(&vals)
+        self.row(&head, &vals)
     }
 
-    fn row(&mut self, vals: &[Val<'_>]) -> io::Result<()> {
+    fn row(&mut self, head: &[Val<'_>], rest: &[Val<'_>]) -> io::Result<()> {
+        let vals = head.iter().chain(rest);
         let line = &mut self.buf;
         match self.format {
             Format::Tsv => {
-                for (i, v) in vals.iter().enumerate() {
+                for (i, v) in vals.enumerate() {
                     if i > 0 {
                         line.push(b'\t');
                     }
@@ -397,7 +406,7 @@ impl<W: Write> LogWriter<W> {
             Format::Json => {
                 line.push(b'{');
                 let mut first = true;
-                for (v, (name, _)) in vals.iter().zip(self.fields) {
+                for (v, (name, _)) in vals.zip(self.fields) {
                     if matches!(v, Val::Unset) {
                         continue;
                     }
@@ -555,20 +564,26 @@ fn fmt_secs(out: &mut Vec<u8>, us: i64) {
     out.extend_from_slice(&digits);
 }
 
-/// Decimal digits without going through `fmt`.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+/// Decimal digits of `n` in `buf`, without going through `fmt`.
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+fn push_u64(out: &mut Vec<u8>, n: u64) {
     if n < 10 {
         out.push(b'0' + n as u8);
         return;
     }
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    while n > 0 {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    out.extend_from_slice(&buf[i..]);
+    out.extend_from_slice(decimal(n, &mut [0u8; 20]));
 }
 
 fn push_v4(out: &mut Vec<u8>, o: &[u8]) {
@@ -706,6 +721,48 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The columns every Zeek log of a connection starts with, from a record.
+fn record_ids<'a>(
+    ts_us: i64,
+    uid: &'a str,
+    oh: &[u8],
+    op: u32,
+    rh: &[u8],
+    rp: u32,
+    proto: i32,
+) -> [Val<'a>; 7] {
+    [
+        Val::Time(ts_us),
+        Val::Str(uid),
+        Val::Addr(addr_from_bytes(oh)),
+        Val::Count(op as u64),
+        Val::Addr(addr_from_bytes(rh)),
+        Val::Count(rp as u64),
+        Val::Str(proto_name(proto)),
+    ]
+}
+
+/// The same columns from an engine row.
+fn row_ids<'a>(
+    ts_us: i64,
+    uid: u128,
+    orig: &'a Addr,
+    op: u16,
+    resp: &'a Addr,
+    rp: u16,
+    transport: Transport,
+) -> [Val<'a>; 7] {
+    [
+        Val::Time(ts_us),
+        Val::Uid(uid),
+        Val::EngineAddr(orig),
+        Val::Count(op as u64),
+        Val::EngineAddr(resp),
+        Val::Count(rp as u64),
+        Val::Str(proto_name(transport as i32)),
+    ]
 }
 
 fn opt_str(v: &Option<String>) -> Val<'_> {
