@@ -8,28 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
-/// Resolves on SIGTERM or Ctrl-C, whichever comes first.
-pub async fn terminated() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
+pub use heimdall_telemetry::terminated;
 
 /// A free TCP port on the loopback address, for a child's listener.
 pub fn free_port() -> std::io::Result<SocketAddr> {
@@ -79,12 +58,131 @@ pub async fn wait_ready(
 
 /// The status code of `GET path` on `addr`, or `None` if nothing answers.
 pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    http_get(addr, path).await.map(|(status, _)| status)
+}
+
+/// Status and body of `GET path` on `addr`, or `None` if nothing answers.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.ok()?;
-    let head = std::str::from_utf8(buf.get(..12)?).ok()?;
-    head.get(9..12)?.parse().ok()
+    let text = String::from_utf8_lossy(&buf);
+    let status = text.get(9..12)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// The value of the Prometheus sample `name` (with its labels, exactly as
+/// exposed, e.g. `heimdall_x_total{kind="conn"}`) on `addr`'s `/metrics`.
+pub async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
+    let (_, body) = http_get(addr, "/metrics").await?;
+    body.lines().find_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        (k == name).then(|| v.parse().ok())?
+    })
+}
+
+/// A nats-server of a test's own, with JetStream storing on disk in a
+/// folder of the test's, so the test can stop it and start it again on the
+/// same port (an outage) without touching the machine's server.
+#[derive(Debug)]
+pub struct NatsServer {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl NatsServer {
+    /// Picks a free port and starts the server there, ready to use.
+    pub fn start(dir: &Path) -> std::io::Result<Self> {
+        let port = free_port()?.port();
+        let mut s = NatsServer {
+            port,
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        s.start_again()?;
+        Ok(s)
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether it is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts it (again) on its port and waits until it accepts connections.
+    pub fn start_again(&mut self) -> std::io::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("nats-server.log"))?;
+        let child = std::process::Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.join("js"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot start nats-server (make setup installs it): {e}"),
+                )
+            })?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other("nats-server did not start in 20 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Stops it (SIGKILL: an outage, not a polite shutdown) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sends SIGTERM to `child` (the polite stop every service handles).
+pub fn terminate(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // kill(1) keeps this crate free of unsafe code.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
 }

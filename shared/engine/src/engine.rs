@@ -401,6 +401,13 @@ impl Engine {
         }
     }
 
+    /// Moves the clock to `ts_ns` without a packet, firing the timers due by
+    /// then. A live capture calls it while the link is quiet, so connections
+    /// end on time even when no packet comes to move the clock.
+    pub fn tick(&mut self, ts_ns: i64) {
+        self.advance(ts_ns);
+    }
+
     /// Fires every timer due by `ts` (packet time drives all timers).
     fn advance(&mut self, ts: i64) {
         if ts > self.now {

@@ -28,7 +28,7 @@ mod tracing_setup;
 
 pub use health::{Health, Readiness};
 pub use metrics::Metrics;
-pub use server::serve;
+pub use server::{serve, terminated};
 pub use tracing_setup::{Guard, init, init_with_provider, otel_layer};
 
 /// The variable prefix of [`TelemetryConfig`].

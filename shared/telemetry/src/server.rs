@@ -126,3 +126,20 @@ mod tests {
         server.await.expect("join").expect("clean shutdown");
     }
 }
+
+/// Resolves on SIGTERM or Ctrl-C, whichever comes first: every service's
+/// `main` turns it into its shutdown token.
+pub async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

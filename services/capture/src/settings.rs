@@ -1,0 +1,289 @@
+//! `HEIMDALL_CAPTURE_*`: what to capture, how, and how records leave.
+
+use std::time::Duration;
+
+use heimdall_config::{Problem, Validate};
+use heimdall_engine::ids::LocalNets;
+use heimdall_engine::{Checksums, EngineConfig};
+use serde::{Deserialize, Serialize};
+
+/// The variable prefix of this section.
+pub const PREFIX: &str = "HEIMDALL_CAPTURE_";
+
+/// Where packets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A network interface through libpcap (the default).
+    #[default]
+    Interface,
+    /// A capture file, or every capture file in a folder (in name order).
+    Files,
+}
+
+/// How fast capture files are replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Replay {
+    /// As fast as the engine reads them (the default).
+    #[default]
+    Fast,
+    /// At the pace the packets were recorded.
+    Recorded,
+}
+
+/// When to capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// All the time (the default).
+    #[default]
+    Continuous,
+    /// A window of `window` at the start of every `interval` (the Enigma
+    /// plan: 30 seconds every 2 minutes). Connections still open when a
+    /// window closes are logged then, as if the window were a capture file.
+    Windowed,
+}
+
+/// Which checksums the engine verifies (see docs/decisions.md #16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksumPolicy {
+    /// Every checksum, as Zeek without `-C`.
+    All,
+    /// IPv4 headers and tunnel encapsulations; transport checksums pass
+    /// (checksum offload leaves them unfinished on the capturing host).
+    #[default]
+    Auto,
+    /// None, as Zeek's `-C`.
+    None,
+}
+
+impl From<ChecksumPolicy> for Checksums {
+    fn from(p: ChecksumPolicy) -> Self {
+        match p {
+            ChecksumPolicy::All => Checksums::All,
+            ChecksumPolicy::Auto => Checksums::Auto,
+            ChecksumPolicy::None => Checksums::None,
+        }
+    }
+}
+
+/// The capture service's own settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct CaptureSettings {
+    /// `HEIMDALL_CAPTURE_SENSOR_ID`: this sensor's id, in subjects and on
+    /// every record. Required; letters, digits, `-` and `_`.
+    pub sensor_id: String,
+    /// `HEIMDALL_CAPTURE_SOURCE`: `interface` (default) or `files`.
+    pub source: SourceKind,
+    /// `HEIMDALL_CAPTURE_INTERFACE`: the interface to capture on, e.g. `eth0`.
+    pub interface: String,
+    /// `HEIMDALL_CAPTURE_FILES`: a capture file (pcap, pcapng, gzip) or a
+    /// folder of them, for `source = files`.
+    pub files: String,
+    /// `HEIMDALL_CAPTURE_REPLAY`: `fast` (default) or `recorded` pace for files.
+    pub replay: Replay,
+    /// `HEIMDALL_CAPTURE_SNAPLEN`: bytes kept of each packet. Default 65535.
+    pub snaplen: u32,
+    /// `HEIMDALL_CAPTURE_PROMISC`: see traffic not addressed to this host.
+    /// Default true (a sensor on a mirror port or bridge needs it).
+    pub promisc: bool,
+    /// `HEIMDALL_CAPTURE_IMMEDIATE`: hand packets over as they arrive instead
+    /// of in kernel blocks. Default true.
+    pub immediate: bool,
+    /// `HEIMDALL_CAPTURE_BUFFER_BYTES`: kernel capture buffer. Default 16 MiB;
+    /// larger rides out longer bursts.
+    pub buffer_bytes: u32,
+    /// `HEIMDALL_CAPTURE_FILTER`: a BPF filter (tcpdump syntax). Default none.
+    pub filter: String,
+    /// `HEIMDALL_CAPTURE_SCHEDULE`: `continuous` (default) or `windowed`.
+    pub schedule: ScheduleKind,
+    /// `HEIMDALL_CAPTURE_INTERVAL`: how often a window opens. Default `2m`.
+    #[serde(with = "heimdall_config::duration")]
+    pub interval: Duration,
+    /// `HEIMDALL_CAPTURE_WINDOW`: how long each window stays open. Default `30s`.
+    #[serde(with = "heimdall_config::duration")]
+    pub window: Duration,
+    /// `HEIMDALL_CAPTURE_BATCH_RECORDS`: records per bus message at most.
+    /// Default 1000.
+    pub batch_records: usize,
+    /// `HEIMDALL_CAPTURE_BATCH_INTERVAL`: a batch goes out at latest this long
+    /// after its first record. Default `1s`.
+    #[serde(with = "heimdall_config::duration")]
+    pub batch_interval: Duration,
+    /// `HEIMDALL_CAPTURE_BUFFER_RECORDS`: records held while NATS is away.
+    /// Past it the oldest batches are dropped and counted
+    /// (`capture_records_dropped_total`). Default 500000 (about 150 MB).
+    pub buffer_records: usize,
+    /// `HEIMDALL_CAPTURE_SHUTDOWN_GRACE`: on SIGTERM, how long to keep trying
+    /// to publish what is left before giving up (and counting it). Default `20s`.
+    #[serde(with = "heimdall_config::duration")]
+    pub shutdown_grace: Duration,
+    /// `HEIMDALL_CAPTURE_USER`: once the capture handle is open, switch to
+    /// this user (and its group). Default empty: stay who we are, but still
+    /// give up every capability not needed.
+    pub user: String,
+    /// `HEIMDALL_CAPTURE_KEEP_REOPEN_CAPS`: keep CAP_NET_RAW (and
+    /// CAP_NET_ADMIN) in the permitted set, not effective, so a vanished
+    /// interface can be opened again. Default true; false keeps no
+    /// capability at all, and a vanished interface then stops the service
+    /// for its supervisor to restart.
+    pub keep_reopen_caps: bool,
+    /// `HEIMDALL_CAPTURE_LOCAL_NETS`: networks that count as local besides
+    /// the private address space (comma-separated CIDRs).
+    pub local_nets: String,
+    /// `HEIMDALL_CAPTURE_CHECKSUMS`: `auto` (default), `all` or `none`.
+    pub checksums: ChecksumPolicy,
+    /// `HEIMDALL_CAPTURE_MAX_CONNECTIONS`: connections tracked at once;
+    /// beyond it the oldest are logged early and counted. Default 262144
+    /// (about 150 MB of state at most).
+    pub max_connections: usize,
+    /// `HEIMDALL_CAPTURE_PARTITIONS`: subject partitions (see
+    /// docs/architecture.md). Default 1.
+    pub partitions: u16,
+    /// `HEIMDALL_CAPTURE_STATS_INTERVAL`: how often kernel drop counters are
+    /// read. Default `5s`.
+    #[serde(with = "heimdall_config::duration")]
+    pub stats_interval: Duration,
+}
+
+impl Default for CaptureSettings {
+    fn default() -> Self {
+        CaptureSettings {
+            sensor_id: String::new(),
+            source: SourceKind::Interface,
+            interface: String::new(),
+            files: String::new(),
+            replay: Replay::Fast,
+            snaplen: 65_535,
+            promisc: true,
+            immediate: true,
+            buffer_bytes: 16 << 20,
+            filter: String::new(),
+            schedule: ScheduleKind::Continuous,
+            interval: Duration::from_secs(120),
+            window: Duration::from_secs(30),
+            batch_records: 1000,
+            batch_interval: Duration::from_secs(1),
+            buffer_records: 500_000,
+            shutdown_grace: Duration::from_secs(20),
+            user: String::new(),
+            keep_reopen_caps: true,
+            local_nets: String::new(),
+            checksums: ChecksumPolicy::Auto,
+            max_connections: 262_144,
+            partitions: 1,
+            stats_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl CaptureSettings {
+    /// The engine configuration these settings describe. Uids are seeded at
+    /// random: two runs of a sensor never give out the same uid.
+    pub fn engine(&self) -> Result<EngineConfig, String> {
+        let mut cfg = EngineConfig::default();
+        let extra: Vec<&str> = self
+            .local_nets
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !extra.is_empty() {
+            let nets = LocalNets::parse(extra.iter().copied()).map_err(|e| e.to_string())?;
+            cfg.local_nets = cfg.local_nets.union(&nets);
+        }
+        cfg.checksums = self.checksums.into();
+        cfg.max_connections = self.max_connections;
+        cfg.uid_seed = rand::random();
+        cfg.sensor_id = self.sensor_id.clone();
+        Ok(cfg)
+    }
+}
+
+impl Validate for CaptureSettings {
+    fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
+        let mut bad = |name: &str, message: String| {
+            problems.push(Problem {
+                variable: format!("{prefix}{name}"),
+                message,
+            })
+        };
+        if self.sensor_id.is_empty() {
+            bad(
+                "SENSOR_ID",
+                "required: name this sensor, e.g. pi-kitchen".into(),
+            );
+        } else if self
+            .sensor_id
+            .contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            bad("SENSOR_ID", "use letters, digits, '-' and '_' only".into());
+        }
+        match self.source {
+            SourceKind::Interface if self.interface.is_empty() => bad(
+                "INTERFACE",
+                "required with SOURCE=interface: the interface to capture on, e.g. eth0".into(),
+            ),
+            SourceKind::Files if self.files.is_empty() => bad(
+                "FILES",
+                "required with SOURCE=files: a capture file or a folder of them".into(),
+            ),
+            SourceKind::Files if !std::path::Path::new(&self.files).exists() => {
+                bad("FILES", format!("{} does not exist", self.files))
+            }
+            _ => {}
+        }
+        if !(64..=262_144).contains(&self.snaplen) {
+            bad("SNAPLEN", "out of range; use 64 to 262144".into());
+        }
+        if !((1 << 16)..=(1 << 30)).contains(&self.buffer_bytes) {
+            bad(
+                "BUFFER_BYTES",
+                "out of range; use 65536 to 1073741824".into(),
+            );
+        }
+        if self.schedule == ScheduleKind::Windowed {
+            if self.window.is_zero() || self.window > self.interval {
+                bad(
+                    "WINDOW",
+                    "must be longer than 0 and at most INTERVAL".into(),
+                );
+            }
+            if self.interval < Duration::from_secs(1) {
+                bad("INTERVAL", "must be at least 1s".into());
+            }
+        }
+        if !(1..=100_000).contains(&self.batch_records) {
+            bad("BATCH_RECORDS", "out of range; use 1 to 100000".into());
+        }
+        if self.batch_interval < Duration::from_millis(10)
+            || self.batch_interval > Duration::from_secs(300)
+        {
+            bad("BATCH_INTERVAL", "out of range; use 10ms to 5m".into());
+        }
+        if self.buffer_records < self.batch_records {
+            bad("BUFFER_RECORDS", "must be at least BATCH_RECORDS".into());
+        }
+        if self.max_connections == 0 {
+            bad("MAX_CONNECTIONS", "must be at least 1".into());
+        }
+        if !(1..=1024).contains(&self.partitions) {
+            bad("PARTITIONS", "out of range; use 1 to 1024".into());
+        }
+        if self.stats_interval < Duration::from_millis(100) {
+            bad("STATS_INTERVAL", "must be at least 100ms".into());
+        }
+        let extra: Vec<&str> = self
+            .local_nets
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Err(e) = LocalNets::parse(extra.iter().copied()) {
+            bad("LOCAL_NETS", e.to_string());
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The capture service reading capture files, against the real NATS
+//! server: the records it publishes are the engine's records for the
+//! files, each exactly once, through a NATS outage; past its buffer bound
+//! it drops and counts.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use heimdall_tests::process::{self, NatsServer};
+
+/// Traces with DNS over UDP and TCP, TCP applications and tunnels.
+fn traces() -> Vec<PathBuf> {
+    [
+        "scripts.base.protocols.dns.tkey",
+        "scripts.base.protocols.ftp.ftp-ipv4",
+        "core.tunnels.teredo",
+        "scripts.base.protocols.pop3.basic",
+    ]
+    .iter()
+    .map(|c| zeek_trace(c))
+    .collect()
+}
+
+/// A folder of links to `files`, named so they sort in the given order.
+fn folder(files: &[PathBuf]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (i, f) in files.iter().enumerate() {
+        let name = format!(
+            "{i:02}-{}",
+            f.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+        );
+        std::os::unix::fs::symlink(f, dir.path().join(name)).expect("link");
+    }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_of_captures_becomes_the_engines_records_on_nats() {
+    let files = traces();
+    // The folder is read as one stream, like `heimdall analyze a b c d`.
+    let (c, d, _) = engine_records(&files);
+    let expected = (c, d);
+    assert!(!expected.0.is_empty() && !expected.1.is_empty());
+    let dir = folder(&files);
+    let bus = bus_config(&heimdall_bus::testing::nats_url());
+    let listen = process::free_port().expect("port");
+    let log = dir.path().join("capture.log");
+    let files_dir = dir.path().to_string_lossy().to_string();
+    let env = env(
+        &bus,
+        listen,
+        &[
+            ("HEIMDALL_CAPTURE_SOURCE", "files"),
+            ("HEIMDALL_CAPTURE_FILES", &files_dir),
+        ],
+    );
+    let mut child = process::spawn(&binary(), &env, &log).expect("start");
+    let status = wait_exit(&mut child, Duration::from_secs(60), &log).await;
+    assert!(
+        status.success(),
+        "exit {status}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let (nc, nd) = (expected.0.len(), expected.1.len());
+    let got = collect(&bus, Duration::from_secs(20), |c| {
+        c.conns.len() >= nc && c.dns.len() >= nd
+    })
+    .await;
+    assert_same(&got, &expected.0, &expected.1, Timing::Exact, "files");
+    assert!(
+        got.conns
+            .iter()
+            .all(|r| r.sensor_id == SENSOR && !r.uid.is_empty())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_wait_for_nats_and_arrive_exactly_once() {
+    let files = traces();
+    let (conns, dns, _) = engine_records(&files[..1]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut nats = NatsServer::start(&tmp.path().join("nats")).expect("nats-server");
+    nats.stop(); // the outage starts before the service does
+    let mut bus = bus_config(&nats.url());
+    bus.memory_storage = false;
+    let listen = process::free_port().expect("port");
+    let log = tmp.path().join("capture.log");
+    let file = files[0].to_string_lossy().to_string();
+    let env = env(
+        &bus,
+        listen,
+        &[
+            ("HEIMDALL_CAPTURE_SOURCE", "files"),
+            ("HEIMDALL_CAPTURE_FILES", &file),
+        ],
+    );
+    let mut child = process::spawn(&binary(), &env, &log).expect("start");
+    // Everything is produced and held while NATS is away.
+    let produced = wait_metric(
+        listen,
+        "heimdall_capture_records_produced_total{kind=\"conn\"}",
+        Duration::from_secs(30),
+        |v| v == conns.len() as f64,
+    )
+    .await;
+    assert_eq!(produced, conns.len() as f64);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let buffered = process::metric(listen, "heimdall_capture_buffered_records").await;
+    assert_eq!(
+        buffered,
+        Some((conns.len() + dns.len()) as f64),
+        "records wait in the buffer"
+    );
+    assert_eq!(
+        process::http_status(listen, "/readyz").await,
+        Some(503),
+        "not ready without NATS"
+    );
+    nats.start_again().expect("nats back");
+    let status = wait_exit(&mut child, Duration::from_secs(60), &log).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "exit {status}\n{text}");
+    assert!(
+        text.contains("NATS unreachable"),
+        "the outage is logged:\n{text}"
+    );
+    let got = collect(&bus, Duration::from_secs(20), |c| {
+        c.conns.len() >= conns.len() && c.dns.len() >= dns.len()
+    })
+    .await;
+    assert_same(&got, &conns, &dns, Timing::Exact, "after the outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_buffer_bound_records_are_dropped_and_counted() {
+    let files = traces();
+    let (conns, dns, _) = engine_records(&files);
+    let total = conns.len() + dns.len();
+    assert!(total > 8, "the trace has enough records ({total})");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut nats = NatsServer::start(&tmp.path().join("nats")).expect("nats-server");
+    nats.stop();
+    let bus = bus_config(&nats.url());
+    let listen = process::free_port().expect("port");
+    let log = tmp.path().join("capture.log");
+    let dir = folder(&files);
+    let file = dir.path().to_string_lossy().to_string();
+    let env = env(
+        &bus,
+        listen,
+        &[
+            ("HEIMDALL_CAPTURE_SOURCE", "files"),
+            ("HEIMDALL_CAPTURE_FILES", &file),
+            ("HEIMDALL_CAPTURE_BATCH_RECORDS", "2"),
+            ("HEIMDALL_CAPTURE_BUFFER_RECORDS", "4"),
+            ("HEIMDALL_CAPTURE_SHUTDOWN_GRACE", "1s"),
+        ],
+    );
+    let mut child = process::spawn(&binary(), &env, &log).expect("start");
+    let name =
+        |k: &str, what: &str| format!("heimdall_capture_records_{what}_total{{kind=\"{k}\"}}");
+    wait_metric(
+        listen,
+        &name("conn", "produced"),
+        Duration::from_secs(30),
+        |v| v == conns.len() as f64,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut dropped = 0.0;
+    for k in ["conn", "dns"] {
+        dropped += process::metric(listen, &name(k, "dropped_buffer_full"))
+            .await
+            .unwrap_or(0.0);
+    }
+    let buffered = process::metric(listen, "heimdall_capture_buffered_records")
+        .await
+        .unwrap_or(-1.0);
+    assert!(buffered <= 4.0, "the buffer keeps its bound: {buffered}");
+    assert_eq!(
+        dropped + buffered,
+        total as f64,
+        "every record is buffered or counted as dropped"
+    );
+    process::terminate(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(20), &log).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "exit {status}\n{text}");
+    assert!(
+        text.contains("oldest records dropped"),
+        "the drop is logged:\n{text}"
+    );
+    assert!(
+        text.contains("were not published"),
+        "the shutdown loss is logged:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn bad_settings_are_all_reported_at_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = tmp.path().join("capture.log");
+    let env = vec![
+        ("HEIMDALL_CAPTURE_SOURCE".to_string(), "files".to_string()),
+        (
+            "HEIMDALL_CAPTURE_FILES".into(),
+            "/no/such/capture.pcap".into(),
+        ),
+        ("HEIMDALL_CAPTURE_SCHEDULE".into(), "windowed".into()),
+        ("HEIMDALL_CAPTURE_WINDOW".into(), "5m".into()),
+    ];
+    let mut child = process::spawn(&binary(), &env, &log).expect("start");
+    let status = wait_exit(&mut child, Duration::from_secs(20), &log).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(2), "{text}");
+    for needle in [
+        "HEIMDALL_CAPTURE_SENSOR_ID",
+        "HEIMDALL_CAPTURE_FILES",
+        "/no/such/capture.pcap does not exist",
+        "HEIMDALL_CAPTURE_WINDOW",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
