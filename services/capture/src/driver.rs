@@ -113,6 +113,9 @@ impl Driver {
         }
         let ended = loop {
             if self.stop.load(Ordering::Relaxed) {
+                if live && in_window {
+                    self.take_queued(&mut engine);
+                }
                 break Ended::Stopped;
             }
             if let Some(wait) = self.schedule.closed_for(SystemTime::now()) {
@@ -199,6 +202,18 @@ impl Driver {
             "capture stopped; every open connection was logged"
         );
         ended
+    }
+
+    /// On stop: what the kernel already holds is analyzed too (for at most
+    /// two seconds), so a SIGTERM right after traffic loses none of it.
+    fn take_queued(&mut self, engine: &mut Engine) {
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            match self.source.next() {
+                Ok(Next::Packet(p)) => engine.packet(&p),
+                _ => break,
+            }
+        }
     }
 
     fn drain(&mut self, engine: &mut Engine) {

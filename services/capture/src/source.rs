@@ -93,6 +93,8 @@ pub struct LiveSource {
     /// Counters of handles closed by a reopen, so totals never go back.
     before: KernelStats,
     last: KernelStats,
+    /// The last read found nothing: wait for the handle before the next.
+    quiet: bool,
 }
 
 impl std::fmt::Debug for LiveSource {
@@ -124,6 +126,7 @@ impl LiveSource {
             linktype,
             before: KernelStats::default(),
             last: KernelStats::default(),
+            quiet: false,
         })
     }
 
@@ -150,6 +153,12 @@ fn open_handle(opts: &LiveOptions) -> Result<(pcap::Capture<pcap::Active>, u16),
         .precision(pcap::Precision::Nano)
         .timeout(timeout_ms)
         .open()
+        .map_err(open_err)?
+        // Reads never block: the driver waits in poll(2) with its own
+        // timeout. libpcap's read timeout cannot be relied on for that (on
+        // Linux a blocking read on a quiet link may wait indefinitely, and
+        // packets can sit unread behind it).
+        .setnonblock()
         .map_err(open_err)?;
     if !opts.filter.is_empty() {
         cap.filter(&opts.filter, true).map_err(|e| Error::Filter {
@@ -161,8 +170,28 @@ fn open_handle(opts: &LiveOptions) -> Result<(pcap::Capture<pcap::Active>, u16),
     Ok((cap, linktype))
 }
 
+/// Wait until the handle has packets (or an error to report), at most `d`.
+#[cfg(unix)]
+fn wait_readable(cap: &pcap::Capture<pcap::Active>, d: Duration) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let ms = d.as_millis().clamp(1, u128::from(u16::MAX)) as u16;
+    let mut fds = [PollFd::new(cap.as_fd(), PollFlags::POLLIN)];
+    // EINTR and friends: the driver simply calls again.
+    let _ = poll(&mut fds, PollTimeout::from(ms));
+}
+
+#[cfg(not(unix))]
+fn wait_readable(_cap: &pcap::Capture<pcap::Active>, d: Duration) {
+    std::thread::sleep(d.min(Duration::from_millis(5)));
+}
+
 impl Source for LiveSource {
     fn next(&mut self) -> Result<Next<'_>, Error> {
+        if self.quiet {
+            self.quiet = false;
+            wait_readable(&self.cap, self.opts.poll);
+        }
         match self.cap.next_packet() {
             Ok(p) => {
                 // Opened with nanosecond precision: tv_usec holds nanoseconds.
@@ -175,7 +204,10 @@ impl Source for LiveSource {
                     data: p.data,
                 }))
             }
-            Err(pcap::Error::TimeoutExpired) => Ok(Next::Idle),
+            Err(pcap::Error::TimeoutExpired) => {
+                self.quiet = true;
+                Ok(Next::Idle)
+            }
             Err(e) => Err(Error::Read {
                 interface: self.opts.interface.clone(),
                 message: e.to_string(),

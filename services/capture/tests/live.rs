@@ -1,0 +1,450 @@
+//! Live capture on a veth pair: testdata traces are replayed with tcpreplay
+//! from a network namespace into the pair, and the capture service listens
+//! on the other end. Needs root (CI runs as root); without it these tests
+//! fail and say so rather than skip.
+//!
+//! Only the pair's own two ends carry the traffic: neither end has an
+//! address and IPv6 is off on both, so the kernel sends nothing itself and
+//! routes nothing anywhere.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use heimdall_tests::process::{self, NatsServer};
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn require_root() {
+    let out = Command::new("id").arg("-u").output().expect("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "live-capture tests make network namespaces and veth pairs and need root; \
+         run `make test` as root (CI does)"
+    );
+}
+
+/// A veth pair: `outer` in this namespace (where the service captures),
+/// `inner` in namespace `ns` (where tcpreplay sends).
+struct Veth {
+    ns: String,
+    outer: String,
+    inner: String,
+}
+
+impl Veth {
+    fn new() -> Veth {
+        require_root();
+        let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let v = Veth {
+            ns: format!("hmcap-{tag}"),
+            outer: format!("hmo{tag}"),
+            inner: format!("hmi{tag}"),
+        };
+        run(Command::new("ip").args(["netns", "add", &v.ns]));
+        v.create();
+        v
+    }
+
+    /// Make the pair (again, after [`Veth::delete_link`]) and bring it up.
+    fn create(&self) {
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            &self.outer,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &self.inner,
+            "netns",
+            &self.ns,
+        ]));
+        // No IPv6 (no router solicitations, no duplicate address probes):
+        // only replayed frames cross the pair.
+        run(Command::new("sysctl").args([
+            "-qw",
+            &format!("net.ipv6.conf.{}.disable_ipv6=1", self.outer),
+        ]));
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.ns,
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{}.disable_ipv6=1", self.inner),
+        ]));
+        // Jumbo frames in the traces must fit.
+        run(Command::new("ip").args(["link", "set", &self.outer, "mtu", "65535", "up"]));
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.ns,
+            "ip",
+            "link",
+            "set",
+            &self.inner,
+            "mtu",
+            "65535",
+            "up",
+        ]));
+    }
+
+    fn delete_link(&self) {
+        run(Command::new("ip").args(["link", "del", &self.outer]));
+    }
+
+    fn set(&self, state: &str) {
+        run(Command::new("ip").args(["link", "set", &self.outer, state]));
+    }
+
+    /// Send `file` into the pair at its recorded pace.
+    fn replay(&self, file: &Path) {
+        run(Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "tcpreplay",
+                "-q",
+                "-i",
+                &self.inner,
+            ])
+            .arg(file));
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.outer])
+            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+/// Short Ethernet traces with TCP, UDP, DNS (UDP and TCP) and tunnels, none
+/// with a gap long enough for replay jitter to change a timer's outcome.
+fn live_traces() -> Vec<PathBuf> {
+    [
+        "scripts.base.protocols.dns.tkey",
+        "scripts.base.protocols.ssh.http-port-22",
+        "core.tunnels.gtp.outer_ip_frag",
+        "scripts.base.protocols.ldap.sasl-signed-clear-2",
+        "core.cisco-fabric-path",
+        "scripts.base.protocols.ftp.ftp-max-pending-commands",
+        "scripts.base.protocols.dns.nsec",
+        "core.q-in-q",
+    ]
+    .iter()
+    .map(|c| zeek_trace(c))
+    .collect()
+}
+
+fn packets_total() -> &'static str {
+    "heimdall_capture_packets_total"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_capture_publishes_what_the_engine_gives_for_the_files() {
+    let veth = Veth::new();
+    let files = live_traces();
+    let (conns, dns, packets) = engine_records(&files);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bus = bus_config(&heimdall_bus::testing::nats_url());
+    let listen = process::free_port().expect("port");
+    let log = tmp.path().join("capture.log");
+    let env = env(&bus, listen, &[("HEIMDALL_CAPTURE_INTERFACE", &veth.outer)]);
+    let mut child = start(&env, listen, &log).await;
+    for f in &files {
+        veth.replay(f);
+    }
+    let seen = wait_metric(listen, packets_total(), Duration::from_secs(20), |v| {
+        v >= packets as f64
+    })
+    .await;
+    assert_eq!(
+        seen, packets as f64,
+        "every replayed frame reached the engine"
+    );
+    let dropped = process::metric(listen, "heimdall_capture_kernel_dropped_total").await;
+    assert_eq!(dropped, Some(0.0));
+    process::terminate(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(30), &log).await;
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let got = collect(&bus, Duration::from_secs(20), |c| {
+        c.conns.len() >= conns.len() && c.dns.len() >= dns.len()
+    })
+    .await;
+    assert_same(&got, &conns, &dns, Timing::Ignored, "live");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_flaps_interface_loss_and_nats_restarts_lose_nothing() {
+    let veth = Veth::new();
+    let files = live_traces();
+    let (a, b, c) = (&files[0..1], &files[1..2], &files[2..3]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut nats = NatsServer::start(&tmp.path().join("nats")).expect("nats-server");
+    let mut bus = bus_config(&nats.url());
+    bus.memory_storage = false;
+    let listen = process::free_port().expect("port");
+    let log = tmp.path().join("capture.log");
+    // As an unprivileged user, keeping only what reopening needs.
+    let env = env(
+        &bus,
+        listen,
+        &[
+            ("HEIMDALL_CAPTURE_INTERFACE", &veth.outer),
+            ("HEIMDALL_CAPTURE_USER", "nobody"),
+        ],
+    );
+    let mut child = start(&env, listen, &log).await;
+    let pid = child.id().expect("pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), ["65534"; 4], "runs as nobody");
+    assert_eq!(
+        field("CapEff:"),
+        ["0000000000000000"],
+        "no effective capability"
+    );
+    // CAP_NET_ADMIN (12) and CAP_NET_RAW (13), permitted only.
+    assert_eq!(field("CapPrm:"), ["0000000000003000"]);
+    assert_eq!(field("NoNewPrivs:"), ["1"]);
+
+    veth.replay(&a[0]);
+    let (mut want_c, mut want_d, mut packets) = engine_records(a);
+    wait_metric(listen, packets_total(), Duration::from_secs(20), |v| {
+        v >= packets as f64
+    })
+    .await;
+
+    // Link down and up again.
+    veth.set("down");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    veth.set("up");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    veth.replay(&b[0]);
+    let (c2, d2, p2) = engine_records(b);
+    packets += p2;
+    want_c.extend(c2);
+    want_d.extend(d2);
+    let seen = wait_metric(listen, packets_total(), Duration::from_secs(30), |v| {
+        v >= packets as f64
+    })
+    .await;
+    assert_eq!(
+        seen, packets as f64,
+        "frames after the link came back were captured"
+    );
+
+    // The interface disappears and comes back; NATS restarts meanwhile.
+    veth.delete_link();
+    nats.stop();
+    let errors = wait_metric(
+        listen,
+        "heimdall_capture_source_errors_total",
+        Duration::from_secs(10),
+        |v| v >= 1.0,
+    )
+    .await;
+    assert!(errors >= 1.0, "the loss of the interface is counted");
+    assert_eq!(
+        process::http_status(listen, "/readyz").await,
+        Some(503),
+        "not ready meanwhile"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    veth.create();
+    let reopened = wait_metric(
+        listen,
+        "heimdall_capture_source_reopens_total",
+        Duration::from_secs(30),
+        |v| v >= 1.0,
+    )
+    .await;
+    assert!(
+        reopened >= 1.0,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    veth.replay(&c[0]);
+    let (c3, d3, p3) = engine_records(c);
+    packets += p3;
+    want_c.extend(c3);
+    want_d.extend(d3);
+    let seen = wait_metric(listen, packets_total(), Duration::from_secs(30), |v| {
+        v >= packets as f64
+    })
+    .await;
+    assert_eq!(
+        seen, packets as f64,
+        "frames after the interface came back were captured"
+    );
+    nats.start_again().expect("nats back");
+    wait_metric(
+        listen,
+        "heimdall_capture_buffered_records",
+        Duration::from_secs(30),
+        |v| v == 0.0,
+    )
+    .await;
+
+    process::terminate(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(30), &log).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{text}");
+    for needle in [
+        "capture source failed",
+        "capture source open again",
+        "publish",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in the log:\n{text}");
+    }
+    let got = collect(&bus, Duration::from_secs(20), |g| {
+        g.conns.len() >= want_c.len() && g.dns.len() >= want_d.len()
+    })
+    .await;
+    assert_same(
+        &got,
+        &want_c,
+        &want_d,
+        Timing::Ignored,
+        "through the outages",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_schedule_analyzes_only_inside_its_windows() {
+    let veth = Veth::new();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Six seconds of one UDP packet every 50 ms, each its own connection.
+    let pcap = tmp.path().join("steady.pcap");
+    {
+        let f = std::fs::File::create(&pcap).expect("create");
+        let mut w = heimdall_engine::reader::PcapWriter::new(f, 1, 65535).expect("writer");
+        for i in 0..120u16 {
+            let frame = udp_frame(40_000 + i);
+            w.write(1_700_000_000_000_000 + i as i64 * 50_000, &frame)
+                .expect("write");
+        }
+        w.finish().expect("finish");
+    }
+    let bus = bus_config(&heimdall_bus::testing::nats_url());
+    let listen = process::free_port().expect("port");
+    let log = tmp.path().join("capture.log");
+    let env = env(
+        &bus,
+        listen,
+        &[
+            ("HEIMDALL_CAPTURE_INTERFACE", &veth.outer),
+            ("HEIMDALL_CAPTURE_SCHEDULE", "windowed"),
+            ("HEIMDALL_CAPTURE_INTERVAL", "2s"),
+            ("HEIMDALL_CAPTURE_WINDOW", "1s"),
+        ],
+    );
+    let mut child = start(&env, listen, &log).await;
+    veth.replay(&pcap);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    process::terminate(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(30), &log).await;
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let got = collect(&bus, Duration::from_secs(5), |_| false).await;
+    let n = got.conns.len();
+    assert!(
+        (30..=90).contains(&n),
+        "about half of 120 packets fall in windows: {n}"
+    );
+    for r in &got.conns {
+        let into = r.ts_us.rem_euclid(2_000_000);
+        assert!(
+            into < 1_000_000,
+            "a record from outside the windows: ts {} is {into} µs into its interval",
+            r.ts_us
+        );
+    }
+}
+
+/// An Ethernet/IPv4/UDP frame from 10.9.0.1:`sport` to 10.9.0.2:9999.
+fn udp_frame(sport: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
+    let payload = b"heimdall-window-test";
+    let total = 20 + 8 + payload.len();
+    let mut ip = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        1,
+        0,
+        0,
+        64,
+        17,
+        0,
+        0,
+        10,
+        9,
+        0,
+        1,
+        10,
+        9,
+        0,
+        2,
+    ];
+    let sum = checksum(&ip);
+    ip[10] = (sum >> 8) as u8;
+    ip[11] = sum as u8;
+    f.extend_from_slice(&ip);
+    let ulen = 8 + payload.len();
+    f.extend_from_slice(&[
+        (sport >> 8) as u8,
+        sport as u8,
+        0x27,
+        0x0f,
+        (ulen >> 8) as u8,
+        ulen as u8,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in b.chunks(2) {
+        s += u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
