@@ -6,9 +6,12 @@
 //!   service takes (settings, telemetry, bus, store, `run(config, shutdown)`):
 //!   it writes connection batches from the bus into its own schema,
 //!   idempotently. The `heimdall-sink` binary wraps it so tests can kill it.
-//! - [`process`] starts binaries, waits for `/readyz`, and kills them hard.
+//! - [`process`] starts binaries, waits for `/readyz`, and kills them hard;
+//!   [`process::NatsServer`] is a NATS server a test may stop and restart.
+//! - [`veth`] makes a veth pair for live-capture tests (needs root).
 //! - The tests in `tests/` use only these and the shared crates; nothing is
 //!   mocked.
 
 pub mod process;
 pub mod sink;
+pub mod veth;

@@ -40,6 +40,20 @@ impl Schedule {
         }
     }
 
+    /// How long the window open at `now` stays open (`None` when closed;
+    /// forever when continuous).
+    pub fn open_for(&self, now: SystemTime) -> Option<Duration> {
+        match *self {
+            Schedule::Continuous => Some(Duration::MAX),
+            Schedule::Windowed { interval, window } => {
+                let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+                let iv = interval.as_nanos().max(1);
+                let into = Duration::from_nanos((since.as_nanos() % iv) as u64);
+                (into < window).then(|| window - into)
+            }
+        }
+    }
+
     /// Whether a packet stamped `ts_ns` falls inside a window.
     fn admits(&self, ts_ns: i64) -> bool {
         let t = UNIX_EPOCH + Duration::from_nanos(ts_ns.max(0) as u64);
@@ -103,17 +117,22 @@ impl Driver {
         let mut engine = Engine::new(self.engine.clone());
         let mut seen = Stats::default();
         let mut kernel_seen = KernelStats::default();
-        let mut in_window = self.schedule == Schedule::Continuous;
+        let mut in_window;
         let mut since_drain = 0u32;
         let mut last_drain = Instant::now();
         let mut last_stats = Instant::now();
         let live = self.source.is_live();
+        self.source.set_stop(self.stop.clone());
+        if self.schedule != Schedule::Continuous && self.source.keep_schedule(self.schedule) {
+            self.schedule = Schedule::Continuous;
+        }
+        in_window = self.schedule == Schedule::Continuous;
         if in_window {
             self.health.ready("source", self.source.describe());
         }
         let ended = loop {
             if self.stop.load(Ordering::Relaxed) {
-                if live && in_window {
+                if self.source.drains_on_stop() && in_window {
                     self.take_queued(&mut engine);
                 }
                 break Ended::Stopped;
@@ -204,10 +223,11 @@ impl Driver {
         ended
     }
 
-    /// On stop: what the kernel already holds is analyzed too (for at most
-    /// two seconds), so a SIGTERM right after traffic loses none of it.
+    /// On stop: what the kernel (or a converted pktmon window) already
+    /// holds is analyzed too, for at most ten seconds, so a SIGTERM right
+    /// after traffic loses none of it.
     fn take_queued(&mut self, engine: &mut Engine) {
-        let until = Instant::now() + Duration::from_secs(2);
+        let until = Instant::now() + Duration::from_secs(10);
         while Instant::now() < until {
             match self.source.next() {
                 Ok(Next::Packet(p)) => engine.packet(&p),

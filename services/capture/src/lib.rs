@@ -31,6 +31,7 @@ use tracing::info;
 pub mod driver;
 pub mod metrics;
 pub mod outbox;
+pub mod pktmon;
 pub mod privileges;
 mod publish;
 pub mod settings;
@@ -88,6 +89,15 @@ pub fn open_source(s: &CaptureSettings) -> Result<Box<dyn Source>, source::Error
         })?),
         settings::SourceKind::Files => {
             Box::new(FileSource::open(std::path::Path::new(&s.files), s.replay)?)
+        }
+        settings::SourceKind::Pktmon => {
+            let pktmon = pktmon::Pktmon::new(pktmon::SystemRunner, s.pktmon()).map_err(|e| {
+                source::Error::Open {
+                    interface: "pktmon".into(),
+                    message: e.to_string(),
+                }
+            })?;
+            Box::new(pktmon::PktmonSource::new(pktmon))
         }
     })
 }

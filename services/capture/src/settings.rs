@@ -19,6 +19,8 @@ pub enum SourceKind {
     Interface,
     /// A capture file, or every capture file in a folder (in name order).
     Files,
+    /// Windows' pktmon: capture windows to ETL, converted to pcapng.
+    Pktmon,
 }
 
 /// How fast capture files are replayed.
@@ -83,6 +85,16 @@ pub struct CaptureSettings {
     /// `HEIMDALL_CAPTURE_FILES`: a capture file (pcap, pcapng, gzip) or a
     /// folder of them, for `source = files`.
     pub files: String,
+    /// `HEIMDALL_CAPTURE_PKTMON_PROGRAM`: the pktmon program. Default `pktmon`.
+    pub pktmon_program: String,
+    /// `HEIMDALL_CAPTURE_PKTMON_FILTERS`: pktmon filters, comma-separated, each
+    /// `[protocol][/port][@ip]`, e.g. `udp/53,tcp/443@192.168.1.10`.
+    /// Default none: everything.
+    pub pktmon_filters: String,
+    /// `HEIMDALL_CAPTURE_PKTMON_WORK_DIR`: where ETL and pcapng files are
+    /// written while a window is converted (removed after). Default: a
+    /// `heimdall-pktmon` folder in the system's temporary folder.
+    pub pktmon_work_dir: String,
     /// `HEIMDALL_CAPTURE_REPLAY`: `fast` (default) or `recorded` pace for files.
     pub replay: Replay,
     /// `HEIMDALL_CAPTURE_SNAPLEN`: bytes kept of each packet. Default 65535.
@@ -156,6 +168,9 @@ impl Default for CaptureSettings {
             source: SourceKind::Interface,
             interface: String::new(),
             files: String::new(),
+            pktmon_program: "pktmon".into(),
+            pktmon_filters: String::new(),
+            pktmon_work_dir: String::new(),
             replay: Replay::Fast,
             snaplen: 65_535,
             promisc: true,
@@ -203,6 +218,29 @@ impl CaptureSettings {
     }
 }
 
+impl CaptureSettings {
+    /// pktmon settings: each window lasts WINDOW (back to back when the
+    /// schedule is continuous), packets kept whole up to SNAPLEN.
+    pub fn pktmon(&self) -> crate::pktmon::Options {
+        crate::pktmon::Options {
+            program: self.pktmon_program.clone().into(),
+            work_dir: if self.pktmon_work_dir.is_empty() {
+                std::env::temp_dir().join("heimdall-pktmon")
+            } else {
+                self.pktmon_work_dir.clone().into()
+            },
+            filters: self
+                .pktmon_filters
+                .split(',')
+                .filter_map(|f| crate::pktmon::Filter::parse(f.trim()).ok())
+                .collect(),
+            packet_size: self.snaplen,
+            file_size_mb: 512,
+            window: self.window,
+        }
+    }
+}
+
 impl Validate for CaptureSettings {
     fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
         let mut bad = |name: &str, message: String| {
@@ -235,6 +273,15 @@ impl Validate for CaptureSettings {
                 bad("FILES", format!("{} does not exist", self.files))
             }
             _ => {}
+        }
+        for f in self
+            .pktmon_filters
+            .split(',')
+            .filter(|f| !f.trim().is_empty())
+        {
+            if let Err(e) = crate::pktmon::Filter::parse(f.trim()) {
+                bad("PKTMON_FILTERS", e);
+            }
         }
         if !(64..=262_144).contains(&self.snaplen) {
             bad("SNAPLEN", "out of range; use 64 to 262144".into());

@@ -64,8 +64,21 @@ pub trait Source: Send {
     fn resume(&mut self) -> Result<(), Error>;
     /// True for an interface: the wall clock drives idle timers.
     fn is_live(&self) -> bool;
+    /// On stop, read what the source already holds (a kernel buffer, a
+    /// converted window) before finishing. Files are simply left unread.
+    fn drains_on_stop(&self) -> bool {
+        self.is_live()
+    }
     /// For logs: `interface eth0`, `files /data/x.pcap`.
     fn describe(&self) -> String;
+    /// The driver's stop flag, for sources that wait long inside `next`.
+    fn set_stop(&mut self, _stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {}
+    /// Take over a windowed schedule (sources that capture in windows of
+    /// their own and hand the packets over later, like pktmon). True if the
+    /// source keeps it; the driver then runs continuously.
+    fn keep_schedule(&mut self, _schedule: crate::driver::Schedule) -> bool {
+        false
+    }
 }
 
 /// How a live capture is opened.
@@ -195,6 +208,8 @@ impl Source for LiveSource {
         match self.cap.next_packet() {
             Ok(p) => {
                 // Opened with nanosecond precision: tv_usec holds nanoseconds.
+                // (time_t is 32 bits on some Pi systems: widen, never cut.)
+                #[allow(clippy::useless_conversion)]
                 let ts_ns =
                     i64::from(p.header.ts.tv_sec) * 1_000_000_000 + i64::from(p.header.ts.tv_usec);
                 Ok(Next::Packet(Packet {
@@ -312,6 +327,23 @@ impl FileSource {
             origin: None,
             problems: 0,
             paused: false,
+        })
+    }
+
+    /// Reads the next frame (without pacing); false after the last file.
+    /// [`FileSource::current`] then hands it out.
+    pub fn advance(&mut self) -> bool {
+        self.pending = None;
+        self.fill()
+    }
+
+    /// The frame [`FileSource::advance`] read.
+    pub fn current(&self) -> Option<Packet<'_>> {
+        self.pending.map(|(ts_ns, wire_len, linktype)| Packet {
+            ts_ns,
+            wire_len,
+            linktype,
+            data: &self.buf,
         })
     }
 

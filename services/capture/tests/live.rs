@@ -3,136 +3,17 @@
 //! on the other end. Needs root (CI runs as root); without it these tests
 //! fail and say so rather than skip.
 //!
-//! Only the pair's own two ends carry the traffic: neither end has an
-//! address and IPv6 is off on both, so the kernel sends nothing itself and
-//! routes nothing anywhere.
+//! Only the pair's own two ends carry the traffic (see
+//! `heimdall_tests::veth`).
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use heimdall_tests::process::{self, NatsServer};
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn require_root() {
-    let out = Command::new("id").arg("-u").output().expect("id -u");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "0",
-        "live-capture tests make network namespaces and veth pairs and need root; \
-         run `make test` as root (CI does)"
-    );
-}
-
-/// A veth pair: `outer` in this namespace (where the service captures),
-/// `inner` in namespace `ns` (where tcpreplay sends).
-struct Veth {
-    ns: String,
-    outer: String,
-    inner: String,
-}
-
-impl Veth {
-    fn new() -> Veth {
-        require_root();
-        let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        let v = Veth {
-            ns: format!("hmcap-{tag}"),
-            outer: format!("hmo{tag}"),
-            inner: format!("hmi{tag}"),
-        };
-        run(Command::new("ip").args(["netns", "add", &v.ns]));
-        v.create();
-        v
-    }
-
-    /// Make the pair (again, after [`Veth::delete_link`]) and bring it up.
-    fn create(&self) {
-        run(Command::new("ip").args([
-            "link",
-            "add",
-            &self.outer,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &self.inner,
-            "netns",
-            &self.ns,
-        ]));
-        // No IPv6 (no router solicitations, no duplicate address probes):
-        // only replayed frames cross the pair.
-        run(Command::new("sysctl").args([
-            "-qw",
-            &format!("net.ipv6.conf.{}.disable_ipv6=1", self.outer),
-        ]));
-        run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &self.ns,
-            "sysctl",
-            "-qw",
-            &format!("net.ipv6.conf.{}.disable_ipv6=1", self.inner),
-        ]));
-        // Jumbo frames in the traces must fit.
-        run(Command::new("ip").args(["link", "set", &self.outer, "mtu", "65535", "up"]));
-        run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &self.ns,
-            "ip",
-            "link",
-            "set",
-            &self.inner,
-            "mtu",
-            "65535",
-            "up",
-        ]));
-    }
-
-    fn delete_link(&self) {
-        run(Command::new("ip").args(["link", "del", &self.outer]));
-    }
-
-    fn set(&self, state: &str) {
-        run(Command::new("ip").args(["link", "set", &self.outer, state]));
-    }
-
-    /// Send `file` into the pair at its recorded pace.
-    fn replay(&self, file: &Path) {
-        run(Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns,
-                "tcpreplay",
-                "-q",
-                "-i",
-                &self.inner,
-            ])
-            .arg(file));
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.outer])
-            .output();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-    }
-}
+use heimdall_tests::veth::Veth;
 
 /// Short Ethernet traces with TCP, UDP, DNS (UDP and TCP) and tunnels, none
 /// with a gap long enough for replay jitter to change a timer's outcome.
@@ -158,7 +39,7 @@ fn packets_total() -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_capture_publishes_what_the_engine_gives_for_the_files() {
-    let veth = Veth::new();
+    let veth = Veth::setup();
     let files = live_traces();
     let (conns, dns, packets) = engine_records(&files);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -196,7 +77,7 @@ async fn live_capture_publishes_what_the_engine_gives_for_the_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_flaps_interface_loss_and_nats_restarts_lose_nothing() {
-    let veth = Veth::new();
+    let veth = Veth::setup();
     let files = live_traces();
     let (a, b, c) = (&files[0..1], &files[1..2], &files[2..3]);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -338,7 +219,7 @@ async fn link_flaps_interface_loss_and_nats_restarts_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windowed_schedule_analyzes_only_inside_its_windows() {
-    let veth = Veth::new();
+    let veth = Veth::setup();
     let tmp = tempfile::tempdir().expect("tempdir");
     // Six seconds of one UDP packet every 50 ms, each its own connection.
     let pcap = tmp.path().join("steady.pcap");

@@ -3,15 +3,28 @@
 use std::fs::File;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use heimdall_engine::zeeklog::{Format, LogWriter};
 use heimdall_engine::{CaptureReader, Engine, EngineConfig, ReadError, Stats};
 
+/// A live interface to analyze instead of files, and when to stop.
+#[derive(Debug, Clone)]
+pub struct LiveInput {
+    pub capture: heimdall_capture::source::LiveOptions,
+    /// Stop after this many packets.
+    pub count: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
 /// What to analyze and where the logs go.
 #[derive(Debug, Clone)]
 pub struct AnalyzeOptions {
     pub inputs: Vec<PathBuf>,
+    /// Capture live instead of reading `inputs`.
+    pub live: Option<LiveInput>,
     pub logs: PathBuf,
     pub format: Format,
     pub engine: EngineConfig,
@@ -32,6 +45,8 @@ pub enum AnalyzeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Capture(#[from] heimdall_capture::source::Error),
 }
 
 /// One input that did not read cleanly.
@@ -66,11 +81,24 @@ pub struct Report {
     pub dns_rows: u64,
     pub elapsed: Duration,
     pub problems: Vec<Problem>,
+    /// Live capture: what the kernel counted, and why it stopped.
+    pub live: Option<LiveReport>,
+}
+
+/// How a live capture went.
+#[derive(Debug)]
+pub struct LiveReport {
+    pub interface: String,
+    pub kernel: heimdall_capture::source::KernelStats,
+    /// A read error that ended the capture early (the interface went away).
+    pub error: Option<String>,
 }
 
 impl Report {
     pub fn exit_code(&self) -> u8 {
-        if self.problems.iter().any(|p| !p.error.is_damage()) {
+        if self.live.as_ref().is_some_and(|l| l.error.is_some()) {
+            crate::EXIT_FAILURE
+        } else if self.problems.iter().any(|p| !p.error.is_damage()) {
             crate::EXIT_UNREADABLE
         } else if !self.problems.is_empty() {
             crate::EXIT_DAMAGED
@@ -81,10 +109,16 @@ impl Report {
 
     pub fn summary_line(&self) -> String {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let what = match &self.live {
+            Some(l) => format!("interface {}", l.interface),
+            None => format!(
+                "{} file{}",
+                self.files,
+                if self.files == 1 { "" } else { "s" }
+            ),
+        };
         format!(
-            "heimdall analyze: {} file{}, {} packets ({}), {} connections, {} DNS transactions, {} decode errors, {} bad checksums, {:.2} s ({}/s)",
-            self.files,
-            if self.files == 1 { "" } else { "s" },
+            "heimdall analyze: {what}, {} packets ({}), {} connections, {} DNS transactions, {} decode errors, {} bad checksums, {:.2} s ({}/s)",
             group(self.stats.packets),
             bytes(self.stats.bytes),
             group(self.conn_rows),
@@ -101,6 +135,18 @@ impl Report {
     fn limits_line(&self) -> String {
         let s = &self.stats;
         let mut parts = Vec::new();
+        if let Some(l) = &self.live {
+            if l.kernel.dropped + l.kernel.if_dropped > 0 {
+                parts.push(format!(
+                    "{} packets dropped by the kernel and {} by the interface before analysis",
+                    group(l.kernel.dropped),
+                    group(l.kernel.if_dropped)
+                ));
+            }
+            if let Some(e) = &l.error {
+                parts.push(format!("capture ended early: {e}"));
+            }
+        }
         if s.evicted > 0 {
             parts.push(format!(
                 "{} connections logged early because the table was full (--max-connections)",
@@ -203,6 +249,26 @@ impl Logs {
         })
     }
 
+    /// Writes the closing lines and flushes both logs.
+    fn close(self) -> Result<(), AnalyzeError> {
+        let now = wall_now_s();
+        let Logs {
+            conn,
+            dns,
+            conn_path,
+            dns_path,
+        } = self;
+        conn.finish(now).map_err(|source| AnalyzeError::Write {
+            path: conn_path,
+            source,
+        })?;
+        dns.finish(now).map_err(|source| AnalyzeError::Write {
+            path: dns_path,
+            source,
+        })?;
+        Ok(())
+    }
+
     fn drain(&mut self, engine: &mut Engine) -> Result<(), AnalyzeError> {
         for r in &engine.out.conns {
             self.conn
@@ -232,8 +298,12 @@ fn wall_now_s() -> i64 {
         .unwrap_or(0)
 }
 
-/// Analyzes every input in order as one stream of packets.
-pub fn analyze(opts: &AnalyzeOptions) -> Result<Report, AnalyzeError> {
+/// Analyzes every input in order as one stream of packets, or the live
+/// interface until a limit or `stop`.
+pub fn analyze(opts: &AnalyzeOptions, stop: &AtomicBool) -> Result<Report, AnalyzeError> {
+    if let Some(live) = &opts.live {
+        return analyze_live(opts, live, stop);
+    }
     let started = Instant::now();
     let mut logs = Logs::open(&opts.logs, opts.format, wall_now_s())?;
     let mut engine = Engine::new(opts.engine.clone());
@@ -309,19 +379,7 @@ pub fn analyze(opts: &AnalyzeOptions) -> Result<Report, AnalyzeError> {
     }
     let conn_rows = logs.conn.rows();
     let dns_rows = logs.dns.rows();
-    let now = wall_now_s();
-    let conn_path = logs.conn_path.clone();
-    let dns_path = logs.dns_path.clone();
-    logs.conn
-        .finish(now)
-        .map_err(|source| AnalyzeError::Write {
-            path: conn_path,
-            source,
-        })?;
-    logs.dns.finish(now).map_err(|source| AnalyzeError::Write {
-        path: dns_path,
-        source,
-    })?;
+    logs.close()?;
     Ok(Report {
         files: opts.inputs.len(),
         stats: engine.stats(),
@@ -329,5 +387,79 @@ pub fn analyze(opts: &AnalyzeOptions) -> Result<Report, AnalyzeError> {
         dns_rows,
         elapsed: started.elapsed(),
         problems,
+        live: None,
+    })
+}
+
+fn wall_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Live capture into the logs. The handle is opened, then every capability
+/// is given up; the capture runs until `count` packets, `duration`, a read
+/// error or `stop` (SIGINT, SIGTERM), and then every open connection is
+/// logged as at the end of a file.
+fn analyze_live(
+    opts: &AnalyzeOptions,
+    live: &LiveInput,
+    stop: &AtomicBool,
+) -> Result<Report, AnalyzeError> {
+    use heimdall_capture::source::{Next, Source};
+    let mut src = heimdall_capture::source::LiveSource::open(live.capture.clone())?;
+    if let Err(e) = heimdall_capture::privileges::drop_privileges("", false) {
+        eprintln!("heimdall: warning: could not give up capabilities: {e}");
+    }
+    let started = Instant::now();
+    let mut logs = Logs::open(&opts.logs, opts.format, wall_now_s())?;
+    let mut engine = Engine::new(opts.engine.clone());
+    eprintln!("heimdall analyze: capturing on {}", live.capture.interface);
+    let mut n = 0u64;
+    let mut error = None;
+    let mut last_drain = Instant::now();
+    loop {
+        if stop.load(Ordering::Relaxed)
+            || live.count.is_some_and(|c| n >= c)
+            || live.duration.is_some_and(|d| started.elapsed() >= d)
+        {
+            break;
+        }
+        match src.next() {
+            Ok(Next::Packet(p)) => {
+                engine.packet(&p);
+                n += 1;
+            }
+            Ok(Next::Idle) => engine.tick(wall_ns()),
+            Ok(Next::End) => break,
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+        if n.is_multiple_of(4096) || last_drain.elapsed() >= Duration::from_millis(200) {
+            logs.drain(&mut engine)?;
+            last_drain = Instant::now();
+        }
+    }
+    let kernel = src.kernel_stats().unwrap_or_default();
+    engine.finish();
+    logs.drain(&mut engine)?;
+    let conn_rows = logs.conn.rows();
+    let dns_rows = logs.dns.rows();
+    logs.close()?;
+    Ok(Report {
+        files: 0,
+        stats: engine.stats(),
+        conn_rows,
+        dns_rows,
+        elapsed: started.elapsed(),
+        problems: Vec::new(),
+        live: Some(LiveReport {
+            interface: live.capture.interface.clone(),
+            kernel,
+            error,
+        }),
     })
 }

@@ -8,7 +8,27 @@ use heimdall_engine::ids::LocalNets;
 use heimdall_engine::zeeklog::Format;
 use heimdall_engine::{Checksums, EngineConfig};
 
-use crate::analyze::{AnalyzeOptions, analyze};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use heimdall_capture::source::LiveOptions;
+
+use crate::analyze::{AnalyzeOptions, LiveInput, analyze};
+
+/// Sets `flag` on SIGINT or SIGTERM, from a small thread of its own.
+fn stop_on_signal(flag: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(heimdall_telemetry::terminated());
+        flag.store(true, Ordering::Relaxed);
+    });
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,11 +58,29 @@ pub enum ChecksumArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Read capture files (pcap, pcapng, gzip) and write conn.log and dns.log
+    /// Read capture files (pcap, pcapng, gzip), or capture live on an
+    /// interface, and write conn.log and dns.log
     Analyze {
         /// Capture files, read in the order given as one stream
-        #[arg(required = true)]
+        #[arg(required_unless_present = "interface", conflicts_with = "interface")]
         pcaps: Vec<PathBuf>,
+        /// Capture live on this interface instead (needs CAP_NET_RAW; every
+        /// capability is given up once it is open). Stops on Ctrl-C or
+        /// SIGTERM, --count or --duration, and logs every open connection
+        #[arg(long, short = 'i')]
+        interface: Option<String>,
+        /// With --interface: stop after this many packets
+        #[arg(long, requires = "interface")]
+        count: Option<u64>,
+        /// With --interface: stop after this many seconds
+        #[arg(long, requires = "interface")]
+        duration: Option<f64>,
+        /// With --interface: a BPF filter (tcpdump syntax)
+        #[arg(long, requires = "interface", default_value = "")]
+        filter: String,
+        /// With --interface: do not put the interface in promiscuous mode
+        #[arg(long, requires = "interface")]
+        no_promisc: bool,
         /// Folder for the logs (created if missing)
         #[arg(long)]
         logs: PathBuf,
@@ -94,6 +132,11 @@ pub fn run(cli: Cli) -> Result<u8, String> {
     match cli.command {
         Command::Analyze {
             pcaps,
+            interface,
+            count,
+            duration,
+            filter,
+            no_promisc,
             logs,
             format,
             local_nets,
@@ -127,8 +170,29 @@ pub fn run(cli: Cli) -> Result<u8, String> {
             if let Some(seed) = uid_seed {
                 engine.uid_seed = seed;
             }
+            if duration.is_some_and(|d| !(d > 0.0 && d < 1e9)) {
+                return Err("--duration must be a positive number of seconds".into());
+            }
+            let live = interface.map(|interface| LiveInput {
+                capture: LiveOptions {
+                    interface,
+                    snaplen: 65_535,
+                    promisc: !no_promisc,
+                    immediate: true,
+                    buffer_bytes: 32 << 20,
+                    filter,
+                    poll: heimdall_capture::POLL,
+                },
+                count,
+                duration: duration.map(Duration::from_secs_f64),
+            });
+            let stop = Arc::new(AtomicBool::new(false));
+            if live.is_some() {
+                stop_on_signal(stop.clone());
+            }
             let opts = AnalyzeOptions {
                 inputs: pcaps,
+                live,
                 logs,
                 format: match format {
                     LogFormat::Tsv => Format::Tsv,
@@ -137,7 +201,7 @@ pub fn run(cli: Cli) -> Result<u8, String> {
                 engine,
                 progress: !no_progress,
             };
-            let report = analyze(&opts).map_err(|e| e.to_string())?;
+            let report = analyze(&opts, &stop).map_err(|e| e.to_string())?;
             for problem in &report.problems {
                 eprintln!("heimdall: {problem}");
             }

@@ -68,6 +68,23 @@ async fn readyz(State(s): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Resolves on SIGTERM or Ctrl-C, whichever comes first: every service's
+/// `main` turns it into its shutdown token.
+pub async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,21 +142,4 @@ mod tests {
         stop.cancel();
         server.await.expect("join").expect("clean shutdown");
     }
-}
-
-/// Resolves on SIGTERM or Ctrl-C, whichever comes first: every service's
-/// `main` turns it into its shutdown token.
-pub async fn terminated() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -328,7 +328,8 @@ pub fn bytes_agree(got: &[ConnRecord], want: &[ConnRecord], context: &str) {
             r.resp_pkts.unwrap_or(0)
         )
     };
-    let mut wanted: BTreeMap<String, Vec<(Option<u64>, Option<u64>)>> = BTreeMap::new();
+    type Bytes = (Option<u64>, Option<u64>);
+    let mut wanted: BTreeMap<String, Vec<Bytes>> = BTreeMap::new();
     for r in want {
         wanted
             .entry(key(r))
