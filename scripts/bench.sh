@@ -6,7 +6,8 @@
 #   - `heimdall analyze` writing conn.log and dns.log,
 #   - tshark's conversation statistics,
 # and report packets per CPU-second (user + system, best of BENCH_RUNS runs),
-# peak memory and the ratios. Then the bus benchmark (records/s through NATS into PostgreSQL).
+# peak memory and the ratios. Then the bus benchmark (records/s through NATS
+# into PostgreSQL) and the live path (scripts/live-bench.sh, needs root).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="$(cd "${1:-$ROOT/../shared}" && pwd)"
@@ -71,3 +72,7 @@ target/release/heimdall-allocs "$CAP"
 echo
 echo "== bus: records through NATS JetStream into PostgreSQL"
 target/release/heimdall-bus-bench
+
+echo
+echo "== live capture: heimdall-capture on a veth pair, tcpreplay at rising rates"
+bash scripts/live-bench.sh

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: analyze the home-network capture that ships in demo/ (made by
 # `heimdall generate`) into Zeek-format logs and show them; then start the
-# split system as local processes, push a stream of connection batches
-# through NATS JetStream, and show them arriving in PostgreSQL.
+# split system as local processes, let heimdall-capture read the same capture
+# and publish its records, add a stream of synthetic batches, and show them
+# all arriving in PostgreSQL through NATS JetStream.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -33,11 +34,17 @@ psql_() { psql -X -q -tA -h 127.0.0.1 -U heimdall -d heimdall "$@"; }
 before="$(psql_ -c 'SELECT count(*) FROM sink.conn_records')"
 
 echo
-echo "== publishing $RECORDS connection records to sensor.demo-sensor.flows (namespace $HEIMDALL_NATS_NAMESPACE)"
+conns="$(grep -vc '^#' "$LOGS/conn.log")"
+echo "== heimdall-capture reads $CAPTURE and publishes its $conns connections (sensor demo-sensor)"
+cargo build -q --release --bin heimdall-capture
+HEIMDALL_CAPTURE_SENSOR_ID=demo-sensor HEIMDALL_CAPTURE_SOURCE=files HEIMDALL_CAPTURE_FILES="$CAPTURE" \
+  HEIMDALL_TELEMETRY_LISTEN=127.0.0.1:9102 HEIMDALL_TELEMETRY_LOG=warn target/release/heimdall-capture
+echo
+echo "== publishing $RECORDS more (synthetic) connection records to sensor.demo-sensor.flows (namespace $HEIMDALL_NATS_NAMESPACE)"
 HEIMDALL_TELEMETRY_LOG=warn target/debug/heimdall-publish --records "$RECORDS" --per-batch 500
 
 echo "== waiting for the sink to store them"
-want=$((before + RECORDS))
+want=$((before + conns + RECORDS))
 for _ in $(seq 1 600); do
   now="$(psql_ -c 'SELECT count(*) FROM sink.conn_records')"
   [ "$now" -ge "$want" ] && break

@@ -92,14 +92,17 @@ check "yamllint (${#yaml_files[@]} files, .yamllint.yaml)" \
 
 # compose_rules FILE: Heimdall's own rules on the effective compose model.
 compose_rules() {
-    "${COMPOSE[@]}" --project-directory "$ROOT" -f "$1" config --format json >"$WORK/compose.json" || return 1
+    # Every profile, so services that only run on request are checked too.
+    "${COMPOSE[@]}" --project-directory "$ROOT" -f "$1" --profile '*' config --format json >"$WORK/compose.json" || return 1
     "$PY" - "$WORK/compose.json" <<'PY'
 import json, os, sys
 cfg = json.load(open(sys.argv[1]))
 problems = []
-# The only services allowed to add capabilities, and which ones.
+# The only services allowed to add capabilities, and which ones. capture
+# needs SETUID/SETGID once, to switch to its user after opening the capture
+# handle; they are gone from every set after that.
 cap_allow = {"postgres": {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"},
-             "capture": {"NET_RAW", "NET_ADMIN"}}
+             "capture": {"NET_RAW", "NET_ADMIN", "SETUID", "SETGID"}}
 services = cfg.get("services", {})
 for name, svc in sorted(services.items()):
     image = svc.get("image", "")
@@ -251,7 +254,9 @@ for d in docs:
         caps = sc.get("capabilities", {})
         if "ALL" not in caps.get("drop", []):
             problems.append(f"{cw}: capabilities.drop lacks ALL")
-        extra = set(caps.get("add", [])) - ({"NET_RAW", "NET_ADMIN"} if capture else set())
+        # capture: SETUID/SETGID only to switch to its user once the capture
+        # handle is open (docs/decisions.md, 18).
+        extra = set(caps.get("add", [])) - ({"NET_RAW", "NET_ADMIN", "SETUID", "SETGID"} if capture else set())
         if extra:
             problems.append(f"{cw}: capabilities.add {sorted(extra)} not allowed")
         if sc.get("readOnlyRootFilesystem") is not True and "heimdall.io/writable-root-fs" not in notes:

@@ -58,7 +58,9 @@ fn main() -> ExitCode {
             permitted_capabilities = ?dropped.permitted,
             "privileges given up after opening the capture handle"
         );
-        if dropped.uid == 0 {
+        if dropped.uid == 0
+            && config.capture.source == heimdall_capture::settings::SourceKind::Interface
+        {
             tracing::warn!(
                 "still running as root (without capabilities); set HEIMDALL_CAPTURE_USER \
                  to an unprivileged user"

@@ -178,7 +178,7 @@ pub fn run(cli: Cli) -> Result<u8, String> {
                     interface,
                     snaplen: 65_535,
                     promisc: !no_promisc,
-                    immediate: true,
+                    immediate: false,
                     buffer_bytes: 32 << 20,
                     filter,
                     poll: heimdall_capture::POLL,
