@@ -83,6 +83,8 @@ pub struct Driver {
     pub metrics: CaptureMetrics,
     pub health: Health,
     pub stats_interval: Duration,
+    /// The rolling pcap archive, if configured.
+    pub archive: Option<crate::archive::Archive>,
     /// True when no capability was kept: a reopen refused for lack of
     /// privileges then ends the thread (the supervisor restarts the service).
     pub reopen_without_caps_fails: bool,
@@ -170,6 +172,9 @@ impl Driver {
                 Ok(Next::Packet(p)) => {
                     if self.schedule == Schedule::Continuous || self.schedule.admits(p.ts_ns) {
                         engine.packet(&p);
+                        if let Some(a) = self.archive.as_mut() {
+                            a.write(&p);
+                        }
                     } else {
                         self.metrics.outside_window.inc();
                     }
@@ -178,7 +183,7 @@ impl Driver {
                 Ok(Next::Idle) => {
                     if live {
                         // A quiet link: the wall clock ends connections on time.
-                        engine.tick(wall_ns());
+                        engine.tick(wall_ns() - self.source.clock_lag().as_nanos() as i64);
                     }
                     since_drain = DRAIN_PACKETS;
                 }
@@ -259,6 +264,12 @@ impl Driver {
         m.evicted.inc_by(s.evicted - seen.evicted);
         m.active_connections.set(s.active as i64);
         *seen = s;
+        if let Some(a) = &self.archive {
+            m.archive_errors
+                .inc_by(a.errors.saturating_sub(m.archive_errors.get()));
+            m.archive_removed
+                .inc_by(a.removed.saturating_sub(m.archive_removed.get()));
+        }
     }
 
     fn kernel(&mut self, seen: &mut KernelStats) {

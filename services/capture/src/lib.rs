@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+pub mod archive;
 pub mod driver;
 pub mod metrics;
 pub mod outbox;
@@ -36,6 +37,7 @@ pub mod privileges;
 mod publish;
 pub mod settings;
 pub mod source;
+pub mod tcpdump;
 
 pub use driver::{Ended, Schedule};
 pub use settings::CaptureSettings;
@@ -99,6 +101,7 @@ pub fn open_source(s: &CaptureSettings) -> Result<Box<dyn Source>, source::Error
             })?;
             Box::new(pktmon::PktmonSource::new(pktmon))
         }
+        settings::SourceKind::Tcpdump => Box::new(tcpdump::TcpdumpSource::start(s.tcpdump())?),
     })
 }
 
@@ -171,6 +174,13 @@ pub async fn run(
         health: health.clone(),
         stats_interval: c.stats_interval,
         reopen_without_caps_fails: !c.keep_reopen_caps,
+        archive: match c.archive() {
+            Some(opts) => Some(
+                archive::Archive::new(opts.clone())
+                    .map_err(|e| anyhow::anyhow!("archive folder {}: {e}", opts.dir.display()))?,
+            ),
+            None => None,
+        },
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()

@@ -9,6 +9,7 @@
 
 use std::process::ExitCode;
 
+use heimdall_capture::settings::SourceKind;
 use heimdall_capture::{Config, Ended, open_source, privileges};
 use tokio_util::sync::CancellationToken;
 
@@ -31,14 +32,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let dropped =
+    // With tcpdump holding the capture, this process must be able to start
+    // it again; tcpdump gives up its own privileges (-Z).
+    let dropped = if config.capture.source == SourceKind::Tcpdump {
+        None
+    } else {
         match privileges::drop_privileges(&config.capture.user, config.capture.keep_reopen_caps) {
-            Ok(d) => d,
+            Ok(d) => Some(d),
             Err(e) => {
                 eprintln!("heimdall-capture: cannot give up privileges: {e}");
                 return ExitCode::from(1);
             }
-        };
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -52,19 +58,24 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         let _guard = heimdall_telemetry::init("heimdall-capture", &config.telemetry)?;
-        tracing::info!(
-            uid = dropped.uid,
-            gid = dropped.gid,
-            permitted_capabilities = ?dropped.permitted,
-            "privileges given up after opening the capture handle"
-        );
-        if dropped.uid == 0
-            && config.capture.source == heimdall_capture::settings::SourceKind::Interface
-        {
-            tracing::warn!(
-                "still running as root (without capabilities); set HEIMDALL_CAPTURE_USER \
-                 to an unprivileged user"
-            );
+        match &dropped {
+            Some(d) => {
+                tracing::info!(
+                    uid = d.uid,
+                    gid = d.gid,
+                    permitted_capabilities = ?d.permitted,
+                    "privileges given up after opening the capture handle"
+                );
+                if d.uid == 0 && config.capture.source == SourceKind::Interface {
+                    tracing::warn!(
+                        "still running as root (without capabilities); set \
+                         HEIMDALL_CAPTURE_USER to an unprivileged user"
+                    );
+                }
+            }
+            None => {
+                tracing::info!("privileges kept to restart tcpdump, which gives up its own (-Z)")
+            }
         }
         let listener = tokio::net::TcpListener::bind(config.telemetry.listen).await?;
         let shutdown = CancellationToken::new();

@@ -38,6 +38,8 @@ pub struct CaptureMetrics {
     pub dns: KindCounters,
     pub buffered_records: Gauge,
     pub publish_failures: Counter,
+    pub archive_errors: Counter,
+    pub archive_removed: Counter,
 }
 
 impl CaptureMetrics {
@@ -138,6 +140,16 @@ impl CaptureMetrics {
             "capture_buffered_records",
             "Records waiting to be published",
             self.buffered_records.clone(),
+        );
+        c(
+            "capture_archive_errors",
+            "Archive files that could not be started or written (the capture goes on)",
+            &self.archive_errors,
+        );
+        c(
+            "capture_archive_removed",
+            "Archive files removed by retention or quota",
+            &self.archive_removed,
         );
         c(
             "capture_publish_failures",

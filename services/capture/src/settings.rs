@@ -21,6 +21,8 @@ pub enum SourceKind {
     Files,
     /// Windows' pktmon: capture windows to ETL, converted to pcapng.
     Pktmon,
+    /// tcpdump holds the capture and writes rotated files, read as they close.
+    Tcpdump,
 }
 
 /// How fast capture files are replayed.
@@ -96,6 +98,36 @@ pub struct CaptureSettings {
     /// written while a window is converted (removed after). Default: a
     /// `heimdall-pktmon` folder in the system's temporary folder.
     pub pktmon_work_dir: String,
+    /// `HEIMDALL_CAPTURE_TCPDUMP_PROGRAM`: the tcpdump program. Default `tcpdump`.
+    pub tcpdump_program: String,
+    /// `HEIMDALL_CAPTURE_TCPDUMP_DIR`: where tcpdump's rotated files wait to
+    /// be read (removed after). Default: `heimdall-tcpdump` in the system's
+    /// temporary folder.
+    pub tcpdump_dir: String,
+    /// `HEIMDALL_CAPTURE_TCPDUMP_ROTATE`: how long each file covers (`-G`);
+    /// records are this much later. Default `5s`.
+    #[serde(with = "heimdall_config::duration")]
+    pub tcpdump_rotate: Duration,
+    /// `HEIMDALL_CAPTURE_TCPDUMP_USER`: the user tcpdump switches to once
+    /// the interface is open (`-Z`). Default `tcpdump`.
+    pub tcpdump_user: String,
+    /// `HEIMDALL_CAPTURE_ARCHIVE_DIR`: keep a rolling pcap archive of what
+    /// is analyzed in this folder. Default empty: no archive.
+    pub archive_dir: String,
+    /// `HEIMDALL_CAPTURE_ARCHIVE_FILE_BYTES`: start a new archive file past
+    /// this size. Default 64 MiB.
+    pub archive_file_bytes: u64,
+    /// `HEIMDALL_CAPTURE_ARCHIVE_ROTATE`: start a new archive file after
+    /// this long. Default `1h`.
+    #[serde(with = "heimdall_config::duration")]
+    pub archive_rotate: Duration,
+    /// `HEIMDALL_CAPTURE_ARCHIVE_KEEP`: remove archive files older than
+    /// this. Default `7d`.
+    #[serde(with = "heimdall_config::duration")]
+    pub archive_keep: Duration,
+    /// `HEIMDALL_CAPTURE_ARCHIVE_QUOTA_BYTES`: remove the oldest archive
+    /// files beyond this total. Default 2 GiB.
+    pub archive_quota_bytes: u64,
     /// `HEIMDALL_CAPTURE_REPLAY`: `fast` (default) or `recorded` pace for files.
     pub replay: Replay,
     /// `HEIMDALL_CAPTURE_SNAPLEN`: bytes kept of each packet. Default 65535.
@@ -175,6 +207,15 @@ impl Default for CaptureSettings {
             pktmon_program: "pktmon".into(),
             pktmon_filters: String::new(),
             pktmon_work_dir: String::new(),
+            tcpdump_program: "tcpdump".into(),
+            tcpdump_dir: String::new(),
+            tcpdump_rotate: Duration::from_secs(5),
+            tcpdump_user: "tcpdump".into(),
+            archive_dir: String::new(),
+            archive_file_bytes: 64 << 20,
+            archive_rotate: Duration::from_secs(3600),
+            archive_keep: Duration::from_secs(7 * 86_400),
+            archive_quota_bytes: 2 << 30,
             replay: Replay::Fast,
             snaplen: 65_535,
             promisc: true,
@@ -245,6 +286,42 @@ impl CaptureSettings {
     }
 }
 
+impl CaptureSettings {
+    /// tcpdump settings.
+    pub fn tcpdump(&self) -> crate::tcpdump::Options {
+        crate::tcpdump::Options {
+            program: self.tcpdump_program.clone().into(),
+            interface: self.interface.clone(),
+            snaplen: self.snaplen,
+            promisc: self.promisc,
+            buffer_bytes: self.buffer_bytes,
+            filter: self.filter.clone(),
+            dir: if self.tcpdump_dir.is_empty() {
+                std::env::temp_dir().join("heimdall-tcpdump")
+            } else {
+                self.tcpdump_dir.clone().into()
+            },
+            rotate: self.tcpdump_rotate,
+            user: self.tcpdump_user.clone(),
+        }
+    }
+}
+
+impl CaptureSettings {
+    /// Archive settings, when an archive folder is set.
+    pub fn archive(&self) -> Option<crate::archive::Options> {
+        (!self.archive_dir.is_empty()).then(|| crate::archive::Options {
+            dir: self.archive_dir.clone().into(),
+            file_bytes: self.archive_file_bytes,
+            rotate: self.archive_rotate,
+            keep: self.archive_keep,
+            quota_bytes: self.archive_quota_bytes,
+            sensor: self.sensor_id.clone(),
+            snaplen: self.snaplen,
+        })
+    }
+}
+
 impl Validate for CaptureSettings {
     fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
         let mut bad = |name: &str, message: String| {
@@ -269,9 +346,10 @@ impl Validate for CaptureSettings {
             );
         }
         match self.source {
-            SourceKind::Interface if self.interface.is_empty() => bad(
+            SourceKind::Interface | SourceKind::Tcpdump if self.interface.is_empty() => bad(
                 "INTERFACE",
-                "required with SOURCE=interface: the interface to capture on, e.g. eth0".into(),
+                "required with SOURCE=interface or tcpdump: the interface to capture on, e.g. eth0"
+                    .into(),
             ),
             SourceKind::Files if self.files.is_empty() => bad(
                 "FILES",
@@ -289,6 +367,25 @@ impl Validate for CaptureSettings {
         {
             if let Err(e) = crate::pktmon::Filter::parse(f.trim()) {
                 bad("PKTMON_FILTERS", e);
+            }
+        }
+        if self.tcpdump_rotate < Duration::from_secs(1)
+            || self.tcpdump_rotate > Duration::from_secs(3600)
+        {
+            bad("TCPDUMP_ROTATE", "out of range; use 1s to 1h".into());
+        }
+        if !self.archive_dir.is_empty() {
+            if self.archive_file_bytes < 1 << 20 {
+                bad("ARCHIVE_FILE_BYTES", "must be at least 1048576".into());
+            }
+            if self.archive_quota_bytes < self.archive_file_bytes * 2 {
+                bad(
+                    "ARCHIVE_QUOTA_BYTES",
+                    "must hold at least two files (2 x ARCHIVE_FILE_BYTES)".into(),
+                );
+            }
+            if self.archive_rotate < Duration::from_secs(10) {
+                bad("ARCHIVE_ROTATE", "must be at least 10s".into());
             }
         }
         if !(64..=262_144).contains(&self.snaplen) {

@@ -64,6 +64,12 @@ pub trait Source: Send {
     fn resume(&mut self) -> Result<(), Error>;
     /// True for an interface: the wall clock drives idle timers.
     fn is_live(&self) -> bool;
+    /// How far behind the wall clock packets arrive (a source that hands
+    /// over files after they close). Idle ticks keep this far back, so no
+    /// connection ends before its late packets are read.
+    fn clock_lag(&self) -> Duration {
+        Duration::ZERO
+    }
     /// On stop, read what the source already holds (a kernel buffer, a
     /// converted window) before finishing. Files are simply left unread.
     fn drains_on_stop(&self) -> bool {

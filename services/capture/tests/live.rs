@@ -9,6 +9,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -328,4 +329,103 @@ fn checksum(b: &[u8]) -> u16 {
         s = (s & 0xffff) + (s >> 16);
     }
     !(s as u16)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcpdump_backend_reads_rotated_files_and_restarts_tcpdump() {
+    use std::os::unix::fs::PermissionsExt;
+    let veth = Veth::setup();
+    let files = live_traces();
+    let (a, b) = (&files[0..2], &files[2..4]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // tcpdump writes as nobody (-Z): it must be able to reach the folder.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dir = tmp.path().join("tcpdump");
+    let dir_text = dir.to_string_lossy().into_owned();
+    let bus = bus_config(&heimdall_bus::testing::nats_url());
+    let listen = process::free_port().expect("port");
+    let log = tmp.path().join("capture.log");
+    let env = env(
+        &bus,
+        listen,
+        &[
+            ("HEIMDALL_CAPTURE_SOURCE", "tcpdump"),
+            ("HEIMDALL_CAPTURE_INTERFACE", &veth.outer),
+            ("HEIMDALL_CAPTURE_TCPDUMP_DIR", &dir_text),
+            ("HEIMDALL_CAPTURE_TCPDUMP_ROTATE", "1s"),
+            ("HEIMDALL_CAPTURE_TCPDUMP_USER", "nobody"),
+        ],
+    );
+    let mut child = start(&env, listen, &log).await;
+    let tcpdump_ready = || async {
+        for _ in 0..200 {
+            if std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0) > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "tcpdump wrote no file\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
+    tcpdump_ready().await;
+    for f in a {
+        veth.replay(f);
+    }
+    let (mut want_c, mut want_d, mut packets) = engine_records(a);
+    let seen = wait_metric(listen, packets_total(), Duration::from_secs(30), |v| {
+        v >= packets as f64
+    })
+    .await;
+    assert_eq!(seen, packets as f64, "frames from tcpdump's rotated files");
+
+    // tcpdump dies; the service reads what it wrote and starts it again.
+    heimdall_tests::veth::run(Command::new("pkill").args(["-KILL", "-f", &dir_text]));
+    let reopened = wait_metric(
+        listen,
+        "heimdall_capture_source_reopens_total",
+        Duration::from_secs(30),
+        |v| v >= 1.0,
+    )
+    .await;
+    assert!(
+        reopened >= 1.0,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tcpdump_ready().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for f in b {
+        veth.replay(f);
+    }
+    let (c2, d2, p2) = engine_records(b);
+    packets += p2;
+    want_c.extend(c2);
+    want_d.extend(d2);
+    let seen = wait_metric(listen, packets_total(), Duration::from_secs(30), |v| {
+        v >= packets as f64
+    })
+    .await;
+    assert_eq!(seen, packets as f64, "frames after tcpdump was restarted");
+
+    process::terminate(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(30), &log).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("tcpdump exited"),
+        "the exit is logged:\n{text}"
+    );
+    let got = collect(&bus, Duration::from_secs(20), |g| {
+        g.conns.len() >= want_c.len() && g.dns.len() >= want_d.len()
+    })
+    .await;
+    assert_same(&got, &want_c, &want_d, Timing::Ignored, "tcpdump");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .collect();
+    assert!(left.is_empty(), "read files are removed: {left:?}");
 }

@@ -592,6 +592,8 @@ fn u64_at(b: &[u8], swapped: bool) -> u64 {
 #[derive(Debug)]
 pub struct PcapWriter<W: std::io::Write> {
     out: W,
+    /// Nanosecond timestamps (magic 0xa1b23c4d) instead of microseconds.
+    nanos: bool,
 }
 
 impl<W: std::io::Write> PcapWriter<W> {
@@ -602,7 +604,42 @@ impl<W: std::io::Write> PcapWriter<W> {
         out.write_all(&[0; 8])?;
         out.write_all(&snaplen.to_le_bytes())?;
         out.write_all(&(linktype as u32).to_le_bytes())?;
-        Ok(PcapWriter { out })
+        Ok(PcapWriter { out, nanos: false })
+    }
+
+    /// A pcap file with nanosecond timestamps, for packets as captured
+    /// ([`PcapWriter::write_packet`]).
+    pub fn with_nanos(mut out: W, linktype: u16, snaplen: u32) -> io::Result<Self> {
+        out.write_all(&0xa1b2_3c4du32.to_le_bytes())?;
+        out.write_all(&2u16.to_le_bytes())?;
+        out.write_all(&4u16.to_le_bytes())?;
+        out.write_all(&[0; 8])?;
+        out.write_all(&snaplen.to_le_bytes())?;
+        out.write_all(&(linktype as u32).to_le_bytes())?;
+        Ok(PcapWriter { out, nanos: true })
+    }
+
+    /// One packet as captured: its time and its length on the wire kept.
+    /// Returns the bytes written.
+    pub fn write_packet(&mut self, p: &Packet<'_>) -> io::Result<usize> {
+        let (secs, frac) = if self.nanos {
+            (
+                p.ts_ns.div_euclid(1_000_000_000),
+                p.ts_ns.rem_euclid(1_000_000_000),
+            )
+        } else {
+            (
+                p.ts_ns.div_euclid(1_000_000_000),
+                p.ts_ns.rem_euclid(1_000_000_000) / 1000,
+            )
+        };
+        self.out.write_all(&(secs as u32).to_le_bytes())?;
+        self.out.write_all(&(frac as u32).to_le_bytes())?;
+        self.out.write_all(&(p.data.len() as u32).to_le_bytes())?;
+        self.out
+            .write_all(&p.wire_len.max(p.data.len() as u32).to_le_bytes())?;
+        self.out.write_all(p.data)?;
+        Ok(16 + p.data.len())
     }
 
     /// One packet, captured whole, at `ts_us` microseconds since the epoch.
