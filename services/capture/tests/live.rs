@@ -429,3 +429,61 @@ async fn tcpdump_backend_reads_rotated_files_and_restarts_tcpdump() {
         .collect();
     assert!(left.is_empty(), "read files are removed: {left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_as_a_non_root_user_with_only_the_capture_capabilities() {
+    let veth = Veth::setup();
+    let files = live_traces();
+    let (conns, dns, packets) = engine_records(&files[..1]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bus = bus_config(&heimdall_bus::testing::nats_url());
+    let listen = process::free_port().expect("port");
+    let log = tmp.path().join("capture.log");
+    let env = env(&bus, listen, &[("HEIMDALL_CAPTURE_INTERFACE", &veth.outer)]);
+    // As systemd's AmbientCapabilities= would start it: user nobody with
+    // CAP_NET_RAW and CAP_NET_ADMIN, nothing else.
+    let mut child = tokio::process::Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all,+net_raw,+net_admin",
+            "--ambient-caps=-all,+net_raw,+net_admin",
+        ])
+        .arg(binary())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("setpriv (util-linux)");
+    if let Err(e) = process::wait_ready(&mut child, listen, Duration::from_secs(30)).await {
+        panic!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
+    // setpriv execs the service: the pid is the service's.
+    let pid = child.id().expect("pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert!(field("Uid:").starts_with("65534"), "{status}");
+    assert_eq!(field("CapEff:"), "0000000000000000", "nothing effective once open");
+    assert_eq!(field("CapPrm:"), "0000000000003000", "only the reopen capabilities, permitted");
+    assert_eq!(field("CapAmb:"), "0000000000000000", "nothing handed to children");
+    veth.replay(&files[0]);
+    let seen = wait_metric(listen, packets_total(), Duration::from_secs(20), |v| v >= packets as f64).await;
+    assert_eq!(seen, packets as f64);
+    process::terminate(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(30), &log).await;
+    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let got = collect(&bus, Duration::from_secs(20), |c| {
+        c.conns.len() >= conns.len() && c.dns.len() >= dns.len()
+    })
+    .await;
+    assert_same(&got, &conns, &dns, Timing::Ignored, "non-root");
+}
