@@ -20,6 +20,14 @@ use tracing::{info, warn};
 use crate::settings::Replay;
 use crate::source::{self, FileSource, KernelStats, Next, Source};
 
+/// Where pktmon lives: the one Windows-only fact here. By full path, so a
+/// `pktmon.exe` earlier on PATH is never run with the service's rights.
+#[cfg(windows)]
+pub const DEFAULT_PROGRAM: &str = r"C:\Windows\System32\PktMon.exe";
+/// Elsewhere there is no pktmon; tests name a stand-in.
+#[cfg(not(windows))]
+pub const DEFAULT_PROGRAM: &str = "pktmon";
+
 /// What a command printed and how it ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Output {

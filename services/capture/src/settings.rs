@@ -88,7 +88,9 @@ pub struct CaptureSettings {
     /// `HEIMDALL_CAPTURE_FILES`: a capture file (pcap, pcapng, gzip) or a
     /// folder of them, for `source = files`.
     pub files: String,
-    /// `HEIMDALL_CAPTURE_PKTMON_PROGRAM`: the pktmon program. Default `pktmon`.
+    /// `HEIMDALL_CAPTURE_PKTMON_PROGRAM`: the pktmon program. Default
+    /// `C:\Windows\System32\PktMon.exe` on Windows, `pktmon` elsewhere
+    /// (tests use a stand-in).
     pub pktmon_program: String,
     /// `HEIMDALL_CAPTURE_PKTMON_FILTERS`: pktmon filters, comma-separated, each
     /// `[protocol][/port][@ip]`, e.g. `udp/53,tcp/443@192.168.1.10`.
@@ -204,7 +206,7 @@ impl Default for CaptureSettings {
             source: SourceKind::Interface,
             interface: String::new(),
             files: String::new(),
-            pktmon_program: "pktmon".into(),
+            pktmon_program: crate::pktmon::DEFAULT_PROGRAM.into(),
             pktmon_filters: String::new(),
             pktmon_work_dir: String::new(),
             tcpdump_program: "tcpdump".into(),

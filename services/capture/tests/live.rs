@@ -472,15 +472,34 @@ async fn runs_as_a_non_root_user_with_only_the_capture_capabilities() {
             .unwrap_or_default()
     };
     assert!(field("Uid:").starts_with("65534"), "{status}");
-    assert_eq!(field("CapEff:"), "0000000000000000", "nothing effective once open");
-    assert_eq!(field("CapPrm:"), "0000000000003000", "only the reopen capabilities, permitted");
-    assert_eq!(field("CapAmb:"), "0000000000000000", "nothing handed to children");
+    assert_eq!(
+        field("CapEff:"),
+        "0000000000000000",
+        "nothing effective once open"
+    );
+    assert_eq!(
+        field("CapPrm:"),
+        "0000000000003000",
+        "only the reopen capabilities, permitted"
+    );
+    assert_eq!(
+        field("CapAmb:"),
+        "0000000000000000",
+        "nothing handed to children"
+    );
     veth.replay(&files[0]);
-    let seen = wait_metric(listen, packets_total(), Duration::from_secs(20), |v| v >= packets as f64).await;
+    let seen = wait_metric(listen, packets_total(), Duration::from_secs(20), |v| {
+        v >= packets as f64
+    })
+    .await;
     assert_eq!(seen, packets as f64);
     process::terminate(&child);
     let status = wait_exit(&mut child, Duration::from_secs(30), &log).await;
-    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     let got = collect(&bus, Duration::from_secs(20), |c| {
         c.conns.len() >= conns.len() && c.dns.len() >= dns.len()
     })
