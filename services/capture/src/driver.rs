@@ -264,6 +264,11 @@ impl Driver {
         m.evicted.inc_by(s.evicted - seen.evicted);
         m.active_connections.set(s.active as i64);
         *seen = s;
+        m.files_dropped.inc_by(
+            self.source
+                .files_dropped()
+                .saturating_sub(m.files_dropped.get()),
+        );
         if let Some(a) = &self.archive {
             m.archive_errors
                 .inc_by(a.errors.saturating_sub(m.archive_errors.get()));

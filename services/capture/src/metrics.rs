@@ -39,6 +39,7 @@ pub struct CaptureMetrics {
     pub buffered_records: Gauge,
     pub publish_failures: Counter,
     pub archive_errors: Counter,
+    pub files_dropped: Counter,
     pub archive_removed: Counter,
 }
 
@@ -140,6 +141,11 @@ impl CaptureMetrics {
             "capture_buffered_records",
             "Records waiting to be published",
             self.buffered_records.clone(),
+        );
+        c(
+            "capture_files_dropped",
+            "tcpdump files removed unread because more than 256 waited",
+            &self.files_dropped,
         );
         c(
             "capture_archive_errors",

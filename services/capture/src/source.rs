@@ -64,6 +64,10 @@ pub trait Source: Send {
     fn resume(&mut self) -> Result<(), Error>;
     /// True for an interface: the wall clock drives idle timers.
     fn is_live(&self) -> bool;
+    /// Capture files removed unread because too many waited (tcpdump).
+    fn files_dropped(&self) -> u64 {
+        0
+    }
     /// How far behind the wall clock packets arrive (a source that hands
     /// over files after they close). Idle ticks keep this far back, so no
     /// connection ends before its late packets are read.

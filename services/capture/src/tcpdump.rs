@@ -43,6 +43,11 @@ pub struct Options {
 
 const PREFIX: &str = "heimdall-tcpdump-";
 
+/// Closed files waiting beyond this many (the engine cannot keep up, or the
+/// service was stopped while tcpdump ran on): the oldest are removed,
+/// counted and logged, so tcpdump never fills the disk.
+pub const MAX_BACKLOG: usize = 256;
+
 impl Options {
     /// tcpdump's arguments.
     pub fn args(&self) -> Vec<String> {
@@ -87,6 +92,8 @@ pub struct TcpdumpSource {
     stopping: bool,
     /// Why tcpdump last exited, waiting to be reported by `next`.
     exited: Option<String>,
+    /// Files removed unread because the backlog was over [`MAX_BACKLOG`].
+    pub files_dropped: u64,
 }
 
 fn sys_err(what: &str, e: impl std::fmt::Display) -> source::Error {
@@ -111,6 +118,7 @@ impl TcpdumpSource {
             stop: Arc::default(),
             stopping: false,
             exited: None,
+            files_dropped: 0,
         };
         s.spawn()?;
         Ok(s)
@@ -240,7 +248,15 @@ impl Source for TcpdumpSource {
             if self.exited.is_none() {
                 self.exited = self.reap();
             }
-            let files = self.files();
+            let mut files = self.files();
+            if files.len() > MAX_BACKLOG {
+                let excess = files.len() - MAX_BACKLOG;
+                for old in files.drain(..excess) {
+                    let _ = std::fs::remove_file(&old);
+                    self.files_dropped += 1;
+                    warn!(file = %old.display(), "tcpdump backlog over {MAX_BACKLOG} files: oldest removed unread");
+                }
+            }
             // While tcpdump runs, its newest file may still be written to,
             // until its period is over: tcpdump checks the period before it
             // writes a packet and starts a new file if it is (and on a quiet
@@ -318,6 +334,10 @@ impl Source for TcpdumpSource {
 
     fn is_live(&self) -> bool {
         true
+    }
+
+    fn files_dropped(&self) -> u64 {
+        self.files_dropped
     }
 
     /// Packets arrive a rotation period (and a poll) after they were seen.

@@ -170,6 +170,13 @@ pub fn run(cli: Cli) -> Result<u8, String> {
             if let Some(seed) = uid_seed {
                 engine.uid_seed = seed;
             }
+            if interface.is_none()
+                && (count.is_some() || duration.is_some() || !filter.is_empty() || no_promisc)
+            {
+                return Err(
+                    "--count, --duration, --filter and --no-promisc need --interface".into(),
+                );
+            }
             if duration.is_some_and(|d| !(d > 0.0 && d < 1e9)) {
                 return Err("--duration must be a positive number of seconds".into());
             }
