@@ -104,6 +104,15 @@ pub struct LiveOptions {
     pub poll: Duration,
 }
 
+/// How far behind the wall clock the engine's idle ticks stay on a live
+/// interface. Frames reach the engine up to a kernel block (100 ms) plus a
+/// poll late, more on a loaded machine; the engine's clock never goes back,
+/// so a tick ahead of a frame still in the ring would stamp that frame with
+/// the tick's time (a connection's duration would read 0 and Zeek's rules
+/// would then unset its byte counts). Two seconds covers a loaded machine;
+/// connections end at most that much later than their timeout.
+pub const LIVE_CLOCK_LAG: Duration = Duration::from_secs(2);
+
 /// A filter no frame passes: installed while a windowed schedule is closed,
 /// so the kernel discards packets instead of queueing them.
 const NOTHING: &str = "less 1";
@@ -278,6 +287,10 @@ impl Source for LiveSource {
 
     fn is_live(&self) -> bool {
         true
+    }
+
+    fn clock_lag(&self) -> Duration {
+        LIVE_CLOCK_LAG
     }
 
     fn describe(&self) -> String {

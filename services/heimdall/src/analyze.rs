@@ -431,7 +431,9 @@ fn analyze_live(
                 engine.packet(&p);
                 n += 1;
             }
-            Ok(Next::Idle) => engine.tick(wall_ns()),
+            Ok(Next::Idle) => {
+                engine.tick(wall_ns() - heimdall_capture::source::LIVE_CLOCK_LAG.as_nanos() as i64)
+            }
             Ok(Next::End) => break,
             Err(e) => {
                 error = Some(e.to_string());
