@@ -242,6 +242,13 @@ impl Driver {
     }
 
     fn drain(&mut self, engine: &mut Engine) {
+        if !engine.out.observations.is_empty() {
+            self.batcher.add_observations(
+                &mut engine.out.observations,
+                &self.metrics,
+                &self.outbox,
+            );
+        }
         if engine.out.conns.is_empty() && engine.out.dns.is_empty() {
             return;
         }

@@ -36,6 +36,7 @@ pub struct CaptureMetrics {
     pub windows: Counter,
     pub conn: KindCounters,
     pub dns: KindCounters,
+    pub observations: KindCounters,
     pub buffered_records: Gauge,
     pub publish_failures: Counter,
     pub archive_errors: Counter,
@@ -110,7 +111,11 @@ impl CaptureMetrics {
             &self.outside_window,
         );
         c("capture_windows", "Capture windows opened", &self.windows);
-        for (kind, k) in [("conn", &self.conn), ("dns", &self.dns)] {
+        for (kind, k) in [
+            ("conn", &self.conn),
+            ("dns", &self.dns),
+            ("observation", &self.observations),
+        ] {
             let l = [("kind", kind)];
             m.register_with_labels(
                 "capture_records_produced",
@@ -169,6 +174,7 @@ impl CaptureMetrics {
         match kind {
             RecordKind::Conn => &self.conn,
             RecordKind::Dns => &self.dns,
+            RecordKind::Observation => &self.observations,
         }
     }
 }
@@ -178,6 +184,7 @@ impl CaptureMetrics {
 pub enum RecordKind {
     Conn,
     Dns,
+    Observation,
 }
 
 impl RecordKind {
@@ -185,6 +192,7 @@ impl RecordKind {
         match self {
             RecordKind::Conn => "conn",
             RecordKind::Dns => "dns",
+            RecordKind::Observation => "observation",
         }
     }
 }

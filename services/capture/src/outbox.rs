@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use heimdall_bus::{Kind, Subjects, partition_of};
 use heimdall_engine::{ConnRow, DnsRow};
-use heimdall_proto::sensor::v1::{ConnBatch, ConnRecord, DnsBatch, DnsRecord};
+use heimdall_proto::sensor::v1::{
+    ConnBatch, ConnRecord, DnsBatch, DnsRecord, Observation, ObservationBatch, observation,
+};
 use tokio::sync::Notify;
 use tracing::warn;
 
@@ -23,8 +25,18 @@ use crate::metrics::{CaptureMetrics, RecordKind};
 /// One bus message waiting to go out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
-    Conn { subject: String, batch: ConnBatch },
-    Dns { subject: String, batch: DnsBatch },
+    Conn {
+        subject: String,
+        batch: ConnBatch,
+    },
+    Dns {
+        subject: String,
+        batch: DnsBatch,
+    },
+    Obs {
+        subject: String,
+        batch: ObservationBatch,
+    },
 }
 
 impl Item {
@@ -32,6 +44,7 @@ impl Item {
         match self {
             Item::Conn { batch, .. } => batch.records.len(),
             Item::Dns { batch, .. } => batch.records.len(),
+            Item::Obs { batch, .. } => batch.records.len(),
         }
     }
 
@@ -39,6 +52,7 @@ impl Item {
         match self {
             Item::Conn { .. } => RecordKind::Conn,
             Item::Dns { .. } => RecordKind::Dns,
+            Item::Obs { .. } => RecordKind::Observation,
         }
     }
 
@@ -46,6 +60,7 @@ impl Item {
         match self {
             Item::Conn { batch, .. } => &batch.batch_id,
             Item::Dns { batch, .. } => &batch.batch_id,
+            Item::Obs { batch, .. } => &batch.batch_id,
         }
     }
 
@@ -78,6 +93,19 @@ impl Item {
                 let mk = |suffix: &str, records| Item::Dns {
                     subject: subject.clone(),
                     batch: DnsBatch {
+                        batch_id: format!("{}{suffix}", batch.batch_id),
+                        sensor_id: batch.sensor_id.clone(),
+                        created_us: batch.created_us,
+                        records,
+                    },
+                };
+                Some((mk("a", a), mk("b", b)))
+            }
+            Item::Obs { subject, batch } => {
+                let (a, b) = halves(batch.records)?;
+                let mk = |suffix: &str, records| Item::Obs {
+                    subject: subject.clone(),
+                    batch: ObservationBatch {
                         batch_id: format!("{}{suffix}", batch.batch_id),
                         sensor_id: batch.sensor_id.clone(),
                         created_us: batch.created_us,
@@ -226,6 +254,7 @@ pub struct Batcher {
     seq: u64,
     conn: Vec<Open<ConnRecord>>,
     dns: Vec<Open<DnsRecord>>,
+    obs: Vec<Open<Observation>>,
 }
 
 #[derive(Debug)]
@@ -264,6 +293,7 @@ impl Batcher {
             seq: 0,
             conn: (0..partitions).map(|_| Open::default()).collect(),
             dns: (0..partitions).map(|_| Open::default()).collect(),
+            obs: (0..partitions).map(|_| Open::default()).collect(),
         }
     }
 
@@ -325,6 +355,52 @@ impl Batcher {
         metrics.dns.produced.inc_by(dns.len() as u64);
     }
 
+    /// Take the engine's observations (partitioned by the device's MAC).
+    pub fn add_observations(
+        &mut self,
+        obs: &mut Vec<Observation>,
+        metrics: &CaptureMetrics,
+        outbox: &Outbox,
+    ) {
+        metrics.observations.produced.inc_by(obs.len() as u64);
+        for mut o in obs.drain(..) {
+            o.sensor_id.clone_from(&self.sensor);
+            let p = if self.partitions == 1 {
+                0
+            } else {
+                let device = match &o.kind {
+                    Some(observation::Kind::Arp(a)) => a.sender_mac.clone(),
+                    Some(observation::Kind::Dhcpv4(d)) => d.chaddr.clone(),
+                    _ => o.src_mac.clone(),
+                };
+                partition_of(&device, self.partitions) as usize
+            };
+            let open = &mut self.obs[p];
+            open.since.get_or_insert_with(Instant::now);
+            open.records.push(o);
+            if open.records.len() >= self.max_records {
+                let item = self.close_obs(p);
+                outbox.push(item);
+            }
+        }
+    }
+
+    fn close_obs(&mut self, p: usize) -> Item {
+        let records = std::mem::take(&mut self.obs[p].records);
+        self.obs[p].since = None;
+        Item::Obs {
+            subject: self
+                .subjects
+                .publish(Kind::Observations, &self.sensor, p as u16),
+            batch: ObservationBatch {
+                batch_id: self.next_id(),
+                sensor_id: self.sensor.clone(),
+                created_us: now_us(),
+                records,
+            },
+        }
+    }
+
     fn next_id(&mut self) -> String {
         self.seq += 1;
         format!("{}-{}-{}", self.sensor, self.run, self.seq)
@@ -369,6 +445,10 @@ impl Batcher {
             }
             if due(&self.dns[p].since, self.max_age) && !self.dns[p].records.is_empty() {
                 let item = self.close_dns(p);
+                outbox.push(item);
+            }
+            if due(&self.obs[p].since, self.max_age) && !self.obs[p].records.is_empty() {
+                let item = self.close_obs(p);
                 outbox.push(item);
             }
         }

@@ -12,6 +12,9 @@ use tracing::{info, warn};
 use crate::metrics::CaptureMetrics;
 use crate::outbox::{Item, Outbox};
 
+/// The streams capture publishes to.
+const STREAMS: [Kind; 3] = [Kind::Flows, Kind::Dns, Kind::Observations];
+
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(10);
 
@@ -81,7 +84,7 @@ async fn connect(
         attempts += 1;
         let attempt = async {
             let bus = Bus::connect(cfg, "heimdall-capture").await?;
-            bus.ensure_streams(&[Kind::Flows, Kind::Dns]).await?;
+            bus.ensure_streams(&STREAMS).await?;
             Ok::<_, heimdall_bus::Error>(bus)
         };
         let result = tokio::select! {
@@ -131,6 +134,7 @@ async fn publish_one(
         let result = match &item {
             Item::Conn { subject, batch } => bus.publish(subject, &batch.batch_id, batch).await,
             Item::Dns { subject, batch } => bus.publish(subject, &batch.batch_id, batch).await,
+            Item::Obs { subject, batch } => bus.publish(subject, &batch.batch_id, batch).await,
         };
         match result {
             Ok(_) => {
@@ -180,7 +184,7 @@ async fn publish_one(
                 }
                 // A stream lost in a server restart (memory storage) or
                 // deleted by an operator is made again.
-                let _ = bus.ensure_streams(&[Kind::Flows, Kind::Dns]).await;
+                let _ = bus.ensure_streams(&STREAMS).await;
             }
         }
     }
@@ -188,7 +192,7 @@ async fn publish_one(
 
 /// Count everything still waiting (and `current`) as dropped at shutdown.
 fn drop_rest(outbox: &Outbox, current: Option<Item>, metrics: &CaptureMetrics) {
-    let mut lost = [0u64; 2];
+    let mut lost = [0u64; 3];
     for item in current.into_iter().chain(outbox.take_all()) {
         let n = item.records() as u64;
         metrics.kind(item.kind()).dropped_shutdown.inc_by(n);
@@ -198,6 +202,7 @@ fn drop_rest(outbox: &Outbox, current: Option<Item>, metrics: &CaptureMetrics) {
         warn!(
             conn_records = lost[0],
             dns_records = lost[1],
+            observations = lost[2],
             "shutdown grace over with NATS unreachable: these records were not published"
         );
     }

@@ -260,6 +260,7 @@ impl CaptureSettings {
         cfg.checksums = self.checksums.into();
         cfg.max_connections = self.max_connections;
         cfg.uid_seed = rand::random();
+        cfg.observations = true;
         cfg.sensor_id = self.sensor_id.clone();
         Ok(cfg)
     }

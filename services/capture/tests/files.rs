@@ -171,11 +171,16 @@ async fn past_the_buffer_bound_records_are_dropped_and_counted() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut dropped = 0.0;
-    for k in ["conn", "dns"] {
+    for k in ["conn", "dns", "observation"] {
         dropped += process::metric(listen, &name(k, "dropped_buffer_full"))
             .await
             .unwrap_or(0.0);
     }
+    // The ARP frames in the traces are observations, buffered like records.
+    let total = total
+        + process::metric(listen, &name("observation", "produced"))
+            .await
+            .unwrap_or(0.0) as usize;
     let buffered = process::metric(listen, "heimdall_capture_buffered_records")
         .await
         .unwrap_or(-1.0);
@@ -224,4 +229,145 @@ async fn bad_settings_are_all_reported_at_once() {
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
+}
+
+/// tshark's fields for `filter` in `file`, one `|`-separated line per frame.
+fn tshark(file: &std::path::Path, filter: &str, fields: &[&str]) -> Vec<String> {
+    let mut cmd = std::process::Command::new("tshark");
+    cmd.arg("-r").arg(file).args([
+        "-Y",
+        filter,
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+        "-E",
+        "occurrence=f",
+    ]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark (make setup installs it)");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn mac(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arp_and_dhcp_observations_agree_with_tshark() {
+    use heimdall_proto::sensor::v1::observation::Kind as Obs;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(shared().join("testdata/devices/iot_sentinel"))
+        .expect("devices testdata")
+        .filter_map(|e| e.ok().map(|e| e.path().join("Setup-A-1-STA.pcap")))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{} device captures", files.len());
+    let mut want_dhcp = Vec::new();
+    let mut want_arp = Vec::new();
+    for f in &files {
+        want_dhcp.extend(tshark(
+            f,
+            "dhcp && dhcp.option.dhcp && !(ip.src == ip.dst)",
+            &[
+                "dhcp.id",
+                "dhcp.option.dhcp",
+                "dhcp.hw.mac_addr",
+                "dhcp.option.hostname",
+                "dhcp.option.vendor_class_id",
+            ],
+        ));
+        want_arp.extend(tshark(
+            f,
+            "arp && arp.hw.type == 1 && arp.proto.type == 0x0800",
+            &[
+                "arp.opcode",
+                "arp.src.hw_mac",
+                "arp.src.proto_ipv4",
+                "arp.dst.proto_ipv4",
+            ],
+        ));
+    }
+    let want_dhcp = multiset(want_dhcp);
+    let want_arp = multiset(want_arp);
+    let dir = folder(&files);
+    let bus = bus_config(&heimdall_bus::testing::nats_url());
+    let listen = process::free_port().expect("port");
+    let log = dir.path().join("capture.log");
+    let files_dir = dir.path().to_string_lossy().to_string();
+    let env = env(
+        &bus,
+        listen,
+        &[
+            ("HEIMDALL_CAPTURE_SOURCE", "files"),
+            ("HEIMDALL_CAPTURE_FILES", &files_dir),
+        ],
+    );
+    let mut child = process::spawn(&binary(), &env, &log).expect("start");
+    let status = wait_exit(&mut child, Duration::from_secs(60), &log).await;
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let n: usize = want_dhcp.values().sum::<usize>() + want_arp.values().sum::<usize>();
+    let got = collect(&bus, Duration::from_secs(20), |c| c.observations.len() >= n).await;
+    let mut dhcp = Vec::new();
+    let mut arp = Vec::new();
+    for o in &got.observations {
+        assert_eq!(o.sensor_id, SENSOR);
+        assert!(o.record_uid.starts_with('O'));
+        match &o.kind {
+            Some(Obs::Dhcpv4(d)) => {
+                assert!(
+                    o.conn_uid.starts_with('C'),
+                    "DHCP belongs to its connection"
+                );
+                dhcp.push(format!(
+                    "0x{:08x}|{}|{}|{}|{}",
+                    d.xid,
+                    d.message_type,
+                    mac(&d.chaddr),
+                    d.host_name,
+                    d.vendor_class
+                ));
+            }
+            Some(Obs::Arp(a)) => {
+                let ip4 = |b: &[u8]| {
+                    <[u8; 4]>::try_from(b)
+                        .map(|a| std::net::Ipv4Addr::from(a).to_string())
+                        .unwrap_or_default()
+                };
+                arp.push(format!(
+                    "{}|{}|{}|{}",
+                    a.op,
+                    mac(&a.sender_mac),
+                    ip4(&a.sender_ip),
+                    ip4(&a.target_ip)
+                ));
+            }
+            other => panic!("unexpected observation {other:?}"),
+        }
+    }
+    let (got_dhcp, got_arp) = (multiset(dhcp), multiset(arp));
+    assert!(!want_dhcp.is_empty() && !want_arp.is_empty());
+    assert!(
+        got_dhcp == want_dhcp && got_arp == want_arp,
+        "observations differ from tshark\ndhcp:\n{}arp:\n{}",
+        diff(&want_dhcp, &got_dhcp),
+        diff(&want_arp, &got_arp)
+    );
 }

@@ -6,14 +6,15 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use heimdall_proto::sensor::v1::{ConnState, Transport};
+use heimdall_proto::sensor::v1::{ConnState, Observation, Transport, observation};
 
 use crate::dns;
 use crate::frag::{FragLimits, Reassembler};
 use crate::history::{History, Letter};
-use crate::ids::{LocalNets, UidGen, icmp_counterpart};
+use crate::ids::{LocalNets, UidGen, icmp_counterpart, uid_string};
 use crate::ip::{self, Addr, IpPacket};
 use crate::link::{self, L3Kind};
+use crate::observe;
 use crate::reader::Packet;
 use crate::rows::{ConnRow, DnsRow, Parents};
 use crate::service::{self, Detector, Expected};
@@ -42,6 +43,10 @@ pub struct EngineConfig {
     pub sensor_id: String,
     /// Count gaps in connections whose handshake was not seen, too.
     pub report_gaps_for_partial: bool,
+    /// Lift device observations (ARP, DHCPv4) out of the traffic into
+    /// `Output::observations`. Off by default: `heimdall analyze` writes
+    /// only conn and dns logs; the capture service turns it on.
+    pub observations: bool,
 }
 
 /// Checksum policy.
@@ -72,6 +77,7 @@ impl Default for EngineConfig {
             uid_seed: 0x4865_696d_6461_6c6c,
             sensor_id: String::new(),
             report_gaps_for_partial: false,
+            observations: false,
         }
     }
 }
@@ -303,6 +309,9 @@ fn is_limited_broadcast(a: &Addr) -> bool {
 pub struct Output {
     pub conns: Vec<ConnRow>,
     pub dns: Vec<DnsRow>,
+    /// Device observations, when `EngineConfig::observations` is on; the
+    /// sensor id is left for the publisher to fill in.
+    pub observations: Vec<Observation>,
 }
 
 /// Finished connections' TCP, DNS and detector state kept for reuse, at
@@ -333,6 +342,11 @@ pub struct Engine {
     spare_dns: Vec<Box<dns::Session>>,
     now: i64,
     stats: Stats,
+    /// The current frame's link-layer addresses and outer VLAN.
+    l2: ([u8; 6], [u8; 6], Option<u16>),
+    /// Record uids of observations (a generator of their own, so turning
+    /// observations on does not change connection uids).
+    obs_uids: UidGen,
     pub out: Output,
 }
 
@@ -347,6 +361,7 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
         let uids = UidGen::new(cfg.uid_seed);
+        let obs_uids = UidGen::new(cfg.uid_seed ^ 0x6f62_7365_7276_6521);
         Engine {
             cfg,
             table: FastMap::default(),
@@ -365,6 +380,8 @@ impl Engine {
             spare_dns: Vec::new(),
             now: i64::MIN,
             stats: Stats::default(),
+            l2: ([0; 6], [0; 6], None),
+            obs_uids,
             out: Output::default(),
         }
     }
@@ -381,6 +398,7 @@ impl Engine {
     /// ones. Call it after writing `out`.
     pub fn clear_output(&mut self) {
         self.out.conns.clear();
+        self.out.observations.clear();
         for row in self.out.dns.drain(..) {
             self.dns_scratch.recycle(row.info);
         }
@@ -392,12 +410,70 @@ impl Engine {
         self.stats.bytes += pkt.wire_len as u64;
         self.advance(pkt.ts_ns);
         match link::decode(pkt.linktype, pkt.data) {
-            Ok(l3) => match l3.kind {
-                L3Kind::Ipv4 | L3Kind::Ipv6 => self.ip(l3.data, Encap::default()),
-                _ => self.stats.non_ip += 1,
-            },
+            Ok(l3) => {
+                if self.cfg.observations {
+                    self.l2 = (
+                        l3.src_mac.unwrap_or_default(),
+                        l3.dst_mac.unwrap_or_default(),
+                        l3.vlan,
+                    );
+                }
+                match l3.kind {
+                    L3Kind::Ipv4 | L3Kind::Ipv6 => self.ip(l3.data, Encap::default()),
+                    L3Kind::Arp => {
+                        self.stats.non_ip += 1;
+                        if self.cfg.observations
+                            && let Some(arp) = observe::arp(l3.data)
+                        {
+                            let mut o =
+                                self.observation(None, None, 0, 0, Transport::Unspecified, None);
+                            o.kind = Some(observation::Kind::Arp(arp));
+                            self.out.observations.push(o);
+                        }
+                    }
+                    _ => self.stats.non_ip += 1,
+                }
+            }
             Err(link::LinkError::NotData) => self.stats.non_ip += 1,
             Err(_) => self.stats.decode_errors += 1,
+        }
+    }
+
+    /// An observation's common fields, for the current frame.
+    fn observation(
+        &mut self,
+        src: Option<&Addr>,
+        dst: Option<&Addr>,
+        src_port: u16,
+        dst_port: u16,
+        transport: Transport,
+        conn_uid: Option<u128>,
+    ) -> Observation {
+        let ip = |a: Option<&Addr>| a.map(|a| a.octets().to_vec()).unwrap_or_default();
+        let (src_mac, dst_mac, vlan) = self.l2;
+        Observation {
+            ts_us: self.now.div_euclid(1000),
+            record_uid: uid_string('O', self.obs_uids.next_id()),
+            src_mac: if src_mac == [0; 6] {
+                Vec::new()
+            } else {
+                src_mac.to_vec()
+            }
+            .into(),
+            dst_mac: if dst_mac == [0; 6] {
+                Vec::new()
+            } else {
+                dst_mac.to_vec()
+            }
+            .into(),
+            src_ip: ip(src).into(),
+            dst_ip: ip(dst).into(),
+            src_port: src_port as u32,
+            dst_port: dst_port as u32,
+            transport: transport as i32,
+            conn_uid: conn_uid.map(|u| uid_string('C', u)).unwrap_or_default(),
+            vlan: vlan.map(i32::from),
+            ..Default::default()
         }
     }
 
@@ -1149,6 +1225,24 @@ impl Engine {
         let orig_p = c.orig_p;
         let violated = c.tunnel_violation;
         self.flush_dns(slot);
+
+        // DHCPv4, on the wire the device itself sent or received it.
+        if self.cfg.observations
+            && encap.depth == 0
+            && matches!((sp, dp), (68, 67) | (67, 68) | (67, 67))
+            && let Some(d) = observe::dhcpv4(data)
+        {
+            let mut o = self.observation(
+                Some(&p.src),
+                Some(&p.dst),
+                sp,
+                dp,
+                Transport::Udp,
+                Some(uid),
+            );
+            o.kind = Some(observation::Kind::Dhcpv4(d));
+            self.out.observations.push(o);
+        }
 
         // Tunnels, chosen by the responder's port or by content.
         if violated {

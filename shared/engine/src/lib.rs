@@ -22,6 +22,9 @@
 //! - No allocation per packet, and none per record in the steady state:
 //!   rows hold no heap data of their own and their buffers are recycled.
 //! - [`zeeklog`] writes rows and records in Zeek's TSV or JSON-lines formats.
+//! - On request ([`EngineConfig::observations`]), [`observe`] lifts device
+//!   observations (ARP, DHCPv4) out of the traffic as
+//!   `heimdall.sensor.v1.Observation`s, agreeing with tshark's decoding.
 
 pub mod dns;
 pub mod engine;
@@ -30,6 +33,7 @@ pub mod history;
 pub mod ids;
 pub mod ip;
 pub mod link;
+pub mod observe;
 pub mod reader;
 pub mod rows;
 pub mod service;

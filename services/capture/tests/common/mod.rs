@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use heimdall_bus::{Bus, BusConfig, Kind};
 use heimdall_engine::{CaptureReader, Engine, EngineConfig};
-use heimdall_proto::sensor::v1::{ConnBatch, ConnRecord, DnsBatch, DnsRecord};
+use heimdall_proto::sensor::v1::{
+    ConnBatch, ConnRecord, DnsBatch, DnsRecord, Observation, ObservationBatch,
+};
 use heimdall_tests::process;
 use tokio_util::sync::CancellationToken;
 
@@ -223,6 +225,7 @@ pub fn binary() -> PathBuf {
 pub struct Collected {
     pub conns: Vec<ConnRecord>,
     pub dns: Vec<DnsRecord>,
+    pub observations: Vec<Observation>,
     pub batch_ids: Vec<String>,
 }
 
@@ -235,12 +238,26 @@ pub async fn collect(
     let b = Bus::connect(bus, "capture-test")
         .await
         .expect("test connects to NATS");
-    b.ensure_streams(&[Kind::Flows, Kind::Dns])
+    b.ensure_streams(&[Kind::Flows, Kind::Dns, Kind::Observations])
         .await
         .expect("streams");
     let got = Arc::new(Mutex::new(Collected::default()));
     let stop = CancellationToken::new();
-    let (g1, g2) = (got.clone(), got.clone());
+    let (g1, g2, g3) = (got.clone(), got.clone(), got.clone());
+    let obs = {
+        let b = b.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let spec = b.consumer_spec(Kind::Observations, "test", None);
+            b.consume::<ObservationBatch, _, _, String>(spec, stop, move |m| {
+                let mut g = g3.lock().unwrap_or_else(|p| p.into_inner());
+                g.batch_ids.push(m.message.batch_id.clone());
+                g.observations.extend(m.message.records);
+                async { Ok(()) }
+            })
+            .await
+        })
+    };
     let conns = {
         let b = b.clone();
         let stop = stop.clone();
@@ -282,6 +299,7 @@ pub async fn collect(
     stop.cancel();
     let _ = conns.await;
     let _ = dns.await;
+    let _ = obs.await;
     let mut g = got.lock().unwrap_or_else(|p| p.into_inner());
     std::mem::take(&mut *g)
 }
