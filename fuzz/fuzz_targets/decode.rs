@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let linktype = LINKTYPES[pick as usize % LINKTYPES.len()];
     let _ = heimdall_engine::link::decode(linktype, frame);
     let _ = heimdall_engine::ip::parse(frame, true);
-    let mut engine = Engine::new(EngineConfig::default());
+    let mut engine = Engine::new(EngineConfig { observations: true, ..Default::default() });
     engine.packet(&Packet { ts_ns: 1, wire_len: frame.len() as u32, linktype, data: frame });
     engine.finish();
 });

@@ -1,5 +1,6 @@
 //! The flow table: a sequence of frames with time steps, into an engine with
-//! a tiny table (so evictions happen), then the end of input. Input layout:
+//! a tiny table (so evictions happen) and device observations on, then the
+//! end of input. Input layout:
 //! repeated [time step: 2 bytes][length: 2 bytes][frame].
 #![no_main]
 
@@ -7,7 +8,8 @@ use heimdall_engine::{Engine, EngineConfig, Packet};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let mut engine = Engine::new(EngineConfig { max_connections: 8, ..Default::default() });
+    let mut engine =
+        Engine::new(EngineConfig { max_connections: 8, observations: true, ..Default::default() });
     let mut ts: i64 = 1_000_000_000;
     let mut rest = data;
     while rest.len() >= 4 {
