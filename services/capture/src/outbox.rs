@@ -22,6 +22,57 @@ use tracing::warn;
 
 use crate::metrics::{CaptureMetrics, RecordKind};
 
+/// What the three batch messages (`ConnBatch`, `DnsBatch`,
+/// `ObservationBatch`) have in common: an id, a sensor, a time, records.
+pub trait Batch: Sized {
+    type Record;
+    /// The stream the batch goes to.
+    const STREAM: Kind;
+    fn new(
+        batch_id: String,
+        sensor_id: String,
+        created_us: i64,
+        records: Vec<Self::Record>,
+    ) -> Self;
+    fn into_parts(self) -> (String, String, i64, Vec<Self::Record>);
+    /// Into an [`Item`] for `subject`.
+    fn item(self, subject: String) -> Item;
+}
+
+macro_rules! batch {
+    ($batch:ident, $record:ty, $stream:expr, $variant:ident) => {
+        impl Batch for $batch {
+            type Record = $record;
+            const STREAM: Kind = $stream;
+            fn new(
+                batch_id: String,
+                sensor_id: String,
+                created_us: i64,
+                records: Vec<$record>,
+            ) -> Self {
+                $batch {
+                    batch_id,
+                    sensor_id,
+                    created_us,
+                    records,
+                }
+            }
+            fn into_parts(self) -> (String, String, i64, Vec<$record>) {
+                (self.batch_id, self.sensor_id, self.created_us, self.records)
+            }
+            fn item(self, subject: String) -> Item {
+                Item::$variant {
+                    subject,
+                    batch: self,
+                }
+            }
+        }
+    };
+}
+batch!(ConnBatch, ConnRecord, Kind::Flows, Conn);
+batch!(DnsBatch, DnsRecord, Kind::Dns, Dns);
+batch!(ObservationBatch, Observation, Kind::Observations, Obs);
+
 /// One bus message waiting to go out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
@@ -39,13 +90,31 @@ pub enum Item {
     },
 }
 
+/// `$body` for whichever batch `$item` holds, with `$subject` and `$batch`
+/// bound to it.
+#[macro_export]
+macro_rules! each_batch {
+    ($item:expr, $subject:pat, $batch:ident => $body:expr) => {
+        match $item {
+            $crate::outbox::Item::Conn {
+                subject: $subject,
+                batch: $batch,
+            } => $body,
+            $crate::outbox::Item::Dns {
+                subject: $subject,
+                batch: $batch,
+            } => $body,
+            $crate::outbox::Item::Obs {
+                subject: $subject,
+                batch: $batch,
+            } => $body,
+        }
+    };
+}
+
 impl Item {
     pub fn records(&self) -> usize {
-        match self {
-            Item::Conn { batch, .. } => batch.records.len(),
-            Item::Dns { batch, .. } => batch.records.len(),
-            Item::Obs { batch, .. } => batch.records.len(),
-        }
+        each_batch!(self, _, b => b.records.len())
     }
 
     pub fn kind(&self) -> RecordKind {
@@ -57,64 +126,25 @@ impl Item {
     }
 
     pub fn batch_id(&self) -> &str {
-        match self {
-            Item::Conn { batch, .. } => &batch.batch_id,
-            Item::Dns { batch, .. } => &batch.batch_id,
-            Item::Obs { batch, .. } => &batch.batch_id,
-        }
+        each_batch!(self, _, b => &b.batch_id)
     }
 
     /// Two halves with ids derived from this one (for a batch over the bus's
     /// message size); `None` when there is one record left.
     pub fn split(self) -> Option<(Item, Item)> {
-        fn halves<T>(mut v: Vec<T>) -> Option<(Vec<T>, Vec<T>)> {
-            if v.len() < 2 {
+        fn halves<B: Batch>(subject: String, batch: B) -> Option<(Item, Item)> {
+            let (id, sensor, created, mut front) = batch.into_parts();
+            if front.len() < 2 {
                 return None;
             }
-            let back = v.split_off(v.len() / 2);
-            Some((v, back))
+            let back = front.split_off(front.len() / 2);
+            let half = |suffix: &str, records| {
+                B::new(format!("{id}{suffix}"), sensor.clone(), created, records)
+                    .item(subject.clone())
+            };
+            Some((half("a", front), half("b", back)))
         }
-        match self {
-            Item::Conn { subject, batch } => {
-                let (a, b) = halves(batch.records)?;
-                let mk = |suffix: &str, records| Item::Conn {
-                    subject: subject.clone(),
-                    batch: ConnBatch {
-                        batch_id: format!("{}{suffix}", batch.batch_id),
-                        sensor_id: batch.sensor_id.clone(),
-                        created_us: batch.created_us,
-                        records,
-                    },
-                };
-                Some((mk("a", a), mk("b", b)))
-            }
-            Item::Dns { subject, batch } => {
-                let (a, b) = halves(batch.records)?;
-                let mk = |suffix: &str, records| Item::Dns {
-                    subject: subject.clone(),
-                    batch: DnsBatch {
-                        batch_id: format!("{}{suffix}", batch.batch_id),
-                        sensor_id: batch.sensor_id.clone(),
-                        created_us: batch.created_us,
-                        records,
-                    },
-                };
-                Some((mk("a", a), mk("b", b)))
-            }
-            Item::Obs { subject, batch } => {
-                let (a, b) = halves(batch.records)?;
-                let mk = |suffix: &str, records| Item::Obs {
-                    subject: subject.clone(),
-                    batch: ObservationBatch {
-                        batch_id: format!("{}{suffix}", batch.batch_id),
-                        sensor_id: batch.sensor_id.clone(),
-                        created_us: batch.created_us,
-                        records,
-                    },
-                };
-                Some((mk("a", a), mk("b", b)))
-            }
-        }
+        each_batch!(self, subject, batch => halves(subject, batch))
     }
 }
 
@@ -220,14 +250,6 @@ impl Outbox {
         }
     }
 
-    /// Put a batch back at the front (its publish was interrupted).
-    pub fn unpop(&self, item: Item) {
-        let mut q = self.lock();
-        q.records += item.records();
-        q.items.push_front(item);
-        self.metrics.buffered_records.set(q.records as i64);
-    }
-
     /// Everything still queued, removed (for the shutdown count).
     pub fn take_all(&self) -> Vec<Item> {
         let mut q = self.lock();
@@ -263,13 +285,35 @@ struct Open<T> {
     since: Option<Instant>,
 }
 
-impl<T> Default for Open<T> {
-    fn default() -> Self {
+impl<T> Open<T> {
+    fn new() -> Self {
         Open {
             records: Vec::new(),
             since: None,
         }
     }
+
+    /// Adds a record; the batch's records once it holds `max`.
+    fn push(&mut self, record: T, max: usize) -> Option<Vec<T>> {
+        self.since.get_or_insert_with(Instant::now);
+        self.records.push(record);
+        (self.records.len() >= max).then(|| self.take())
+    }
+
+    /// The records, if any, and once `max_age` old unless `all`.
+    fn due(&mut self, all: bool, max_age: Duration) -> Option<Vec<T>> {
+        let due = self.since.is_some_and(|t| all || t.elapsed() >= max_age);
+        (due && !self.records.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> Vec<T> {
+        self.since = None;
+        std::mem::take(&mut self.records)
+    }
+}
+
+fn opens<T>(n: u16) -> Vec<Open<T>> {
+    (0..n).map(|_| Open::new()).collect()
 }
 
 impl Batcher {
@@ -291,32 +335,23 @@ impl Batcher {
             max_records: max_records.max(1),
             max_age,
             seq: 0,
-            conn: (0..partitions).map(|_| Open::default()).collect(),
-            dns: (0..partitions).map(|_| Open::default()).collect(),
-            obs: (0..partitions).map(|_| Open::default()).collect(),
+            conn: opens(partitions),
+            dns: opens(partitions),
+            obs: opens(partitions),
         }
     }
 
-    /// The partition of a record: its local endpoint's device.
-    fn partition(
-        &self,
-        orig: &[u8],
-        resp: &[u8],
-        local_orig: Option<bool>,
-        local_resp: Option<bool>,
-    ) -> usize {
+    /// The partition of a device key (its MAC, or an address).
+    fn partition(&self, device: &[u8]) -> usize {
         if self.partitions == 1 {
-            return 0;
-        }
-        let key = if local_orig != Some(true) && local_resp == Some(true) {
-            resp
+            0
         } else {
-            orig
-        };
-        partition_of(key, self.partitions) as usize
+            partition_of(device, self.partitions) as usize
+        }
     }
 
     /// Take the engine's finished rows; full batches go to `outbox`.
+    /// A connection belongs to its local endpoint's device.
     pub fn add(
         &mut self,
         conns: &[ConnRow],
@@ -326,30 +361,22 @@ impl Batcher {
     ) {
         for row in conns {
             let rec = row.to_proto(&self.sensor);
-            let p = self.partition(
-                &rec.id_orig_h,
-                &rec.id_resp_h,
-                rec.local_orig,
-                rec.local_resp,
-            );
-            let open = &mut self.conn[p];
-            open.since.get_or_insert_with(Instant::now);
-            open.records.push(rec);
-            if open.records.len() >= self.max_records {
-                let item = self.close_conn(p);
-                outbox.push(item);
+            let resp_is_device = rec.local_orig != Some(true) && rec.local_resp == Some(true);
+            let p = self.partition(if resp_is_device {
+                &rec.id_resp_h
+            } else {
+                &rec.id_orig_h
+            });
+            if let Some(full) = self.conn[p].push(rec, self.max_records) {
+                outbox.push(self.close::<ConnBatch>(full, p));
             }
         }
         metrics.conn.produced.inc_by(conns.len() as u64);
         for row in dns {
             let rec = row.to_proto(&self.sensor);
-            let p = self.partition(&rec.id_orig_h, &rec.id_resp_h, None, None);
-            let open = &mut self.dns[p];
-            open.since.get_or_insert_with(Instant::now);
-            open.records.push(rec);
-            if open.records.len() >= self.max_records {
-                let item = self.close_dns(p);
-                outbox.push(item);
+            let p = self.partition(&rec.id_orig_h);
+            if let Some(full) = self.dns[p].push(rec, self.max_records) {
+                outbox.push(self.close::<DnsBatch>(full, p));
             }
         }
         metrics.dns.produced.inc_by(dns.len() as u64);
@@ -365,91 +392,37 @@ impl Batcher {
         metrics.observations.produced.inc_by(obs.len() as u64);
         for mut o in obs.drain(..) {
             o.sensor_id.clone_from(&self.sensor);
-            let p = if self.partitions == 1 {
-                0
-            } else {
-                let device = match &o.kind {
-                    Some(observation::Kind::Arp(a)) => a.sender_mac.clone(),
-                    Some(observation::Kind::Dhcpv4(d)) => d.chaddr.clone(),
-                    _ => o.src_mac.clone(),
-                };
-                partition_of(&device, self.partitions) as usize
-            };
-            let open = &mut self.obs[p];
-            open.since.get_or_insert_with(Instant::now);
-            open.records.push(o);
-            if open.records.len() >= self.max_records {
-                let item = self.close_obs(p);
-                outbox.push(item);
+            let p = self.partition(match &o.kind {
+                Some(observation::Kind::Arp(a)) => &a.sender_mac,
+                Some(observation::Kind::Dhcpv4(d)) => &d.chaddr,
+                _ => &o.src_mac,
+            });
+            if let Some(full) = self.obs[p].push(o, self.max_records) {
+                outbox.push(self.close::<ObservationBatch>(full, p));
             }
         }
     }
 
-    fn close_obs(&mut self, p: usize) -> Item {
-        let records = std::mem::take(&mut self.obs[p].records);
-        self.obs[p].since = None;
-        Item::Obs {
-            subject: self
-                .subjects
-                .publish(Kind::Observations, &self.sensor, p as u16),
-            batch: ObservationBatch {
-                batch_id: self.next_id(),
-                sensor_id: self.sensor.clone(),
-                created_us: now_us(),
-                records,
-            },
-        }
-    }
-
-    fn next_id(&mut self) -> String {
+    /// A closed batch of `records` for partition `p`.
+    fn close<B: Batch>(&mut self, records: Vec<B::Record>, p: usize) -> Item {
         self.seq += 1;
-        format!("{}-{}-{}", self.sensor, self.run, self.seq)
-    }
-
-    fn close_conn(&mut self, p: usize) -> Item {
-        let records = std::mem::take(&mut self.conn[p].records);
-        self.conn[p].since = None;
-        Item::Conn {
-            subject: self.subjects.publish(Kind::Flows, &self.sensor, p as u16),
-            batch: ConnBatch {
-                batch_id: self.next_id(),
-                sensor_id: self.sensor.clone(),
-                created_us: now_us(),
-                records,
-            },
-        }
-    }
-
-    fn close_dns(&mut self, p: usize) -> Item {
-        let records = std::mem::take(&mut self.dns[p].records);
-        self.dns[p].since = None;
-        Item::Dns {
-            subject: self.subjects.publish(Kind::Dns, &self.sensor, p as u16),
-            batch: DnsBatch {
-                batch_id: self.next_id(),
-                sensor_id: self.sensor.clone(),
-                created_us: now_us(),
-                records,
-            },
-        }
+        let id = format!("{}-{}-{}", self.sensor, self.run, self.seq);
+        let subject = self.subjects.publish(B::STREAM, &self.sensor, p as u16);
+        B::new(id, self.sensor.clone(), now_us(), records).item(subject)
     }
 
     /// Close batches older than the batch interval (or every open batch
     /// with `all`).
     pub fn flush(&mut self, all: bool, outbox: &Outbox) {
-        let due = |o: &Option<Instant>, age: Duration| o.is_some_and(|t| all || t.elapsed() >= age);
         for p in 0..self.partitions as usize {
-            if due(&self.conn[p].since, self.max_age) && !self.conn[p].records.is_empty() {
-                let item = self.close_conn(p);
-                outbox.push(item);
+            if let Some(r) = self.conn[p].due(all, self.max_age) {
+                outbox.push(self.close::<ConnBatch>(r, p));
             }
-            if due(&self.dns[p].since, self.max_age) && !self.dns[p].records.is_empty() {
-                let item = self.close_dns(p);
-                outbox.push(item);
+            if let Some(r) = self.dns[p].due(all, self.max_age) {
+                outbox.push(self.close::<DnsBatch>(r, p));
             }
-            if due(&self.obs[p].since, self.max_age) && !self.obs[p].records.is_empty() {
-                let item = self.close_obs(p);
-                outbox.push(item);
+            if let Some(r) = self.obs[p].due(all, self.max_age) {
+                outbox.push(self.close::<ObservationBatch>(r, p));
             }
         }
     }

@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::settings::Replay;
-use crate::source::{self, FileSource, KernelStats, Next, Source};
+use crate::source::{self, KernelStats, Next, Source, Spooled};
 
 /// Where pktmon lives: the one Windows-only fact here. By full path, so a
 /// `pktmon.exe` earlier on PATH is never run with the service's rights.
@@ -290,10 +289,8 @@ impl<R: CommandRunner> Pktmon<R> {
 /// Capture windows from pktmon, one after another, as a packet source.
 pub struct PktmonSource<R> {
     pktmon: Pktmon<R>,
-    current: Option<(FileSource, PathBuf)>,
+    window: Spooled,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    paused: bool,
-    failures: u32,
     schedule: crate::driver::Schedule,
 }
 
@@ -308,28 +305,16 @@ impl<R: CommandRunner> PktmonSource<R> {
         pktmon.stop_leftover();
         PktmonSource {
             pktmon,
-            current: None,
+            window: Spooled::default(),
             stop: Default::default(),
-            paused: false,
-            failures: 0,
             schedule: crate::driver::Schedule::Continuous,
-        }
-    }
-
-    fn finish_file(&mut self) {
-        if let Some((_, path)) = self.current.take() {
-            Pktmon::<R>::remove(&path);
         }
     }
 }
 
 impl<R: CommandRunner> Source for PktmonSource<R> {
     fn next(&mut self) -> Result<Next<'_>, source::Error> {
-        if self.paused {
-            std::thread::sleep(Duration::from_millis(50));
-            return Ok(Next::Idle);
-        }
-        if self.current.is_none() {
+        if !self.window.is_open() {
             // Windowed: wait for a window, and capture until it closes.
             let Some(open) = self.schedule.open_for(std::time::SystemTime::now()) else {
                 std::thread::sleep(Duration::from_millis(50));
@@ -344,36 +329,17 @@ impl<R: CommandRunner> Source for PktmonSource<R> {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             });
-            match window {
-                Ok(path) => {
-                    self.failures = 0;
-                    info!(file = %path.display(), "pktmon window converted");
-                    let files = FileSource::open(&path, Replay::Fast)?;
-                    self.current = Some((files, path));
-                }
-                Err(e) => {
-                    self.failures += 1;
-                    return Err(source::Error::Read {
-                        interface: "pktmon".into(),
-                        message: e.to_string(),
-                    });
-                }
-            }
+            let path = window.map_err(|e| source::Error::Read {
+                interface: "pktmon".into(),
+                message: e.to_string(),
+            })?;
+            info!(file = %path.display(), "pktmon window converted");
+            self.window.open(path)?;
         }
-        let more = match self.current.as_mut() {
-            Some((files, _)) => files.advance(),
-            None => false,
-        };
-        if !more {
-            self.finish_file();
+        if !self.window.advance() {
             return Ok(Next::Idle);
         }
-        Ok(
-            match self.current.as_ref().and_then(|(files, _)| files.current()) {
-                Some(p) => Next::Packet(p),
-                None => Next::Idle,
-            },
-        )
+        Ok(self.window.next())
     }
 
     fn set_stop(&mut self, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
@@ -390,18 +356,17 @@ impl<R: CommandRunner> Source for PktmonSource<R> {
     }
 
     fn reopen(&mut self) -> Result<(), source::Error> {
-        self.finish_file();
+        self.window.close();
         self.pktmon.stop_leftover();
         Ok(())
     }
 
+    /// Never called: the pktmon source keeps the schedule itself.
     fn pause(&mut self) -> Result<(), source::Error> {
-        self.paused = true;
         Ok(())
     }
 
     fn resume(&mut self) -> Result<(), source::Error> {
-        self.paused = false;
         Ok(())
     }
 
@@ -415,13 +380,5 @@ impl<R: CommandRunner> Source for PktmonSource<R> {
 
     fn describe(&self) -> String {
         "pktmon".into()
-    }
-}
-
-impl<R> Drop for PktmonSource<R> {
-    fn drop(&mut self) {
-        if let Some((_, path)) = self.current.take() {
-            let _ = std::fs::remove_file(path);
-        }
     }
 }

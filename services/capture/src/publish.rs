@@ -39,7 +39,7 @@ pub async fn run(
     hard: CancellationToken,
 ) {
     let Some(bus) = connect(&cfg, &registry, &health, &hard).await else {
-        drop_rest(&outbox, None, &metrics);
+        drop_rest(&outbox, Vec::new(), &metrics);
         return;
     };
     let mut failing_since: Option<Instant> = None;
@@ -58,17 +58,15 @@ pub async fn run(
                     stack.push(a);
                 }
                 Outcome::Interrupted(item) => {
-                    for rest in stack.drain(..).rev() {
-                        outbox.unpop(rest);
-                    }
-                    drop_rest(&outbox, Some(item), &metrics);
+                    stack.push(item);
+                    drop_rest(&outbox, stack, &metrics);
                     return;
                 }
             }
         }
     }
     if hard.is_cancelled() {
-        drop_rest(&outbox, None, &metrics);
+        drop_rest(&outbox, Vec::new(), &metrics);
     }
 }
 
@@ -131,11 +129,7 @@ async fn publish_one(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let result = match &item {
-            Item::Conn { subject, batch } => bus.publish(subject, &batch.batch_id, batch).await,
-            Item::Dns { subject, batch } => bus.publish(subject, &batch.batch_id, batch).await,
-            Item::Obs { subject, batch } => bus.publish(subject, &batch.batch_id, batch).await,
-        };
+        let result = crate::each_batch!(&item, subject, batch => bus.publish(subject, &batch.batch_id, batch).await);
         match result {
             Ok(_) => {
                 metrics
@@ -190,8 +184,9 @@ async fn publish_one(
     }
 }
 
-/// Count everything still waiting (and `current`) as dropped at shutdown.
-fn drop_rest(outbox: &Outbox, current: Option<Item>, metrics: &CaptureMetrics) {
+/// Count everything still waiting (and `current`, taken out of the outbox
+/// already) as dropped at shutdown.
+fn drop_rest(outbox: &Outbox, current: Vec<Item>, metrics: &CaptureMetrics) {
     let mut lost = [0u64; 3];
     for item in current.into_iter().chain(outbox.take_all()) {
         let n = item.records() as u64;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use heimdall_config::{Problem, Validate};
+use heimdall_config::{Problem, Validate, check};
 use heimdall_engine::ids::LocalNets;
 use heimdall_engine::{Checksums, EngineConfig};
 use serde::{Deserialize, Serialize};
@@ -243,20 +243,22 @@ impl Default for CaptureSettings {
 }
 
 impl CaptureSettings {
+    /// The networks LOCAL_NETS adds to the private address space.
+    fn extra_local_nets(&self) -> Result<LocalNets, String> {
+        LocalNets::parse(
+            self.local_nets
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty()),
+        )
+        .map_err(|e| e.to_string())
+    }
+
     /// The engine configuration these settings describe. Uids are seeded at
     /// random: two runs of a sensor never give out the same uid.
     pub fn engine(&self) -> Result<EngineConfig, String> {
         let mut cfg = EngineConfig::default();
-        let extra: Vec<&str> = self
-            .local_nets
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        if !extra.is_empty() {
-            let nets = LocalNets::parse(extra.iter().copied()).map_err(|e| e.to_string())?;
-            cfg.local_nets = cfg.local_nets.union(&nets);
-        }
+        cfg.local_nets = cfg.local_nets.union(&self.extra_local_nets()?);
         cfg.checksums = self.checksums.into();
         cfg.max_connections = self.max_connections;
         cfg.uid_seed = rand::random();
@@ -264,19 +266,22 @@ impl CaptureSettings {
         cfg.sensor_id = self.sensor_id.clone();
         Ok(cfg)
     }
-}
 
-impl CaptureSettings {
+    /// A configured folder, or `name` in the system's temporary folder.
+    fn dir_or_temp(dir: &str, name: &str) -> std::path::PathBuf {
+        if dir.is_empty() {
+            std::env::temp_dir().join(name)
+        } else {
+            dir.into()
+        }
+    }
+
     /// pktmon settings: each window lasts WINDOW (back to back when the
     /// schedule is continuous), packets kept whole up to SNAPLEN.
     pub fn pktmon(&self) -> crate::pktmon::Options {
         crate::pktmon::Options {
             program: self.pktmon_program.clone().into(),
-            work_dir: if self.pktmon_work_dir.is_empty() {
-                std::env::temp_dir().join("heimdall-pktmon")
-            } else {
-                self.pktmon_work_dir.clone().into()
-            },
+            work_dir: Self::dir_or_temp(&self.pktmon_work_dir, "heimdall-pktmon"),
             filters: self
                 .pktmon_filters
                 .split(',')
@@ -287,9 +292,7 @@ impl CaptureSettings {
             window: self.window,
         }
     }
-}
 
-impl CaptureSettings {
     /// tcpdump settings.
     pub fn tcpdump(&self) -> crate::tcpdump::Options {
         crate::tcpdump::Options {
@@ -299,18 +302,12 @@ impl CaptureSettings {
             promisc: self.promisc,
             buffer_bytes: self.buffer_bytes,
             filter: self.filter.clone(),
-            dir: if self.tcpdump_dir.is_empty() {
-                std::env::temp_dir().join("heimdall-tcpdump")
-            } else {
-                self.tcpdump_dir.clone().into()
-            },
+            dir: Self::dir_or_temp(&self.tcpdump_dir, "heimdall-tcpdump"),
             rotate: self.tcpdump_rotate,
             user: self.tcpdump_user.clone(),
         }
     }
-}
 
-impl CaptureSettings {
     /// Archive settings, when an archive folder is set.
     pub fn archive(&self) -> Option<crate::archive::Options> {
         (!self.archive_dir.is_empty()).then(|| crate::archive::Options {
@@ -372,73 +369,85 @@ impl Validate for CaptureSettings {
                 bad("PKTMON_FILTERS", e);
             }
         }
-        if self.tcpdump_rotate < Duration::from_secs(1)
-            || self.tcpdump_rotate > Duration::from_secs(3600)
+        if !self.archive_dir.is_empty()
+            && self.archive_quota_bytes < self.archive_file_bytes.saturating_mul(2)
         {
-            bad("TCPDUMP_ROTATE", "out of range; use 1s to 1h".into());
-        }
-        if !self.archive_dir.is_empty() {
-            if self.archive_file_bytes < 1 << 20 {
-                bad("ARCHIVE_FILE_BYTES", "must be at least 1048576".into());
-            }
-            if self.archive_quota_bytes < self.archive_file_bytes * 2 {
-                bad(
-                    "ARCHIVE_QUOTA_BYTES",
-                    "must hold at least two files (2 x ARCHIVE_FILE_BYTES)".into(),
-                );
-            }
-            if self.archive_rotate < Duration::from_secs(10) {
-                bad("ARCHIVE_ROTATE", "must be at least 10s".into());
-            }
-        }
-        if !(64..=262_144).contains(&self.snaplen) {
-            bad("SNAPLEN", "out of range; use 64 to 262144".into());
-        }
-        if !((1 << 16)..=(1 << 30)).contains(&self.buffer_bytes) {
             bad(
-                "BUFFER_BYTES",
-                "out of range; use 65536 to 1073741824".into(),
+                "ARCHIVE_QUOTA_BYTES",
+                "must hold at least two files (2 x ARCHIVE_FILE_BYTES)".into(),
             );
         }
-        if self.schedule == ScheduleKind::Windowed {
-            if self.window.is_zero() || self.window > self.interval {
-                bad(
-                    "WINDOW",
-                    "must be longer than 0 and at most INTERVAL".into(),
-                );
-            }
-            if self.interval < Duration::from_secs(1) {
-                bad("INTERVAL", "must be at least 1s".into());
-            }
-        }
-        if !(1..=100_000).contains(&self.batch_records) {
-            bad("BATCH_RECORDS", "out of range; use 1 to 100000".into());
-        }
-        if self.batch_interval < Duration::from_millis(10)
-            || self.batch_interval > Duration::from_secs(300)
+        if self.schedule == ScheduleKind::Windowed
+            && (self.window.is_zero() || self.window > self.interval)
         {
-            bad("BATCH_INTERVAL", "out of range; use 10ms to 5m".into());
+            bad(
+                "WINDOW",
+                "must be longer than 0 and at most INTERVAL".into(),
+            );
         }
         if self.buffer_records < self.batch_records {
             bad("BUFFER_RECORDS", "must be at least BATCH_RECORDS".into());
         }
-        if self.max_connections == 0 {
-            bad("MAX_CONNECTIONS", "must be at least 1".into());
+        if let Err(e) = self.extra_local_nets() {
+            bad("LOCAL_NETS", e);
         }
-        if !(1..=1024).contains(&self.partitions) {
-            bad("PARTITIONS", "out of range; use 1 to 1024".into());
+        let var = |name: &str| format!("{prefix}{name}");
+        check::in_range(problems, var("SNAPLEN"), self.snaplen, 64..=262_144);
+        check::in_range(
+            problems,
+            var("BUFFER_BYTES"),
+            self.buffer_bytes,
+            1 << 16..=1 << 30,
+        );
+        check::in_range(
+            problems,
+            var("BATCH_RECORDS"),
+            self.batch_records,
+            1..=100_000,
+        );
+        check::in_range(
+            problems,
+            var("MAX_CONNECTIONS"),
+            self.max_connections,
+            1..=usize::MAX,
+        );
+        check::in_range(problems, var("PARTITIONS"), self.partitions, 1..=1024);
+        if !self.archive_dir.is_empty() {
+            check::in_range(
+                problems,
+                var("ARCHIVE_FILE_BYTES"),
+                self.archive_file_bytes,
+                1 << 20..=u64::MAX,
+            );
         }
-        if self.stats_interval < Duration::from_millis(100) {
-            bad("STATS_INTERVAL", "must be at least 100ms".into());
+        let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
+        let mut durations = vec![
+            ("BATCH_INTERVAL", self.batch_interval, ms(10)..=secs(300)),
+            ("STATS_INTERVAL", self.stats_interval, ms(100)..=secs(3600)),
+            ("TCPDUMP_ROTATE", self.tcpdump_rotate, secs(1)..=secs(3600)),
+        ];
+        if self.schedule == ScheduleKind::Windowed {
+            durations.push(("INTERVAL", self.interval, secs(1)..=secs(86_400)));
         }
-        let extra: Vec<&str> = self
-            .local_nets
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        if let Err(e) = LocalNets::parse(extra.iter().copied()) {
-            bad("LOCAL_NETS", e.to_string());
+        if !self.archive_dir.is_empty() {
+            durations.push((
+                "ARCHIVE_ROTATE",
+                self.archive_rotate,
+                secs(10)..=secs(7 * 86_400),
+            ));
+        }
+        for (name, value, range) in durations {
+            if !range.contains(&value) {
+                problems.push(Problem {
+                    variable: var(name),
+                    message: format!(
+                        "out of range; use {} to {}",
+                        heimdall_config::duration::format(range.start()),
+                        heimdall_config::duration::format(range.end())
+                    ),
+                });
+            }
         }
     }
 }

@@ -74,6 +74,14 @@ pub trait Source: Send {
     fn clock_lag(&self) -> Duration {
         Duration::ZERO
     }
+    /// Where the engine's clock may move while nothing arrives: the wall
+    /// clock, held back by [`Source::clock_lag`].
+    fn idle_clock_ns(&self) -> i64 {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        wall.saturating_sub(self.clock_lag()).as_nanos() as i64
+    }
     /// On stop, read what the source already holds (a kernel buffer, a
     /// converted window) before finishing. Files are simply left unread.
     fn drains_on_stop(&self) -> bool {
@@ -295,6 +303,60 @@ impl Source for LiveSource {
 
     fn describe(&self) -> String {
         format!("interface {}", self.opts.interface)
+    }
+}
+
+/// A capture file that another program wrote for us (a pktmon window,
+/// a tcpdump rotation): read through once, then removed.
+#[derive(Debug, Default)]
+pub struct Spooled {
+    current: Option<(FileSource, PathBuf)>,
+}
+
+impl Spooled {
+    /// Whether a file is being read.
+    pub fn is_open(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Start reading `path`.
+    pub fn open(&mut self, path: PathBuf) -> Result<(), Error> {
+        self.close();
+        self.current = Some((FileSource::open(&path, Replay::Fast)?, path));
+        Ok(())
+    }
+
+    /// Reads the next frame; false (and the file removed) at its end.
+    pub fn advance(&mut self) -> bool {
+        let more = self.current.as_mut().is_some_and(|(f, _)| f.advance());
+        if !more {
+            self.close();
+        }
+        more
+    }
+
+    /// The frame [`Spooled::advance`] read, as the source's next.
+    pub fn next(&self) -> Next<'_> {
+        match self.current.as_ref().and_then(|(f, _)| f.current()) {
+            Some(p) => Next::Packet(p),
+            None => Next::Idle,
+        }
+    }
+
+    /// Stop reading and remove the file.
+    pub fn close(&mut self) {
+        if let Some((_, path)) = self.current.take()
+            && let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(file = %path.display(), error = %e, "could not remove a capture file after reading it");
+        }
+    }
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -20,8 +20,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::settings::Replay;
-use crate::source::{self, FileSource, KernelStats, Next, Source};
+use crate::source::{self, KernelStats, Next, Source, Spooled};
 
 /// How tcpdump is run.
 #[derive(Debug, Clone)]
@@ -87,7 +86,7 @@ impl Options {
 pub struct TcpdumpSource {
     opts: Options,
     child: Option<Child>,
-    current: Option<(FileSource, PathBuf)>,
+    file: Spooled,
     stop: Arc<AtomicBool>,
     stopping: bool,
     /// Why tcpdump last exited, waiting to be reported by `next`.
@@ -114,7 +113,7 @@ impl TcpdumpSource {
         let mut s = TcpdumpSource {
             opts,
             child: None,
-            current: None,
+            file: Spooled::default(),
             stop: Arc::default(),
             stopping: false,
             exited: None,
@@ -197,14 +196,6 @@ impl TcpdumpSource {
             let _ = child.wait();
         }
     }
-
-    fn finish_file(&mut self) {
-        if let Some((_, path)) = self.current.take()
-            && let Err(e) = std::fs::remove_file(&path)
-        {
-            warn!(file = %path.display(), error = %e, "could not remove a tcpdump file");
-        }
-    }
 }
 
 /// When a file's period began, from its name (`heimdall-tcpdump-<secs>.pcap`).
@@ -244,7 +235,7 @@ impl Source for TcpdumpSource {
             self.stopping = true;
             self.terminate();
         }
-        if self.current.is_none() {
+        if !self.file.is_open() {
             if self.exited.is_none() {
                 self.exited = self.reap();
             }
@@ -272,10 +263,7 @@ impl Source for TcpdumpSource {
                 _ => files.len(),
             };
             match files.into_iter().take(closed).next() {
-                Some(path) => {
-                    let f = FileSource::open(&path, Replay::Fast)?;
-                    self.current = Some((f, path));
-                }
+                Some(path) => self.file.open(path)?,
                 None => {
                     if let Some(why) = self.exited.take() {
                         if !self.stopping {
@@ -291,12 +279,7 @@ impl Source for TcpdumpSource {
                 }
             }
         }
-        let more = match self.current.as_mut() {
-            Some((files, _)) => files.advance(),
-            None => false,
-        };
-        if !more {
-            self.finish_file();
+        if !self.file.advance() {
             if self.stopping {
                 // Stopping: straight on to the next file, so the driver's
                 // final read takes all of them.
@@ -304,12 +287,7 @@ impl Source for TcpdumpSource {
             }
             return Ok(Next::Idle);
         }
-        Ok(
-            match self.current.as_ref().and_then(|(files, _)| files.current()) {
-                Some(p) => Next::Packet(p),
-                None => Next::Idle,
-            },
-        )
+        Ok(self.file.next())
     }
 
     fn kernel_stats(&mut self) -> Option<KernelStats> {

@@ -37,26 +37,20 @@ fn folder(files: &[PathBuf]) -> tempfile::TempDir {
     dir
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_folder_of_captures_becomes_the_engines_records_on_nats() {
-    let files = traces();
-    // The folder is read as one stream, like `heimdall analyze a b c d`.
-    let (c, d, _) = engine_records(&files);
-    let expected = (c, d);
-    assert!(!expected.0.is_empty() && !expected.1.is_empty());
-    let dir = folder(&files);
+/// Runs the service over a folder of `files` (with `extra` settings) until
+/// it exits by itself, which it must do successfully; the bus it used.
+async fn run_to_the_end(files: &[PathBuf], extra: &[(&str, &str)]) -> heimdall_bus::BusConfig {
+    let dir = folder(files);
     let bus = bus_config(&heimdall_bus::testing::nats_url());
     let listen = process::free_port().expect("port");
     let log = dir.path().join("capture.log");
     let files_dir = dir.path().to_string_lossy().to_string();
-    let env = env(
-        &bus,
-        listen,
-        &[
-            ("HEIMDALL_CAPTURE_SOURCE", "files"),
-            ("HEIMDALL_CAPTURE_FILES", &files_dir),
-        ],
-    );
+    let mut settings = vec![
+        ("HEIMDALL_CAPTURE_SOURCE", "files"),
+        ("HEIMDALL_CAPTURE_FILES", files_dir.as_str()),
+    ];
+    settings.extend_from_slice(extra);
+    let env = env(&bus, listen, &settings);
     let mut child = process::spawn(&binary(), &env, &log).expect("start");
     let status = wait_exit(&mut child, Duration::from_secs(60), &log).await;
     assert!(
@@ -64,6 +58,19 @@ async fn a_folder_of_captures_becomes_the_engines_records_on_nats() {
         "exit {status}\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+    bus
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_of_captures_becomes_the_engines_records_on_nats() {
+    let files = traces();
+    // The folder is read as one stream, like `heimdall analyze a b c d`.
+    let (c, d, _) = engine_records(&files);
+    let expected = (c, d);
+    assert!(!expected.0.is_empty() && !expected.1.is_empty());
+    let archive = tempfile::tempdir().expect("tempdir");
+    let archive_dir = archive.path().to_string_lossy().to_string();
+    let bus = run_to_the_end(&files, &[("HEIMDALL_CAPTURE_ARCHIVE_DIR", &archive_dir)]).await;
     let (nc, nd) = (expected.0.len(), expected.1.len());
     let got = collect(&bus, Duration::from_secs(20), |c| {
         c.conns.len() >= nc && c.dns.len() >= nd
@@ -75,6 +82,21 @@ async fn a_folder_of_captures_becomes_the_engines_records_on_nats() {
             .iter()
             .all(|r| r.sensor_id == SENSOR && !r.uid.is_empty())
     );
+    // The rolling archive holds every frame as captured: analyzed again, it
+    // gives the same records.
+    let mut archived: Vec<PathBuf> = std::fs::read_dir(archive.path())
+        .expect("archive")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    archived.sort();
+    assert!(!archived.is_empty(), "archive files written");
+    let (ac, ad, _) = engine_records(&archived);
+    let again = Collected {
+        conns: ac,
+        dns: ad,
+        ..Default::default()
+    };
+    assert_same(&again, &expected.0, &expected.1, Timing::Exact, "archive");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,26 +325,7 @@ async fn arp_and_dhcp_observations_agree_with_tshark() {
     }
     let want_dhcp = multiset(want_dhcp);
     let want_arp = multiset(want_arp);
-    let dir = folder(&files);
-    let bus = bus_config(&heimdall_bus::testing::nats_url());
-    let listen = process::free_port().expect("port");
-    let log = dir.path().join("capture.log");
-    let files_dir = dir.path().to_string_lossy().to_string();
-    let env = env(
-        &bus,
-        listen,
-        &[
-            ("HEIMDALL_CAPTURE_SOURCE", "files"),
-            ("HEIMDALL_CAPTURE_FILES", &files_dir),
-        ],
-    );
-    let mut child = process::spawn(&binary(), &env, &log).expect("start");
-    let status = wait_exit(&mut child, Duration::from_secs(60), &log).await;
-    assert!(
-        status.success(),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    let bus = run_to_the_end(&files, &[]).await;
     let n: usize = want_dhcp.values().sum::<usize>() + want_arp.values().sum::<usize>();
     let got = collect(&bus, Duration::from_secs(20), |c| c.observations.len() >= n).await;
     let mut dhcp = Vec::new();

@@ -98,14 +98,7 @@ async fn link_flaps_interface_loss_and_nats_restarts_lose_nothing() {
     );
     let mut child = start(&env, listen, &log).await;
     let pid = child.id().expect("pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.split_whitespace().collect::<Vec<_>>())
-            .unwrap_or_default()
-    };
+    let field = |name: &str| proc_status(pid, name);
     assert_eq!(field("Uid:"), ["65534"; 4], "runs as nobody");
     assert_eq!(
         field("CapEff:"),
@@ -463,28 +456,21 @@ async fn runs_as_a_non_root_user_with_only_the_capture_capabilities() {
     }
     // setpriv execs the service: the pid is the service's.
     let pid = child.id().expect("pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default()
-    };
-    assert!(field("Uid:").starts_with("65534"), "{status}");
+    let field = |name: &str| proc_status(pid, name);
+    assert_eq!(field("Uid:"), ["65534"; 4], "runs as nobody");
     assert_eq!(
         field("CapEff:"),
-        "0000000000000000",
+        ["0000000000000000"],
         "nothing effective once open"
     );
     assert_eq!(
         field("CapPrm:"),
-        "0000000000003000",
+        ["0000000000003000"],
         "only the reopen capabilities, permitted"
     );
     assert_eq!(
         field("CapAmb:"),
-        "0000000000000000",
+        ["0000000000000000"],
         "nothing handed to children"
     );
     veth.replay(&files[0]);

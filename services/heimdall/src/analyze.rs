@@ -391,13 +391,6 @@ pub fn analyze(opts: &AnalyzeOptions, stop: &AtomicBool) -> Result<Report, Analy
     })
 }
 
-fn wall_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 /// Live capture into the logs. The handle is opened, then every capability
 /// is given up; the capture runs until `count` packets, `duration`, a read
 /// error or `stop` (SIGINT, SIGTERM), and then every open connection is
@@ -431,9 +424,7 @@ fn analyze_live(
                 engine.packet(&p);
                 n += 1;
             }
-            Ok(Next::Idle) => {
-                engine.tick(wall_ns() - heimdall_capture::source::LIVE_CLOCK_LAG.as_nanos() as i64)
-            }
+            Ok(Next::Idle) => engine.tick(src.idle_clock_ns()),
             Ok(Next::End) => break,
             Err(e) => {
                 error = Some(e.to_string());

@@ -597,26 +597,25 @@ pub struct PcapWriter<W: std::io::Write> {
 }
 
 impl<W: std::io::Write> PcapWriter<W> {
-    pub fn new(mut out: W, linktype: u16, snaplen: u32) -> io::Result<Self> {
-        out.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
-        out.write_all(&2u16.to_le_bytes())?;
-        out.write_all(&4u16.to_le_bytes())?;
-        out.write_all(&[0; 8])?;
-        out.write_all(&snaplen.to_le_bytes())?;
-        out.write_all(&(linktype as u32).to_le_bytes())?;
-        Ok(PcapWriter { out, nanos: false })
+    pub fn new(out: W, linktype: u16, snaplen: u32) -> io::Result<Self> {
+        Self::start(out, linktype, snaplen, false)
     }
 
     /// A pcap file with nanosecond timestamps, for packets as captured
     /// ([`PcapWriter::write_packet`]).
-    pub fn with_nanos(mut out: W, linktype: u16, snaplen: u32) -> io::Result<Self> {
-        out.write_all(&0xa1b2_3c4du32.to_le_bytes())?;
+    pub fn with_nanos(out: W, linktype: u16, snaplen: u32) -> io::Result<Self> {
+        Self::start(out, linktype, snaplen, true)
+    }
+
+    fn start(mut out: W, linktype: u16, snaplen: u32, nanos: bool) -> io::Result<Self> {
+        let magic: u32 = if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 };
+        out.write_all(&magic.to_le_bytes())?;
         out.write_all(&2u16.to_le_bytes())?;
         out.write_all(&4u16.to_le_bytes())?;
         out.write_all(&[0; 8])?;
         out.write_all(&snaplen.to_le_bytes())?;
         out.write_all(&(linktype as u32).to_le_bytes())?;
-        Ok(PcapWriter { out, nanos: true })
+        Ok(PcapWriter { out, nanos })
     }
 
     /// One packet as captured: its time and its length on the wire kept.

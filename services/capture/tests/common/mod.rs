@@ -229,7 +229,58 @@ pub struct Collected {
     pub batch_ids: Vec<String>,
 }
 
-/// Consume both streams of `bus` until `done` holds or `timeout` passes.
+/// A consumer of `kind` that adds each batch to `got` with `add`, until
+/// `stop`.
+fn consume_into<M>(
+    b: &Bus,
+    kind: Kind,
+    stop: &CancellationToken,
+    got: &Arc<Mutex<Collected>>,
+    add: fn(&mut Collected, M),
+) -> tokio::task::JoinHandle<Result<(), heimdall_bus::Error>>
+where
+    M: heimdall_bus::BusMessage + BatchId,
+{
+    let (b, stop, got) = (b.clone(), stop.clone(), got.clone());
+    tokio::spawn(async move {
+        let spec = b.consumer_spec(kind, "test", None);
+        b.consume::<M, _, _, String>(spec, stop, move |m| {
+            let mut g = got.lock().unwrap_or_else(|p| p.into_inner());
+            g.batch_ids.push(m.message.batch_id().to_string());
+            add(&mut g, m.message);
+            async { Ok(()) }
+        })
+        .await
+    })
+}
+
+/// The de-duplication id of a batch message.
+pub trait BatchId {
+    fn batch_id(&self) -> &str;
+}
+
+macro_rules! batch_id {
+    ($($t:ty),*) => {$(
+        impl BatchId for $t {
+            fn batch_id(&self) -> &str {
+                &self.batch_id
+            }
+        }
+    )*};
+}
+batch_id!(ConnBatch, DnsBatch, ObservationBatch);
+
+/// The fields of `/proc/<pid>/status` line `name` (e.g. `Uid:`).
+pub fn proc_status(pid: u32, name: &str) -> Vec<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|v| v.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}
+
+/// Consume the streams of `bus` until `done` holds or `timeout` passes.
 pub async fn collect(
     bus: &BusConfig,
     timeout: Duration,
@@ -243,49 +294,15 @@ pub async fn collect(
         .expect("streams");
     let got = Arc::new(Mutex::new(Collected::default()));
     let stop = CancellationToken::new();
-    let (g1, g2, g3) = (got.clone(), got.clone(), got.clone());
-    let obs = {
-        let b = b.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let spec = b.consumer_spec(Kind::Observations, "test", None);
-            b.consume::<ObservationBatch, _, _, String>(spec, stop, move |m| {
-                let mut g = g3.lock().unwrap_or_else(|p| p.into_inner());
-                g.batch_ids.push(m.message.batch_id.clone());
-                g.observations.extend(m.message.records);
-                async { Ok(()) }
-            })
-            .await
-        })
-    };
-    let conns = {
-        let b = b.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let spec = b.consumer_spec(Kind::Flows, "test", None);
-            b.consume::<ConnBatch, _, _, String>(spec, stop, move |m| {
-                let mut g = g1.lock().unwrap_or_else(|p| p.into_inner());
-                g.batch_ids.push(m.message.batch_id.clone());
-                g.conns.extend(m.message.records);
-                async { Ok(()) }
-            })
-            .await
-        })
-    };
-    let dns = {
-        let b = b.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let spec = b.consumer_spec(Kind::Dns, "test", None);
-            b.consume::<DnsBatch, _, _, String>(spec, stop, move |m| {
-                let mut g = g2.lock().unwrap_or_else(|p| p.into_inner());
-                g.batch_ids.push(m.message.batch_id.clone());
-                g.dns.extend(m.message.records);
-                async { Ok(()) }
-            })
-            .await
-        })
-    };
+    let consumers = [
+        consume_into::<ConnBatch>(&b, Kind::Flows, &stop, &got, |g, m| {
+            g.conns.extend(m.records)
+        }),
+        consume_into::<DnsBatch>(&b, Kind::Dns, &stop, &got, |g, m| g.dns.extend(m.records)),
+        consume_into::<ObservationBatch>(&b, Kind::Observations, &stop, &got, |g, m| {
+            g.observations.extend(m.records)
+        }),
+    ];
     let deadline = Instant::now() + timeout;
     loop {
         let finished = done(&got.lock().unwrap_or_else(|p| p.into_inner()));
@@ -297,9 +314,9 @@ pub async fn collect(
     // A moment for anything beyond the target (duplicates) to show.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.cancel();
-    let _ = conns.await;
-    let _ = dns.await;
-    let _ = obs.await;
+    for c in consumers {
+        let _ = c.await;
+    }
     let mut g = got.lock().unwrap_or_else(|p| p.into_inner());
     std::mem::take(&mut *g)
 }
