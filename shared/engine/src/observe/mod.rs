@@ -7,6 +7,10 @@
 //! their kind. Observations are rare next to packets (a device sends a few
 //! per minute), so they are built as protobuf messages directly.
 
+pub mod names;
+pub mod tls;
+pub mod wire;
+
 use heimdall_proto::sensor::v1::{ArpObservation, ArpOp, ClientFqdn, Dhcpv4Observation};
 
 /// An ARP packet for IPv4 over Ethernet (hardware type 1, protocol 0x0800,
