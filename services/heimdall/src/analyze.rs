@@ -3,11 +3,14 @@
 use std::fs::File;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use heimdall_engine::zeeklog::{Format, LogWriter};
 use heimdall_engine::{CaptureReader, Engine, EngineConfig, ReadError, Stats};
+use heimdall_fingerprint::registry::device_json;
+use heimdall_fingerprint::{Registry, RegistryConfig, Rules};
 
 /// A live interface to analyze instead of files, and when to stop.
 #[derive(Debug, Clone)]
@@ -30,6 +33,9 @@ pub struct AnalyzeOptions {
     pub engine: EngineConfig,
     /// Show a progress bar when stderr is a terminal and the input is large.
     pub progress: bool,
+    /// Identify devices and write devices.jsonl (turns the engine's
+    /// observations on).
+    pub devices: bool,
 }
 
 /// Failures that stop the run (an unreadable input does not: it is a problem).
@@ -47,6 +53,8 @@ pub enum AnalyzeError {
     },
     #[error("{0}")]
     Capture(#[from] heimdall_capture::source::Error),
+    #[error("the device rules do not load: {0}")]
+    Rules(heimdall_fingerprint::RulesError),
 }
 
 /// One input that did not read cleanly.
@@ -213,10 +221,19 @@ struct Logs {
     dns: LogWriter<File>,
     conn_path: PathBuf,
     dns_path: PathBuf,
+    devices: Option<Devices>,
+}
+
+/// The device registry `analyze` keeps when devices are on.
+struct Devices {
+    registry: Registry,
+    path: PathBuf,
+    sensor_id: String,
 }
 
 impl Logs {
-    fn open(dir: &Path, format: Format, now_s: i64) -> Result<Self, AnalyzeError> {
+    fn open(dir: &Path, opts: &AnalyzeOptions, now_s: i64) -> Result<Self, AnalyzeError> {
+        let format = opts.format;
         std::fs::create_dir_all(dir).map_err(|source| AnalyzeError::LogDir {
             path: dir.to_path_buf(),
             source,
@@ -241,11 +258,30 @@ impl Logs {
                 source,
             }
         })?;
+        let devices = if opts.devices {
+            let rules = Rules::builtin().map_err(AnalyzeError::Rules)?;
+            let cfg = RegistryConfig {
+                sensor_id: opts.engine.sensor_id.clone(),
+                local_nets: opts.engine.local_nets.clone(),
+                ..RegistryConfig::default()
+            };
+            let path = dir.join("devices.jsonl");
+            // Created now so a folder that cannot take it fails early.
+            open(&path)?;
+            Some(Devices {
+                registry: Registry::new(cfg, Arc::new(rules)),
+                path,
+                sensor_id: opts.engine.sensor_id.clone(),
+            })
+        } else {
+            None
+        };
         Ok(Logs {
             conn,
             dns,
             conn_path,
             dns_path,
+            devices,
         })
     }
 
@@ -257,7 +293,11 @@ impl Logs {
             dns,
             conn_path,
             dns_path,
+            devices,
         } = self;
+        if let Some(d) = devices {
+            d.write()?;
+        }
         conn.finish(now).map_err(|source| AnalyzeError::Write {
             path: conn_path,
             source,
@@ -286,8 +326,44 @@ impl Logs {
                     source,
                 })?;
         }
+        if let Some(d) = &mut self.devices {
+            let reg = &mut d.registry;
+            let mut latest = 0;
+            for o in &engine.out.observations {
+                reg.observe(o);
+                latest = latest.max(o.ts_us);
+            }
+            for r in &engine.out.conns {
+                reg.conn(&r.to_proto(&d.sensor_id));
+                latest = latest.max(r.ts_us);
+            }
+            for r in &engine.out.dns {
+                reg.dns(&r.to_proto(&d.sensor_id));
+                latest = latest.max(r.ts_us());
+            }
+            // Events have no reader here; flushing keeps the registry's
+            // pending work small.
+            reg.flush(latest);
+        }
         engine.clear_output();
         Ok(())
+    }
+}
+
+impl Devices {
+    /// Writes devices.jsonl: one device per line, in order of first sight.
+    fn write(self) -> Result<(), AnalyzeError> {
+        use std::io::Write;
+        let err = |source| AnalyzeError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let mut out = std::io::BufWriter::new(File::create(&self.path).map_err(err)?);
+        for d in self.registry.devices() {
+            serde_json::to_writer(&mut out, &device_json(&d)).map_err(std::io::Error::from).map_err(err)?;
+            out.write_all(b"\n").map_err(err)?;
+        }
+        out.flush().map_err(err)
     }
 }
 
@@ -305,7 +381,7 @@ pub fn analyze(opts: &AnalyzeOptions, stop: &AtomicBool) -> Result<Report, Analy
         return analyze_live(opts, live, stop);
     }
     let started = Instant::now();
-    let mut logs = Logs::open(&opts.logs, opts.format, wall_now_s())?;
+    let mut logs = Logs::open(&opts.logs, opts, wall_now_s())?;
     let mut engine = Engine::new(opts.engine.clone());
     let mut problems = Vec::new();
 
@@ -406,7 +482,7 @@ fn analyze_live(
         eprintln!("heimdall: warning: could not give up capabilities: {e}");
     }
     let started = Instant::now();
-    let mut logs = Logs::open(&opts.logs, opts.format, wall_now_s())?;
+    let mut logs = Logs::open(&opts.logs, opts, wall_now_s())?;
     let mut engine = Engine::new(opts.engine.clone());
     eprintln!("heimdall analyze: capturing on {}", live.capture.interface);
     let mut n = 0u64;

@@ -112,6 +112,10 @@ pub enum Command {
         /// Never show a progress bar
         #[arg(long)]
         no_progress: bool,
+        /// Do not identify devices (no devices.jsonl; the engine then skips
+        /// device observations)
+        #[arg(long)]
+        no_devices: bool,
     },
     /// Write a realistic home-network capture (pcap) made by Heimdall's own generator
     Generate {
@@ -146,6 +150,7 @@ pub fn run(cli: Cli) -> Result<u8, String> {
             sensor_id,
             uid_seed,
             no_progress,
+            no_devices,
         } => {
             let mut engine = EngineConfig::default();
             let mut nets: Vec<String> = Vec::new();
@@ -166,6 +171,7 @@ pub fn run(cli: Cli) -> Result<u8, String> {
                 return Err("--max-connections must be at least 1".into());
             }
             engine.max_connections = max_connections;
+            engine.observations = !no_devices;
             engine.sensor_id = sensor_id;
             if let Some(seed) = uid_seed {
                 engine.uid_seed = seed;
@@ -207,6 +213,7 @@ pub fn run(cli: Cli) -> Result<u8, String> {
                 },
                 engine,
                 progress: !no_progress,
+                devices: !no_devices,
             };
             let report = analyze(&opts, &stop).map_err(|e| e.to_string())?;
             for problem in &report.problems {

@@ -245,6 +245,15 @@ struct Conn {
     tunnel: Option<Tunnel>,
     tunnel_violation: bool,
     x_added: bool,
+    /// The client's opening bytes, kept while a ClientHello or HTTP request
+    /// header is incomplete (observations only; empty and unallocated
+    /// otherwise).
+    opening: Vec<u8>,
+    /// The opening was decided (or observations are off).
+    opening_done: bool,
+    /// Link-layer addresses of originator and responder (Zeek's
+    /// mac-logging), from the first frame; zero when observations are off.
+    l2: [[u8; 6]; 2],
 }
 
 impl Conn {
@@ -258,6 +267,7 @@ impl Conn {
     fn flip_udp(&mut self) {
         std::mem::swap(&mut self.orig, &mut self.resp);
         std::mem::swap(&mut self.orig_p, &mut self.resp_p);
+        self.l2.swap(0, 1);
         self.history.flip();
     }
 
@@ -800,6 +810,13 @@ impl Engine {
             tunnel: None,
             tunnel_violation: false,
             x_added: false,
+            opening: Vec::new(),
+            opening_done: !self.cfg.observations,
+            l2: if flip {
+                [self.l2.1, self.l2.0]
+            } else {
+                [self.l2.0, self.l2.1]
+            },
         };
         if let Some(p) = encap.innermost() {
             c.parents.add(p);
@@ -924,6 +941,8 @@ impl Engine {
             resp_ip_bytes: c.r.ip_bytes,
             tunnel_parents: c.parents,
             ip_proto: c.ip_proto,
+            orig_l2: c.l2[0],
+            resp_l2: c.l2[1],
         }
     }
 
@@ -1023,6 +1042,7 @@ impl Engine {
         let verify = self.cfg.checksums == Checksums::All;
         let fx;
         let mut dns_fx = dns::Effects::default();
+        let mut opened = None;
         {
             let Some(c) = self.slots[slot as usize].as_mut() else {
                 return;
@@ -1053,12 +1073,21 @@ impl Engine {
                 resp_p,
                 resp_multicast: false,
             };
+            let (opening, opening_done) = (&mut c.opening, &mut c.opening_done);
+            let opened = &mut opened;
             let mut deliver = |from_orig: bool, data: &[u8]| {
                 if !svc.finished() {
                     svc.tcp(from_orig, data, resp_p, partial, expect);
                 }
                 if let Some(d) = dns.as_mut() {
                     d.tcp_data(&ctx, from_orig, data, now, dns_out, &mut dns_fx);
+                }
+                if from_orig
+                    && !*opening_done
+                    && let observe::Opening::Done(kind) = observe::tcp_opening(opening, data)
+                {
+                    *opening_done = true;
+                    *opened = kind;
                 }
             };
             fx = t.packet(
@@ -1074,6 +1103,7 @@ impl Engine {
                 std::mem::swap(&mut c.orig, &mut c.resp);
                 std::mem::swap(&mut c.orig_p, &mut c.resp_p);
                 std::mem::swap(&mut c.o, &mut c.r);
+                c.l2.swap(0, 1);
             }
             let sender_is_orig = if fx.flip { !is_orig } else { is_orig };
             Self::count(c, sender_is_orig, p.total_len);
@@ -1103,6 +1133,11 @@ impl Engine {
                 arm(c.last_ns + 6 * SEC, TimerKind::TcpExpire);
             }
         }
+        if let Some(kind) = opened
+            && encap.depth == 0
+        {
+            self.opening_observation(slot, p.src, sp, kind);
+        }
         if !self.expect_scratch.is_empty() {
             let resp = self.slots[slot as usize].as_ref().map(|c| c.resp.ip());
             for mut e in self.expect_scratch.drain(..) {
@@ -1118,6 +1153,36 @@ impl Engine {
             }
         }
         self.flush_dns(slot);
+    }
+
+    /// A ClientHello or HTTP request the client opened a connection with.
+    /// The packet that completed it may be the server's (its ACK released
+    /// buffered client bytes): then the frame's addresses are swapped so the
+    /// observation is the client's.
+    fn opening_observation(&mut self, slot: u32, pkt_src: Addr, pkt_sp: u16, kind: observation::Kind) {
+        let Some(c) = self.slots[slot as usize].as_ref() else {
+            return;
+        };
+        let (orig, resp, orig_p, resp_p, uid) = (c.orig, c.resp, c.orig_p, c.resp_p, c.uid);
+        let from_server = !(pkt_src == orig && pkt_sp == orig_p);
+        if from_server {
+            let (src, dst, vlan) = self.l2;
+            self.l2 = (dst, src, vlan);
+        }
+        let mut o = self.observation(
+            Some(&orig),
+            Some(&resp),
+            orig_p,
+            resp_p,
+            Transport::Tcp,
+            Some(uid),
+        );
+        o.kind = Some(kind);
+        self.out.observations.push(o);
+        if from_server {
+            let (src, dst, vlan) = self.l2;
+            self.l2 = (dst, src, vlan);
+        }
     }
 
     /// DNS rows a packet completed, written with their connection's ids.
@@ -1241,6 +1306,20 @@ impl Engine {
                 Some(uid),
             );
             o.kind = Some(observation::Kind::Dhcpv4(d));
+            self.out.observations.push(o);
+        } else if self.cfg.observations
+            && encap.depth == 0
+            && let Some(kind) = observe::udp_discovery(sp, dp, data)
+        {
+            let mut o = self.observation(
+                Some(&p.src),
+                Some(&p.dst),
+                sp,
+                dp,
+                Transport::Udp,
+                Some(uid),
+            );
+            o.kind = Some(kind);
             self.out.observations.push(o);
         }
 
@@ -1366,6 +1445,18 @@ impl Engine {
         c.side(is_orig).size += (p.payload_len - 8) as u64;
         if full {
             Self::count(c, is_orig, p.total_len);
+        }
+        let uid = c.uid;
+        if v6
+            && self.cfg.observations
+            && encap.depth == 0
+            && (133..=137).contains(&t)
+            && let Some(ndp) = observe::wire::ndp(b)
+        {
+            let mut o =
+                self.observation(Some(&p.src), Some(&p.dst), 0, 0, Transport::Icmp, Some(uid));
+            o.kind = Some(observation::Kind::Ndp(ndp));
+            self.out.observations.push(o);
         }
     }
 

@@ -23,8 +23,12 @@
 //!   rows hold no heap data of their own and their buffers are recycled.
 //! - [`zeeklog`] writes rows and records in Zeek's TSV or JSON-lines formats.
 //! - On request ([`EngineConfig::observations`]), [`observe`] lifts device
-//!   observations (ARP, DHCPv4) out of the traffic as
-//!   `heimdall.sensor.v1.Observation`s, agreeing with tshark's decoding.
+//!   observations out of the traffic as `heimdall.sensor.v1.Observation`s
+//!   (ARP, DHCPv4, DHCPv6, neighbour discovery, mDNS/DNS-SD, LLMNR, NetBIOS
+//!   names, SSDP, the first HTTP request and the TLS ClientHello of a TCP
+//!   connection), agreeing with tshark's decoding, and connection records
+//!   carry both ends' MAC addresses. A connection buffers at most 16 KiB of
+//!   its opening, and only while a hello or request header is incomplete.
 
 pub mod dns;
 pub mod engine;

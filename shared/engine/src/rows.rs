@@ -116,6 +116,9 @@ pub struct ConnRow {
     pub resp_ip_bytes: u64,
     pub tunnel_parents: Parents,
     pub ip_proto: u8,
+    /// Link-layer addresses (all zero when not recorded).
+    pub orig_l2: [u8; 6],
+    pub resp_l2: [u8; 6],
 }
 
 impl ConnRow {
@@ -156,6 +159,8 @@ impl ConnRow {
             ip_proto: Some(self.ip_proto as u32),
             sensor_id: sensor_id.to_string(),
             community_id: self.community_id(),
+            orig_l2_addr: l2(self.orig_l2),
+            resp_l2_addr: l2(self.resp_l2),
             ..Default::default()
         }
     }
@@ -169,6 +174,15 @@ impl ConnRow {
             &self.resp,
             self.resp_p,
         )
+    }
+}
+
+/// A recorded link-layer address; none when it was not recorded.
+fn l2<T: From<Vec<u8>>>(mac: [u8; 6]) -> T {
+    if mac == [0; 6] {
+        Vec::new().into()
+    } else {
+        mac.to_vec().into()
     }
 }
 

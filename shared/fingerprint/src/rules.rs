@@ -509,7 +509,7 @@ mod tests {
         assert_eq!(short_name("TP-LINK TECHNOLOGIES CO.,LTD."), "TP-LINK TECHNOLOGIES");
         assert_eq!(short_name("Apple, Inc."), "Apple");
         assert_eq!(short_name("Sonos, Inc."), "Sonos");
-        assert_eq!(short_name("Inc."), "Inc.");
+        assert_eq!(short_name("Inc."), "Inc");
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! Device observations: the facts about a device that discovery and
-//! address-assignment traffic carries (`heimdall.sensor.v1.Observation`).
-//! So far ARP and DHCPv4; the fingerprinting issue adds the rest.
+//! Device observations: the facts about a device that discovery,
+//! address-assignment and handshake traffic carries
+//! (`heimdall.sensor.v1.Observation`): ARP and DHCPv4 here; mDNS/DNS-SD,
+//! LLMNR and NetBIOS names in [`names`]; SSDP, DHCPv6, neighbour discovery
+//! and HTTP requests in [`wire`]; TLS ClientHellos (SNI, ALPN, JA3, JA4) in
+//! [`tls`].
 //!
 //! Parsers take the bytes of one message, check every length before they
 //! read, and return `None` for anything that is not a well-formed message of
@@ -11,7 +14,89 @@ pub mod names;
 pub mod tls;
 pub mod wire;
 
-use heimdall_proto::sensor::v1::{ArpObservation, ArpOp, ClientFqdn, Dhcpv4Observation};
+use heimdall_proto::sensor::v1::{
+    ArpObservation, ArpOp, ClientFqdn, Dhcpv4Observation, observation::Kind,
+};
+
+/// The most a connection's opening bytes are buffered while a ClientHello or
+/// an HTTP request header is incomplete.
+pub const MAX_OPENING: usize = 16 * 1024;
+
+/// What the client's first bytes on a TCP connection showed so far.
+#[derive(Debug, PartialEq)]
+// Returned once per connection and moved straight into an observation:
+// boxing would cost an allocation to save nothing.
+#[expect(clippy::large_enum_variant)]
+pub enum Opening {
+    /// A valid start of a ClientHello or HTTP request: call again with the
+    /// next bytes (they were kept in the buffer).
+    NeedMore,
+    /// Decided: the observation, if the opening was one; the buffer is freed.
+    Done(Option<Kind>),
+}
+
+/// Feeds the next in-order bytes the client sent on a TCP connection.
+/// `buf` holds what earlier calls kept (empty at first; it stays empty, and
+/// allocates nothing, when one segment decides). Gives up once
+/// [`MAX_OPENING`] bytes did not complete a hello or header.
+pub fn tcp_opening(buf: &mut Vec<u8>, data: &[u8]) -> Opening {
+    let first_call = buf.is_empty();
+    if !first_call {
+        let room = MAX_OPENING.saturating_sub(buf.len());
+        buf.extend_from_slice(&data[..data.len().min(room)]);
+    }
+    let joined: &[u8] = if first_call { data } else { buf };
+    let step = match joined.first() {
+        None => Opening::NeedMore,
+        Some(&0x16) => match tls::client_hello_from_stream(joined) {
+            tls::Hello::Hello(h) => Opening::Done(Some(Kind::TlsClientHello(h))),
+            tls::Hello::NotTls => Opening::Done(None),
+            tls::Hello::NeedMore => Opening::NeedMore,
+        },
+        Some(c) if c.is_ascii_uppercase() => match wire::http_request(joined) {
+            Some(h) => Opening::Done(Some(Kind::Http(h))),
+            None if wire::http_method_prefix(joined) => Opening::NeedMore,
+            None => Opening::Done(None),
+        },
+        Some(_) => Opening::Done(None),
+    };
+    match step {
+        Opening::NeedMore if joined.len() < MAX_OPENING => {
+            if first_call {
+                buf.extend_from_slice(data);
+            }
+            Opening::NeedMore
+        }
+        Opening::NeedMore => {
+            *buf = Vec::new();
+            Opening::Done(None)
+        }
+        done => {
+            *buf = Vec::new();
+            done
+        }
+    }
+}
+
+/// A discovery or address-assignment message on one of the well-known UDP
+/// ports (either side): mDNS 5353, LLMNR 5355, NetBIOS name service 137,
+/// SSDP 1900, DHCPv6 546/547.
+pub fn udp_discovery(sp: u16, dp: u16, data: &[u8]) -> Option<Kind> {
+    let either = |p: u16| sp == p || dp == p;
+    if either(5353) {
+        names::mdns(data).map(Kind::Mdns)
+    } else if either(5355) {
+        names::llmnr(data).map(Kind::Llmnr)
+    } else if either(137) {
+        names::netbios_ns(data).map(Kind::NetbiosNs)
+    } else if either(1900) {
+        wire::ssdp(data).map(Kind::Ssdp)
+    } else if matches!((sp, dp), (546 | 547, 546 | 547)) {
+        wire::dhcpv6(data).map(Kind::Dhcpv6)
+    } else {
+        None
+    }
+}
 
 /// An ARP packet for IPv4 over Ethernet (hardware type 1, protocol 0x0800,
 /// lengths 6 and 4); other ARP packets are not observations.
@@ -218,6 +303,30 @@ mod tests {
             "an option longer than the message"
         );
         assert!(arp(&[0u8; 27]).is_none());
+    }
+
+    #[test]
+    fn an_opening_split_across_segments_is_buffered_then_freed() {
+        let req = b"GET /scale/upload HTTP/1.1\r\nHost: www.fitbit.com\r\nUser-Agent: x/1\r\n\r\n";
+        let mut buf = Vec::new();
+        assert_eq!(tcp_opening(&mut buf, &req[..20]), Opening::NeedMore);
+        assert_eq!(buf.len(), 20);
+        let Opening::Done(Some(Kind::Http(h))) = tcp_opening(&mut buf, &req[20..]) else {
+            panic!("an HTTP request");
+        };
+        assert_eq!((h.host.as_str(), h.uri.as_str()), ("www.fitbit.com", "/scale/upload"));
+        assert_eq!(buf.capacity(), 0);
+        // Not a protocol we read: decided at once, nothing kept.
+        assert_eq!(tcp_opening(&mut buf, b"\x00\x01binary"), Opening::Done(None));
+        assert!(buf.is_empty());
+        // A header that never ends stops at the bound.
+        let mut buf = Vec::new();
+        let mut step = tcp_opening(&mut buf, b"GET / HTTP/1.1\r\nX: ");
+        while step == Opening::NeedMore {
+            step = tcp_opening(&mut buf, &[b'a'; 1000]);
+        }
+        assert_eq!(step, Opening::Done(None));
+        assert_eq!(buf.capacity(), 0);
     }
 
     #[test]

@@ -143,6 +143,15 @@ pub fn ssdp(msg: &[u8]) -> Option<SsdpObservation> {
 const METHODS: &str = "GET POST HEAD PUT DELETE OPTIONS PATCH CONNECT TRACE PROPFIND PROPPATCH \
     MKCOL COPY MOVE LOCK UNLOCK REPORT SEARCH SUBSCRIBE UNSUBSCRIBE NOTIFY M-SEARCH";
 
+/// `data` starts with an HTTP method and a space: the start of a request
+/// whose header may still be incomplete.
+pub fn http_method_prefix(data: &[u8]) -> bool {
+    data.iter()
+        .take(12)
+        .position(|&c| c == b' ')
+        .is_some_and(|sp| METHODS.split(' ').any(|m| m.as_bytes() == &data[..sp]))
+}
+
 /// The request line and identifying headers of a clear-text HTTP request at
 /// the start of `data` (the client's first bytes on a TCP connection,
 /// possibly only a prefix). Returns None when it is not an HTTP request or
