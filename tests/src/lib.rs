@@ -9,9 +9,12 @@
 //! - [`process`] starts binaries, waits for `/readyz`, and kills them hard;
 //!   [`process::NatsServer`] is a NATS server a test may stop and restart.
 //! - [`veth`] makes a veth pair for live-capture tests (needs root).
+//! - [`phones`] writes a capture of a phone that rejoins the network with a
+//!   new randomized MAC, for the re-identification tests.
 //! - The tests in `tests/` use only these and the shared crates; nothing is
 //!   mocked.
 
+pub mod phones;
 pub mod process;
 pub mod sink;
 pub mod veth;

@@ -1,0 +1,639 @@
+//! The fingerprint service: device observations, connection records and DNS
+//! records from NATS in; a device registry in its own PostgreSQL schema
+//! (`fingerprint`) and device events on `sensor.<id>.devices` out.
+//!
+//! What this service promises:
+//! - Each batch is applied to the sensor's registry and the devices it
+//!   changed, with the events it caused, are written in one transaction
+//!   before the batch is acknowledged. A redelivered batch changes nothing
+//!   (evidence is kept once per rule and device), so a crash at any moment
+//!   neither loses nor duplicates a device.
+//! - Events go to NATS from an outbox table written in that transaction, so
+//!   an event that is decided is published, once (deterministic event ids,
+//!   the bus's de-duplication window for the retry after a crash).
+//! - A restarted replica reloads its sensors' devices from the database
+//!   before it takes a message.
+//! - Work is split by sensor (one home's devices are one registry: a phone
+//!   that changes MAC must meet its old record): replicas take disjoint sets
+//!   of sensors (`HEIMDALL_FINGERPRINT_SENSORS`), each with its own durable
+//!   consumers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use heimdall_bus::{Bus, BusConfig, ConsumerSpec, Kind, Received};
+use heimdall_config::{Loader, Problem, Validate};
+use heimdall_engine::ids::LocalNets;
+use heimdall_fingerprint::registry::{DeviceState, decide};
+use heimdall_fingerprint::rules::type_name;
+use heimdall_fingerprint::{Registry, RegistryConfig, Rules};
+use heimdall_proto::sensor::v1::{
+    ConnBatch, DeviceEvent, DeviceEventBatch, DeviceEventKind, DeviceType, DnsBatch,
+    ObservationBatch,
+};
+use heimdall_store::{PgPool, StoreConfig};
+use heimdall_telemetry::{Health, Metrics, TelemetryConfig};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument, warn};
+
+/// The schema this service owns.
+pub const SCHEMA: &str = "fingerprint";
+/// The variable prefix of [`FingerprintSettings`].
+pub const PREFIX: &str = "HEIMDALL_FINGERPRINT_";
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// `HEIMDALL_FINGERPRINT_*`: the service's own settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct FingerprintSettings {
+    /// `HEIMDALL_FINGERPRINT_SENSORS`: the sensors whose devices this
+    /// replica keeps, comma-separated; `*` (the default) for every sensor.
+    /// Replicas must take disjoint sets.
+    pub sensors: String,
+    /// `HEIMDALL_FINGERPRINT_DURABLE`: prefix of the consumer names.
+    /// Default `fingerprint`.
+    pub durable: String,
+    /// `HEIMDALL_FINGERPRINT_LOCAL_NETS`: networks whose addresses belong
+    /// to devices on the LAN, in addition to the private address space
+    /// (comma-separated CIDRs).
+    pub local_nets: String,
+    /// `HEIMDALL_FINGERPRINT_GRACE`: how long a device seen only with a
+    /// randomized MAC waits before it is announced, in case it turns out to
+    /// be a known device. Default `10s`.
+    #[serde(with = "heimdall_config::duration")]
+    pub grace: Duration,
+    /// `HEIMDALL_FINGERPRINT_FLUSH_INTERVAL`: how often held-back devices
+    /// are reconsidered when no traffic arrives. Default `5s`.
+    #[serde(with = "heimdall_config::duration")]
+    pub flush_interval: Duration,
+    /// `HEIMDALL_FINGERPRINT_RULES_FILE`: rules to use instead of the
+    /// built-in ones (the format of shared/fingerprint/data/rules.toml).
+    pub rules_file: String,
+    /// `HEIMDALL_FINGERPRINT_VENDORS_FILE`: vendor facts to use instead of
+    /// the built-in ones (the format of shared/fingerprint/data/vendors.toml).
+    pub vendors_file: String,
+    /// `HEIMDALL_FINGERPRINT_MAX_DEVICES`: most devices per sensor.
+    pub max_devices: usize,
+}
+
+impl Default for FingerprintSettings {
+    fn default() -> Self {
+        FingerprintSettings {
+            sensors: "*".into(),
+            durable: "fingerprint".into(),
+            local_nets: String::new(),
+            grace: Duration::from_secs(10),
+            flush_interval: Duration::from_secs(5),
+            rules_file: String::new(),
+            vendors_file: String::new(),
+            max_devices: 50_000,
+        }
+    }
+}
+
+impl FingerprintSettings {
+    /// The sensors, or `None` for every sensor.
+    pub fn sensor_list(&self) -> Option<Vec<String>> {
+        let list: Vec<String> = self
+            .sensors
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        (!list.iter().any(|s| s == "*") && !list.is_empty()).then_some(list)
+    }
+
+    fn nets(&self) -> Result<LocalNets, String> {
+        let extra = LocalNets::parse(self.local_nets.split(',')).map_err(|e| e.to_string())?;
+        Ok(LocalNets::private_address_space().union(&extra))
+    }
+
+    /// The rules: the files when given, else the built-in ones.
+    pub fn rules(&self) -> Result<Rules, String> {
+        if self.rules_file.is_empty() && self.vendors_file.is_empty() {
+            return Rules::builtin().map_err(|e| e.to_string());
+        }
+        let read = |path: &str, builtin: &'static str| -> Result<(String, String), String> {
+            if path.is_empty() {
+                return Ok((builtin.to_string(), "built-in".into()));
+            }
+            std::fs::read_to_string(path)
+                .map(|t| (t, path.to_string()))
+                .map_err(|e| format!("cannot read {path}: {e}"))
+        };
+        let (r, rn) = read(&self.rules_file, heimdall_fingerprint::rules::BUILTIN_RULES)?;
+        let (v, vn) = read(&self.vendors_file, heimdall_fingerprint::rules::BUILTIN_VENDORS)?;
+        Rules::parse(&r, &rn, &v, &vn).map_err(|e| e.to_string())
+    }
+}
+
+impl Validate for FingerprintSettings {
+    fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
+        let mut bad = |var: &str, message: String| {
+            problems.push(Problem {
+                variable: format!("{prefix}{var}"),
+                message,
+            })
+        };
+        if self.durable.is_empty() {
+            bad("DURABLE", "must not be empty".into());
+        }
+        if self.sensors.trim().is_empty() {
+            bad("SENSORS", "give sensor ids separated by commas, or * for every sensor".into());
+        }
+        if let Err(e) = self.nets() {
+            bad("LOCAL_NETS", e);
+        }
+        if self.flush_interval.is_zero() {
+            bad("FLUSH_INTERVAL", "must be longer than zero (like 5s)".into());
+        }
+        if self.max_devices == 0 {
+            bad("MAX_DEVICES", "must be at least 1".into());
+        }
+        if let Err(e) = self.rules() {
+            let var = if e.contains("vendors") { "VENDORS_FILE" } else { "RULES_FILE" };
+            bad(var, e);
+        }
+    }
+}
+
+/// Everything the service needs, loaded and validated as one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub fingerprint: FingerprintSettings,
+    pub nats: BusConfig,
+    pub database: StoreConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    /// Load every section from `loader`, reporting all problems at once.
+    pub fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
+        let config = Config {
+            fingerprint: loader.section(PREFIX),
+            nats: loader.section(heimdall_bus::PREFIX),
+            database: loader.section(heimdall_store::PREFIX),
+            telemetry: loader.section(heimdall_telemetry::PREFIX),
+        };
+        loader.finish().map(|()| config)
+    }
+
+    /// The effective configuration with secrets redacted.
+    pub fn render(&self) -> String {
+        [
+            heimdall_config::render(PREFIX, &self.fingerprint),
+            heimdall_config::render(heimdall_bus::PREFIX, &self.nats),
+            heimdall_config::render(heimdall_store::PREFIX, &self.database),
+            heimdall_config::render(heimdall_telemetry::PREFIX, &self.telemetry),
+        ]
+        .concat()
+    }
+}
+
+/// Why a batch could not be applied; it is delivered again.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The sensor is not this replica's.
+    #[error("sensor {0:?} is not in HEIMDALL_FINGERPRINT_SENSORS")]
+    NotMine(String),
+    /// The database refused; the sensor's registry is reloaded from it.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A device state did not serialize.
+    #[error("device state: {0}")]
+    Json(serde_json::Error),
+}
+
+#[derive(Debug, Clone, Default)]
+struct ServiceMetrics {
+    records: Family<Vec<(String, String)>, Counter>,
+    events: Family<Vec<(String, String)>, Counter>,
+    devices: Gauge,
+}
+
+impl ServiceMetrics {
+    fn register(&self, m: &Metrics) {
+        m.register("fingerprint_records", "Records applied to the registry, by kind", self.records.clone());
+        m.register("fingerprint_events", "Device events decided, by kind", self.events.clone());
+        m.register("fingerprint_devices", "Devices in this replica's registries", self.devices.clone());
+    }
+
+    fn count(&self, kind: &str, n: usize) {
+        self.records
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .inc_by(n as u64);
+    }
+}
+
+/// The registries of this replica's sensors and the database behind them.
+#[derive(Debug)]
+pub struct Service {
+    settings: FingerprintSettings,
+    rules: Arc<Rules>,
+    nets: LocalNets,
+    pool: PgPool,
+    registries: Mutex<HashMap<String, Registry>>,
+    outbox: Notify,
+    metrics: ServiceMetrics,
+    /// Devices across registries, for the gauge.
+    device_count: AtomicI64,
+}
+
+fn wall_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+impl Service {
+    /// A service over `pool` (migrated). Registries load lazily, per sensor.
+    pub fn new(settings: FingerprintSettings, pool: PgPool) -> Result<Self, String> {
+        let rules = Arc::new(settings.rules()?);
+        let nets = settings.nets()?;
+        Ok(Service {
+            settings,
+            rules,
+            nets,
+            pool,
+            registries: Mutex::new(HashMap::new()),
+            outbox: Notify::new(),
+            metrics: ServiceMetrics::default(),
+            device_count: AtomicI64::new(0),
+        })
+    }
+
+    fn mine(&self, sensor: &str) -> bool {
+        self.settings
+            .sensor_list()
+            .is_none_or(|l| l.iter().any(|s| s == sensor))
+    }
+
+    async fn load(&self, sensor: &str) -> Result<Registry, HandleError> {
+        let cfg = RegistryConfig {
+            sensor_id: sensor.to_string(),
+            local_nets: self.nets.clone(),
+            grace_us: self.settings.grace.as_micros() as i64,
+            max_devices: self.settings.max_devices,
+            ..RegistryConfig::default()
+        };
+        let mut reg = Registry::new(cfg, self.rules.clone());
+        let rows: Vec<serde_json::Value> =
+            sqlx::query_scalar("SELECT state FROM devices WHERE sensor_id = $1")
+                .bind(sensor)
+                .fetch_all(&self.pool)
+                .await?;
+        let states = rows
+            .into_iter()
+            .map(serde_json::from_value::<DeviceState>)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(HandleError::Json)?;
+        info!(sensor, devices = states.len(), "registry loaded");
+        reg.restore(states);
+        Ok(reg)
+    }
+
+    /// Applies `f` to the sensor's registry, then stores what changed and
+    /// the events in one transaction. On any failure the registry is
+    /// dropped, to be reloaded from the database, and the batch comes again.
+    pub async fn apply(
+        &self,
+        sensor: &str,
+        now_us: i64,
+        f: impl FnOnce(&mut Registry),
+    ) -> Result<usize, HandleError> {
+        if !self.mine(sensor) {
+            return Err(HandleError::NotMine(sensor.to_string()));
+        }
+        let mut regs = self.registries.lock().await;
+        if !regs.contains_key(sensor) {
+            let reg = self.load(sensor).await?;
+            regs.insert(sensor.to_string(), reg);
+        }
+        let Some(reg) = regs.get_mut(sensor) else {
+            return Ok(0);
+        };
+        f(reg);
+        let result = self.persist(sensor, reg, now_us).await;
+        if result.is_err() {
+            regs.remove(sensor);
+        }
+        let total: usize = regs.values().map(Registry::len).sum();
+        self.device_count.store(total as i64, Ordering::Relaxed);
+        self.metrics.devices.set(total as i64);
+        result
+    }
+
+    async fn persist(&self, sensor: &str, reg: &mut Registry, now_us: i64) -> Result<usize, HandleError> {
+        let events = reg.flush(now_us);
+        let (changed, removed) = reg.take_changed();
+        if changed.is_empty() && removed.is_empty() && events.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        for d in changed {
+            let x = decide(d);
+            let state = serde_json::to_value(d).map_err(HandleError::Json)?;
+            let macs: Vec<&str> = d.macs.iter().map(|m| m.mac.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO devices (sensor_id, device_id, revision, vendor, device_type, model, confidence, macs, first_seen_us, last_seen_us, state, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now()) \
+                 ON CONFLICT (sensor_id, device_id) DO UPDATE SET revision = $3, vendor = $4, device_type = $5, model = $6, \
+                 confidence = $7, macs = $8, first_seen_us = $9, last_seen_us = $10, state = $11, updated_at = now()",
+            )
+            .bind(sensor)
+            .bind(&d.device_id)
+            .bind(d.revision as i64)
+            .bind(&x.vendor)
+            .bind(type_name(x.device_type))
+            .bind(&x.model)
+            .bind(x.confidence)
+            .bind(&macs)
+            .bind(d.first_seen_us)
+            .bind(d.last_seen_us)
+            .bind(state)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !removed.is_empty() {
+            sqlx::query("DELETE FROM devices WHERE sensor_id = $1 AND device_id = ANY($2)")
+                .bind(sensor)
+                .bind(&removed)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for e in &events {
+            let kind = DeviceEventKind::try_from(e.kind)
+                .map(|k| k.as_str_name().trim_start_matches("DEVICE_EVENT_KIND_").to_ascii_lowercase())
+                .unwrap_or_default();
+            self.metrics.events.get_or_create(&vec![("kind".into(), kind.clone())]).inc();
+            sqlx::query(
+                "INSERT INTO device_events (event_id, sensor_id, device_id, kind, ts_us, body) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(&e.event_id)
+            .bind(sensor)
+            .bind(e.device.as_ref().map(|d| d.device_id.as_str()).unwrap_or_default())
+            .bind(kind)
+            .bind(e.ts_us)
+            .bind(e.encode_to_vec())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        if !events.is_empty() {
+            self.outbox.notify_one();
+        }
+        Ok(events.len())
+    }
+
+    /// Reconsiders every loaded registry at wall time (held-back devices
+    /// whose grace period ended are announced).
+    pub async fn tick(&self) -> Result<(), HandleError> {
+        let sensors: Vec<String> = self.registries.lock().await.keys().cloned().collect();
+        for s in sensors {
+            self.apply(&s, wall_us(), |_| {}).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes unpublished events, oldest first, one batch per sensor;
+    /// returns how many went out.
+    pub async fn publish_outbox(&self, bus: &Bus) -> anyhow::Result<usize> {
+        let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, sensor_id, body FROM device_events WHERE NOT published ORDER BY seq LIMIT 500",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_sensor: Vec<(String, Vec<i64>, Vec<DeviceEvent>)> = Vec::new();
+        for (seq, sensor, body) in rows {
+            let event = DeviceEvent::decode(body.as_slice())?;
+            match by_sensor.iter_mut().find(|(s, _, _)| *s == sensor) {
+                Some((_, seqs, events)) => {
+                    seqs.push(seq);
+                    events.push(event);
+                }
+                None => by_sensor.push((sensor, vec![seq], vec![event])),
+            }
+        }
+        let mut sent = 0;
+        for (sensor, seqs, events) in by_sensor {
+            let mut h = Sha1::new();
+            for e in &events {
+                h.update(e.event_id.as_bytes());
+                h.update([0]);
+            }
+            let batch_id: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            let batch = DeviceEventBatch {
+                batch_id: format!("devices-{batch_id}"),
+                sensor_id: sensor.clone(),
+                created_us: wall_us(),
+                records: events,
+            };
+            let subject = bus.subjects().publish(Kind::Devices, &sensor, 0);
+            bus.publish(&subject, &batch.batch_id, &batch).await?;
+            sqlx::query("UPDATE device_events SET published = true WHERE seq = ANY($1)")
+                .bind(&seqs)
+                .execute(&self.pool)
+                .await?;
+            sent += batch.records.len();
+        }
+        Ok(sent)
+    }
+
+    /// Consumer specs for `kind`: one per configured sensor, or one for all.
+    fn specs(&self, bus: &Bus, kind: Kind) -> Vec<ConsumerSpec> {
+        let base = format!("{}-{}", self.settings.durable, kind.token());
+        match self.settings.sensor_list() {
+            None => vec![bus.consumer_spec(kind, &base, None)],
+            Some(list) => list
+                .iter()
+                .map(|sensor| {
+                    let mut spec = bus.consumer_spec(kind, &format!("{base}-{sensor}"), None);
+                    let one = bus.subjects().publish(kind, sensor, 0);
+                    spec.filter = format!("{}*", one.trim_end_matches("p0"));
+                    spec
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The latest record time of a batch, or wall time for an empty one.
+fn latest(ts: impl Iterator<Item = i64>) -> i64 {
+    ts.max().unwrap_or_else(wall_us)
+}
+
+#[instrument(skip_all, fields(batch = %m.message.batch_id, records = m.message.records.len()))]
+async fn on_observations(svc: &Service, m: Received<ObservationBatch>) -> Result<(), HandleError> {
+    let b = m.message;
+    let now = latest(b.records.iter().map(|r| r.ts_us));
+    svc.apply(&b.sensor_id, now, |reg| {
+        for o in &b.records {
+            reg.observe(o);
+        }
+    })
+    .await?;
+    svc.metrics.count("observation", b.records.len());
+    Ok(())
+}
+
+#[instrument(skip_all, fields(batch = %m.message.batch_id, records = m.message.records.len()))]
+async fn on_conns(svc: &Service, m: Received<ConnBatch>) -> Result<(), HandleError> {
+    let b = m.message;
+    let now = latest(b.records.iter().map(|r| r.ts_us));
+    svc.apply(&b.sensor_id, now, |reg| {
+        for c in &b.records {
+            reg.conn(c);
+        }
+    })
+    .await?;
+    svc.metrics.count("conn", b.records.len());
+    Ok(())
+}
+
+#[instrument(skip_all, fields(batch = %m.message.batch_id, records = m.message.records.len()))]
+async fn on_dns(svc: &Service, m: Received<DnsBatch>) -> Result<(), HandleError> {
+    let b = m.message;
+    let now = latest(b.records.iter().map(|r| r.ts_us));
+    svc.apply(&b.sensor_id, now, |reg| {
+        for d in &b.records {
+            reg.dns(d);
+        }
+    })
+    .await?;
+    svc.metrics.count("dns", b.records.len());
+    Ok(())
+}
+
+/// Bring the service's schema up to date.
+pub async fn migrate(pool: &PgPool) -> Result<(), heimdall_store::Error> {
+    heimdall_store::migrate(pool, SCHEMA, &MIGRATIONS).await
+}
+
+/// Run until `shutdown`: serve telemetry on `listener`, connect, migrate,
+/// consume observations, connections and DNS for this replica's sensors,
+/// publish device events.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let health = Health::new();
+    health.register("nats");
+    health.register("database");
+    let telemetry = tokio::spawn(heimdall_telemetry::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
+
+    let pool = heimdall_store::connect(&config.database, SCHEMA).await?;
+    migrate(&pool).await?;
+    health.ready("database", "migrated");
+    let svc = Arc::new(Service::new(config.fingerprint.clone(), pool).map_err(anyhow::Error::msg)?);
+    svc.metrics.register(&metrics);
+    // Every configured sensor's devices are loaded before a message is taken.
+    if let Some(list) = svc.settings.sensor_list() {
+        for s in list {
+            svc.apply(&s, 0, |_| {}).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    } else {
+        let sensors: Vec<String> = sqlx::query_scalar("SELECT DISTINCT sensor_id FROM devices")
+            .fetch_all(&svc.pool)
+            .await?;
+        for s in sensors {
+            svc.apply(&s, 0, |_| {}).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+
+    let bus = Bus::connect(&config.nats, "heimdall-fingerprint")
+        .await?
+        .with_health(health.clone());
+    bus.register_metrics(&metrics);
+    bus.ensure_streams(&[Kind::Observations, Kind::Flows, Kind::Dns, Kind::Devices])
+        .await?;
+    health.ready("nats", "consuming observations, flows and dns");
+    info!(sensors = %svc.settings.sensors, rules = svc.rules.len(), "fingerprint ready");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for spec in svc.specs(&bus, Kind::Observations) {
+        let (bus, svc, stop) = (bus.clone(), svc.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            bus.consume::<ObservationBatch, _, _, HandleError>(spec, stop, |m| {
+                let svc = svc.clone();
+                async move { on_observations(&svc, m).await }
+            })
+            .await
+        });
+    }
+    for spec in svc.specs(&bus, Kind::Flows) {
+        let (bus, svc, stop) = (bus.clone(), svc.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            bus.consume::<ConnBatch, _, _, HandleError>(spec, stop, |m| {
+                let svc = svc.clone();
+                async move { on_conns(&svc, m).await }
+            })
+            .await
+        });
+    }
+    for spec in svc.specs(&bus, Kind::Dns) {
+        let (bus, svc, stop) = (bus.clone(), svc.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            bus.consume::<DnsBatch, _, _, HandleError>(spec, stop, |m| {
+                let svc = svc.clone();
+                async move { on_dns(&svc, m).await }
+            })
+            .await
+        });
+    }
+    {
+        let (bus, svc, stop) = (bus.clone(), svc.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(svc.settings.flush_interval);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = svc.outbox.notified() => {}
+                    _ = tick.tick() => {
+                        if let Err(e) = svc.tick().await {
+                            warn!(error = %e, "reconsidering held-back devices failed; will retry");
+                        }
+                    }
+                }
+                loop {
+                    match svc.publish_outbox(&bus).await {
+                        Ok(0) => break,
+                        Ok(n) => info!(events = n, "device events published"),
+                        Err(e) => {
+                            warn!(error = %e, "publishing device events failed; will retry");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    shutdown.cancel();
+    telemetry.await??;
+    Ok(())
+}
+
+/// The device type names of the taxonomy, for documentation and checks.
+pub fn taxonomy() -> Vec<String> {
+    (1..=22)
+        .filter_map(|v| DeviceType::try_from(v).ok())
+        .map(type_name)
+        .collect()
+}
