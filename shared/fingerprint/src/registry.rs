@@ -169,6 +169,11 @@ pub struct DeviceState {
     pub shown: Shown,
     /// Ids of announced devices merged into this one since the last event.
     pub merged_from: Vec<String>,
+    /// A device seen only with randomized MACs is not announced before
+    /// this time (registry time: the latest record time it has seen, so
+    /// records that arrive late or out of order still get their grace).
+    #[serde(default)]
+    pub held_until_us: i64,
 }
 
 /// The fused view of a device.
@@ -301,6 +306,12 @@ impl Registry {
             if oui::group(mac) || mac == [0; 6] || !signals::usable(ip) {
                 continue;
             }
+            // A randomized MAC becomes a device through what it says about
+            // itself (ARP, DHCP...), where its identity can show, never
+            // through a connection record that may arrive first.
+            if oui::locally_administered(mac) && !self.by_mac.contains_key(&mac) {
+                continue;
+            }
             let mut f = Facts {
                 mac,
                 ..Default::default()
@@ -425,6 +436,7 @@ impl Registry {
             announced: false,
             shown: Shown::default(),
             merged_from: Vec::new(),
+            held_until_us: ts_us.max(self.now_us).saturating_add(self.cfg.grace_us),
         };
         self.oui_claim(&mut d, mac, ts_us);
         self.by_mac.insert(mac, id.clone());
@@ -647,7 +659,7 @@ impl Registry {
                 .iter()
                 .filter_map(|m| parse_mac(&m.mac))
                 .all(oui::locally_administered);
-            if !d.announced && randomized_only && now - d.first_seen_us < self.cfg.grace_us {
+            if !d.announced && randomized_only && now < d.held_until_us {
                 // Held back: it may yet turn out to be a known device.
                 self.dirty.insert(id);
                 continue;

@@ -1,0 +1,255 @@
+//! The fingerprint service as a process, over the real NATS and PostgreSQL:
+//! observations, connections and DNS in; device rows and device events out.
+//! It is killed with SIGKILL and started again, and the same batches are
+//! delivered again: no device is lost, none is made twice, no event is
+//! announced twice.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use heimdall_bus::{Bus, Kind, Received};
+use heimdall_engine::{CaptureReader, Engine, EngineConfig};
+use heimdall_proto::sensor::v1::{
+    ConnBatch, DeviceEventBatch, DeviceEventKind, DnsBatch, Observation, ObservationBatch,
+};
+use heimdall_store::testing::TestDb;
+use heimdall_tests::{phones, process};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const SENSOR: &str = "home-1";
+
+/// The scenario's records as the capture service would publish them.
+fn records() -> (Vec<Observation>, ConnBatch, DnsBatch) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("phones.pcap");
+    phones::write_pcap(&path).expect("capture");
+    let mut engine = Engine::new(EngineConfig {
+        observations: true,
+        ..EngineConfig::default()
+    });
+    let mut reader = CaptureReader::open(&path).expect("open");
+    let (mut obs, mut conns, mut dns) = (Vec::new(), Vec::new(), Vec::new());
+    let mut take = |e: &mut Engine| {
+        obs.extend(e.out.observations.drain(..).map(|mut o| {
+            o.sensor_id = SENSOR.into();
+            o
+        }));
+        conns.extend(e.out.conns.iter().map(|c| c.to_proto(SENSOR)));
+        dns.extend(e.out.dns.iter().map(|d| d.to_proto(SENSOR)));
+        e.clear_output();
+    };
+    while let Some(p) = reader.next_packet().expect("read") {
+        engine.packet(&p);
+        take(&mut engine);
+    }
+    engine.finish();
+    take(&mut engine);
+    (
+        obs,
+        ConnBatch {
+            batch_id: "conns-1".into(),
+            sensor_id: SENSOR.into(),
+            created_us: 0,
+            records: conns,
+        },
+        DnsBatch {
+            batch_id: "dns-1".into(),
+            sensor_id: SENSOR.into(),
+            created_us: 0,
+            records: dns,
+        },
+    )
+}
+
+fn obs_batch(id: &str, records: &[Observation]) -> ObservationBatch {
+    ObservationBatch {
+        batch_id: id.into(),
+        sensor_id: SENSOR.into(),
+        created_us: 0,
+        records: records.to_vec(),
+    }
+}
+
+struct Service {
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    addr: std::net::SocketAddr,
+    log: PathBuf,
+}
+
+impl Service {
+    async fn start(&self) -> tokio::process::Child {
+        let mut child = process::spawn(&self.binary, &self.env, &self.log).expect("start");
+        if let Err(e) = process::wait_ready(&mut child, self.addr, Duration::from_secs(30)).await {
+            panic!(
+                "heimdall-fingerprint: {e}\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        child
+    }
+}
+
+async fn wait_for(pool: &sqlx::PgPool, sql: &str, want: i64, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap_or(-1);
+        if n == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: {n}, want {want}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
+    let db = TestDb::new().await.expect("PostgreSQL must be running (make setup)");
+    let bus_config = heimdall_bus::testing::config("fp");
+    let addr = process::free_port().expect("port");
+    let log = std::env::temp_dir().join(format!("{}-fingerprint.log", bus_config.namespace));
+    let env: Vec<(String, String)> = [
+        ("HEIMDALL_NATS_URL", heimdall_bus::testing::nats_url()),
+        ("HEIMDALL_NATS_NAMESPACE", bus_config.namespace.clone()),
+        ("HEIMDALL_NATS_MEMORY_STORAGE", "true".into()),
+        ("HEIMDALL_NATS_MAX_BYTES_SCALE", "0.05".into()),
+        ("HEIMDALL_NATS_ACK_WAIT", "2s".into()),
+        ("HEIMDALL_DATABASE_URL", db.url().to_string()),
+        ("HEIMDALL_FINGERPRINT_SENSORS", SENSOR.into()),
+        ("HEIMDALL_FINGERPRINT_GRACE", "1s".into()),
+        ("HEIMDALL_FINGERPRINT_FLUSH_INTERVAL", "500ms".into()),
+        ("HEIMDALL_TELEMETRY_LISTEN", addr.to_string()),
+        ("HEIMDALL_TELEMETRY_LOG", "info".into()),
+        ("HEIMDALL_TELEMETRY_LOG_FORMAT", "json".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let svc = Service {
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_heimdall-fingerprint")),
+        env,
+        addr,
+        log: log.clone(),
+    };
+    let bus = Bus::connect(&bus_config, "fp-test").await.expect("NATS must be running (make setup)");
+    bus.ensure_streams(&[Kind::Observations, Kind::Flows, Kind::Dns, Kind::Devices])
+        .await
+        .expect("streams");
+
+    // Everything published on the devices subject, as a consumer sees it.
+    let (tx, mut events_rx) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let watcher = {
+        let (bus, stop) = (bus.clone(), stop.clone());
+        let spec = bus.consumer_spec(Kind::Devices, "test-watcher", None);
+        tokio::spawn(async move {
+            bus.consume::<DeviceEventBatch, _, _, String>(spec, stop, |m: Received<DeviceEventBatch>| {
+                let tx = tx.clone();
+                async move {
+                    for e in m.message.records {
+                        let _ = tx.send(e);
+                    }
+                    Ok(())
+                }
+            })
+            .await
+        })
+    };
+
+    let mut child = svc.start().await;
+    let pool = heimdall_store::connect(db.config(), "fingerprint").await.expect("pool");
+    let (obs, conns, dns) = records();
+    let half = obs.len() / 2;
+    let obs_subject = bus.subjects().publish(Kind::Observations, SENSOR, 0);
+    bus.publish(&obs_subject, "obs-1", &obs_batch("obs-1", &obs[..half])).await.expect("publish");
+    bus.publish(&obs_subject, "obs-2", &obs_batch("obs-2", &obs[half..])).await.expect("publish");
+    bus.publish(&bus.subjects().publish(Kind::Dns, SENSOR, 0), "dns-1", &dns).await.expect("publish");
+    bus.publish(&bus.subjects().publish(Kind::Flows, SENSOR, 0), "conns-1", &conns).await.expect("publish");
+
+    // Phone, plug, router: three devices, three NEW events, all published.
+    wait_for(&pool, "SELECT count(*) FROM devices", 3, &log).await;
+    wait_for(&pool, "SELECT count(*) FROM device_events WHERE kind = 'new'", 3, &log).await;
+    wait_for(&pool, "SELECT count(*) FROM device_events WHERE NOT published", 0, &log).await;
+    let phone_macs: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(macs) FROM devices WHERE $1 = ANY(macs) ORDER BY 1",
+    )
+    .bind("da:a1:19:4e:21:07")
+    .fetch_all(&pool)
+    .await
+    .expect("phone");
+    assert_eq!(phone_macs, vec!["3e:52:8c:90:11:a4", "da:a1:19:4e:21:07"], "one phone with both MACs");
+    let (vendor, kind): (String, String) =
+        sqlx::query_as("SELECT vendor, device_type FROM devices WHERE 'hs110(eu)' = ANY(SELECT lower(jsonb_array_elements_text(state->'hostnames')))")
+            .fetch_one(&pool)
+            .await
+            .expect("the plug");
+    assert_eq!((vendor.as_str(), kind.as_str()), ("TP-Link", "smart_plug"));
+
+    // Killed hard; the same batches come again under new ids (as after a
+    // lost acknowledgement), with one new device; then it starts again.
+    child.start_kill().expect("SIGKILL");
+    let _ = child.wait().await;
+    for (i, b) in [&obs[..half], &obs[half..]].iter().enumerate() {
+        let id = format!("obs-again-{i}");
+        bus.publish(&obs_subject, &id, &obs_batch(&id, b)).await.expect("publish");
+    }
+    let mut stranger = obs.iter().find(|o| matches!(o.kind, Some(heimdall_proto::sensor::v1::observation::Kind::Arp(_)))).cloned().expect("an ARP observation");
+    let speaker = vec![0x34, 0x7e, 0x5c, 0x01, 0x02, 0x03]; // a Sonos OUI
+    stranger.src_mac = speaker.clone().into();
+    if let Some(heimdall_proto::sensor::v1::observation::Kind::Arp(a)) = stranger.kind.as_mut() {
+        a.sender_mac = speaker.into();
+        a.sender_ip = vec![192, 168, 1, 77].into();
+        a.target_ip = vec![192, 168, 1, 77].into();
+    }
+    bus.publish(&obs_subject, "obs-3", &obs_batch("obs-3", &[stranger])).await.expect("publish");
+    let mut child = svc.start().await;
+
+    wait_for(&pool, "SELECT count(*) FROM devices", 4, &log).await;
+    wait_for(&pool, "SELECT count(*) FROM device_events WHERE kind = 'new'", 4, &log).await;
+    wait_for(&pool, "SELECT count(*) FROM device_events WHERE NOT published", 0, &log).await;
+    // Let any late redelivery land before judging.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (mac_rows, distinct_macs): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT m) FROM devices, unnest(macs) m")
+            .fetch_one(&pool)
+            .await
+            .expect("devices");
+    assert_eq!(distinct_macs, 5, "phone (2 MACs), plug, router, speaker");
+    assert_eq!(mac_rows, 5, "each MAC in one device row only");
+    let new_devices: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT device_id) FROM device_events WHERE kind = 'new'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("events");
+    assert_eq!(new_devices, 4, "one NEW event per device, never two");
+
+    // What went out on NATS: every stored event, once.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 4 && Instant::now() < deadline {
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(200), events_rx.recv()).await {
+            seen.push(e);
+        }
+    }
+    while let Ok(e) = events_rx.try_recv() {
+        seen.push(e);
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM device_events").fetch_one(&pool).await.expect("n");
+    let new_on_bus = seen.iter().filter(|e| e.kind == DeviceEventKind::New as i32).count();
+    assert_eq!(new_on_bus, 4, "{seen:#?}");
+    let mut ids: Vec<_> = seen.iter().map(|e| e.event_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len() as i64, stored, "every stored event on the bus, once");
+
+    child.start_kill().expect("stop");
+    stop.cancel();
+    let _ = watcher.await;
+    let _ = bus.delete_streams(&Kind::ALL).await;
+}
