@@ -16,7 +16,7 @@ OUT="$ROOT/target/bench"
 CAP="$OUT/bench.pcap"
 mkdir -p "$OUT"
 
-cargo build -q --release --bin heimdall --bin heimdall-benchcap --bin heimdall-pcaploop --bin heimdall-allocs --bin heimdall-bus-bench
+cargo build -q --release --bin heimdall --bin heimdall-benchcap --bin heimdall-pcaploop --bin heimdall-allocs --bin heimdall-bus-bench --bin heimdall-fingerprint --bin heimdall-fingerprint-bench
 if [ ! -s "$CAP" ] || [ "$CAP" -ot tests/src/bin/heimdall-benchcap.rs ]; then
   target/release/heimdall-benchcap --out "$CAP" "$SHARED/testdata"
 fi
@@ -43,7 +43,9 @@ measure() { # name, command...
   done
 }
 measure pcaploop target/release/heimdall-pcaploop "$CAP"
-measure heimdall target/release/heimdall analyze "$CAP" --logs "$OUT/logs" --no-progress
+# Connection and DNS logs only, as the tools it is compared with; device
+# identification is measured on its own below.
+measure heimdall target/release/heimdall analyze "$CAP" --logs "$OUT/logs" --no-progress --no-devices
 RUNS=1 measure tshark tshark -r "$CAP" -q -z conv,tcp -z conv,udp
 
 packets="$(sed -n 's/^pcaploop: \([0-9]*\) packets.*/\1/p' "$OUT/pcaploop.out")"
@@ -72,6 +74,10 @@ target/release/heimdall-allocs "$CAP"
 echo
 echo "== bus: records through NATS JetStream into PostgreSQL"
 target/release/heimdall-bus-bench
+
+echo
+echo "== fingerprint: device observations through the registry, and through the service (JetStream in, PostgreSQL) on one core"
+target/release/heimdall-fingerprint-bench target/release/heimdall-fingerprint
 
 echo
 echo "== live capture: heimdall-capture on a veth pair, tcpreplay at rising rates"

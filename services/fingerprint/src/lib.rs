@@ -341,27 +341,40 @@ impl Service {
             return Ok(0);
         }
         let mut tx = self.pool.begin().await?;
-        for d in changed {
-            let x = decide(d);
-            let state = serde_json::to_value(d).map_err(HandleError::Json)?;
-            let macs: Vec<&str> = d.macs.iter().map(|m| m.mac.as_str()).collect();
+        if !changed.is_empty() {
+            // One statement for every changed device of the batch.
+            let mut cols = DeviceColumns::default();
+            for d in changed {
+                let x = decide(d);
+                cols.ids.push(d.device_id.clone());
+                cols.revisions.push(d.revision as i64);
+                cols.vendors.push(x.vendor);
+                cols.types.push(type_name(x.device_type));
+                cols.models.push(x.model);
+                cols.confidences.push(x.confidence);
+                cols.first.push(d.first_seen_us);
+                cols.last.push(d.last_seen_us);
+                cols.states.push(serde_json::to_value(d).map_err(HandleError::Json)?);
+            }
             sqlx::query(
                 "INSERT INTO devices (sensor_id, device_id, revision, vendor, device_type, model, confidence, macs, first_seen_us, last_seen_us, state, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now()) \
-                 ON CONFLICT (sensor_id, device_id) DO UPDATE SET revision = $3, vendor = $4, device_type = $5, model = $6, \
-                 confidence = $7, macs = $8, first_seen_us = $9, last_seen_us = $10, state = $11, updated_at = now()",
+                 SELECT $1, id, rev, v, t, m, c, ARRAY(SELECT e->>'mac' FROM jsonb_array_elements(st->'macs') e), f, l, st, now() \
+                 FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::bigint[], $9::bigint[], $10::jsonb[]) \
+                   AS x(id, rev, v, t, m, c, f, l, st) \
+                 ON CONFLICT (sensor_id, device_id) DO UPDATE SET revision = EXCLUDED.revision, vendor = EXCLUDED.vendor, \
+                 device_type = EXCLUDED.device_type, model = EXCLUDED.model, confidence = EXCLUDED.confidence, macs = EXCLUDED.macs, \
+                 first_seen_us = EXCLUDED.first_seen_us, last_seen_us = EXCLUDED.last_seen_us, state = EXCLUDED.state, updated_at = now()",
             )
             .bind(sensor)
-            .bind(&d.device_id)
-            .bind(d.revision as i64)
-            .bind(&x.vendor)
-            .bind(type_name(x.device_type))
-            .bind(&x.model)
-            .bind(x.confidence)
-            .bind(&macs)
-            .bind(d.first_seen_us)
-            .bind(d.last_seen_us)
-            .bind(state)
+            .bind(&cols.ids)
+            .bind(&cols.revisions)
+            .bind(&cols.vendors)
+            .bind(&cols.types)
+            .bind(&cols.models)
+            .bind(&cols.confidences)
+            .bind(&cols.first)
+            .bind(&cols.last)
+            .bind(&cols.states)
             .execute(&mut *tx)
             .await?;
         }
@@ -467,6 +480,20 @@ impl Service {
                 .collect(),
         }
     }
+}
+
+/// Changed devices as columns, for one multi-row upsert.
+#[derive(Debug, Default)]
+struct DeviceColumns {
+    ids: Vec<String>,
+    revisions: Vec<i64>,
+    vendors: Vec<String>,
+    types: Vec<String>,
+    models: Vec<String>,
+    confidences: Vec<f64>,
+    first: Vec<i64>,
+    last: Vec<i64>,
+    states: Vec<serde_json::Value>,
 }
 
 /// The latest record time of a batch, or wall time for an empty one.

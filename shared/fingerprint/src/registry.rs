@@ -201,6 +201,10 @@ pub struct Registry {
     removed: Vec<String>,
     /// Device ids whose state changed since `take_changed`.
     changed: BTreeSet<String>,
+    /// What was last handed to the store per device: a digest of the
+    /// state that matters and the last-seen time, so a device seen again
+    /// with nothing new is written at most once a minute.
+    stored: HashMap<String, (u64, i64)>,
     now_us: i64,
     stats: RegistryStats,
 }
@@ -239,6 +243,7 @@ impl Registry {
             dirty: BTreeSet::new(),
             removed: Vec::new(),
             changed: BTreeSet::new(),
+            stored: HashMap::new(),
             now_us: 0,
             stats: RegistryStats::default(),
         }
@@ -677,7 +682,13 @@ impl Registry {
             } else {
                 None
             };
-            self.changed.insert(id.clone());
+            let digest = material(d);
+            let stale = self.stored.get(&id).is_none_or(|&(sig, seen)| {
+                sig != digest || d.last_seen_us - seen >= STORE_LAST_SEEN_US
+            });
+            if stale || kind.is_some() {
+                self.changed.insert(id.clone());
+            }
             let Some(kind) = kind else { continue };
             let previous = d.shown.device_type;
             let Some(d) = self.devices.get_mut(&id) else { continue };
@@ -714,6 +725,14 @@ impl Registry {
     pub fn take_changed(&mut self) -> (Vec<&DeviceState>, Vec<String>) {
         let changed = std::mem::take(&mut self.changed);
         let removed = std::mem::take(&mut self.removed);
+        for id in &changed {
+            if let Some(d) = self.devices.get(id) {
+                self.stored.insert(id.clone(), (material(d), d.last_seen_us));
+            }
+        }
+        for id in &removed {
+            self.stored.remove(id);
+        }
         (
             changed.iter().filter_map(|id| self.devices.get(id)).collect(),
             removed,
@@ -736,12 +755,40 @@ impl Registry {
                 self.by_ident.insert(i.clone(), d.device_id.clone());
             }
             self.now_us = self.now_us.max(d.last_seen_us);
+            self.stored.insert(d.device_id.clone(), (material(&d), d.last_seen_us));
             if !d.announced {
                 self.dirty.insert(d.device_id.clone());
             }
             self.devices.insert(d.device_id.clone(), d);
         }
     }
+}
+
+/// How stale a stored last-seen time may get before the device is written
+/// again for that alone.
+const STORE_LAST_SEEN_US: i64 = 60_000_000;
+
+/// A digest of what a store must not lose: everything but times.
+fn material(d: &DeviceState) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    d.revision.hash(&mut h);
+    d.announced.hash(&mut h);
+    d.held_until_us.hash(&mut h);
+    for m in &d.macs {
+        m.mac.hash(&mut h);
+    }
+    for s in &d.ips {
+        s.ip.hash(&mut h);
+    }
+    d.hostnames.hash(&mut h);
+    d.idents.hash(&mut h);
+    d.foreign.hash(&mut h);
+    for k in d.claims.keys() {
+        k.hash(&mut h);
+    }
+    d.merged_from.hash(&mut h);
+    h.finish()
 }
 
 fn claim_of(f: &crate::rules::Finding<'_>, signal: Signal, value: &str, ts_us: i64) -> (String, Claim) {
