@@ -15,8 +15,9 @@
 //!   before it takes a message.
 //! - Work is split by sensor (one home's devices are one registry: a phone
 //!   that changes MAC must meet its old record): replicas take disjoint sets
-//!   of sensors (`HEIMDALL_FINGERPRINT_SENSORS`), each with its own durable
-//!   consumers.
+//!   of sensors, by list (`HEIMDALL_FINGERPRINT_SENSORS`) or by hash
+//!   (`HEIMDALL_FINGERPRINT_SHARD_INDEX` of `_SHARD_COUNT`, a StatefulSet's
+//!   pod index), each with durable consumers of its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -84,6 +85,13 @@ pub struct FingerprintSettings {
     pub vendors_file: String,
     /// `HEIMDALL_FINGERPRINT_MAX_DEVICES`: most devices per sensor.
     pub max_devices: usize,
+    /// `HEIMDALL_FINGERPRINT_SHARD_COUNT`: replicas that split the sensors
+    /// among them by a hash of the sensor id (each sees every message and
+    /// keeps the sensors of its shard). Default 1.
+    pub shard_count: u16,
+    /// `HEIMDALL_FINGERPRINT_SHARD_INDEX`: this replica's shard, from 0
+    /// (on Kubernetes, the StatefulSet pod index). Default 0.
+    pub shard_index: u16,
 }
 
 impl Default for FingerprintSettings {
@@ -97,6 +105,8 @@ impl Default for FingerprintSettings {
             rules_file: String::new(),
             vendors_file: String::new(),
             max_devices: 50_000,
+            shard_count: 1,
+            shard_index: 0,
         }
     }
 }
@@ -158,6 +168,12 @@ impl Validate for FingerprintSettings {
         if self.flush_interval.is_zero() {
             bad("FLUSH_INTERVAL", "must be longer than zero (like 5s)".into());
         }
+        if self.shard_count == 0 || self.shard_index >= self.shard_count {
+            bad(
+                "SHARD_INDEX",
+                format!("must be below HEIMDALL_FINGERPRINT_SHARD_COUNT ({})", self.shard_count),
+            );
+        }
         if self.max_devices == 0 {
             bad("MAX_DEVICES", "must be at least 1".into());
         }
@@ -204,9 +220,6 @@ impl Config {
 /// Why a batch could not be applied; it is delivered again.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
-    /// The sensor is not this replica's.
-    #[error("sensor {0:?} is not in HEIMDALL_FINGERPRINT_SENSORS")]
-    NotMine(String),
     /// The database refused; the sensor's registry is reloaded from it.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
@@ -273,10 +286,12 @@ impl Service {
         })
     }
 
-    fn mine(&self, sensor: &str) -> bool {
-        self.settings
-            .sensor_list()
-            .is_none_or(|l| l.iter().any(|s| s == sensor))
+    /// The sensor is in this replica's list and shard.
+    pub fn mine(&self, sensor: &str) -> bool {
+        let s = &self.settings;
+        s.sensor_list().is_none_or(|l| l.iter().any(|x| x == sensor))
+            && (s.shard_count <= 1
+                || heimdall_bus::partition_of(sensor.as_bytes(), s.shard_count) == s.shard_index)
     }
 
     async fn load(&self, sensor: &str) -> Result<Registry, HandleError> {
@@ -313,7 +328,8 @@ impl Service {
         f: impl FnOnce(&mut Registry),
     ) -> Result<usize, HandleError> {
         if !self.mine(sensor) {
-            return Err(HandleError::NotMine(sensor.to_string()));
+            // Another shard's sensor: acknowledged here, kept there.
+            return Ok(0);
         }
         let mut regs = self.registries.lock().await;
         if !regs.contains_key(sensor) {
@@ -466,7 +482,11 @@ impl Service {
 
     /// Consumer specs for `kind`: one per configured sensor, or one for all.
     fn specs(&self, bus: &Bus, kind: Kind) -> Vec<ConsumerSpec> {
-        let base = format!("{}-{}", self.settings.durable, kind.token());
+        let mut base = format!("{}-{}", self.settings.durable, kind.token());
+        if self.settings.shard_count > 1 {
+            // Each shard reads the whole stream with a position of its own.
+            base = format!("{base}-s{}of{}", self.settings.shard_index, self.settings.shard_count);
+        }
         match self.settings.sensor_list() {
             None => vec![bus.consumer_spec(kind, &base, None)],
             Some(list) => list
