@@ -26,6 +26,15 @@ echo "== $LOGS/dns.log: the first queries"
 { grep '^#fields' "$LOGS/dns.log" | cut -f2-; awk '!/^#/ && n++ < 6' "$LOGS/dns.log"; } \
   | cut -f3,5,10,14,16,22 | column -t -s$'\t'
 echo
+echo "== $LOGS/devices.jsonl: the devices, what they are and how sure (the evidence is in the file)"
+python3 - "$LOGS/devices.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"{'mac':17}  {'vendor':18} {'type':12} {'model':10} {'os':8} {'hostname':16} conf")
+for d in rows:
+    print(f"{d['mac']:17}  {d['vendor'][:18]:18} {d['device_type']:12} {d['model'][:10]:10} {d['os'][:8]:8} {d['hostname'][:16]:16} {d['confidence']:.2f}")
+PY
+echo
 
 bash scripts/up.sh start
 set -a; . deploy/local.env; set +a
@@ -57,6 +66,16 @@ echo
 echo "== the newest rows"
 psql -X -h 127.0.0.1 -U heimdall -d heimdall -c \
   "SELECT uid, batch_id, to_timestamp(ts_us / 1e6) AS ts, orig_bytes, resp_bytes FROM sink.conn_records ORDER BY ts_us DESC LIMIT 5"
+echo "== the fingerprint service's registry for demo-sensor (PostgreSQL schema fingerprint)"
+for _ in $(seq 1 100); do
+  n="$(psql_ -c "SELECT count(*) FROM fingerprint.devices WHERE sensor_id = 'demo-sensor'")"
+  [ "$n" -gt 0 ] && break
+  sleep 0.1
+done
+psql -X -h 127.0.0.1 -U heimdall -d heimdall -c \
+  "SELECT device_id, macs[1] AS mac, vendor, device_type, model, round(confidence::numeric, 2) AS confidence FROM fingerprint.devices WHERE sensor_id = 'demo-sensor' ORDER BY first_seen_us"
+psql -X -h 127.0.0.1 -U heimdall -d heimdall -c \
+  "SELECT kind, count(*) AS events, count(*) FILTER (WHERE published) AS published FROM fingerprint.device_events WHERE sensor_id = 'demo-sensor' GROUP BY kind ORDER BY kind"
 echo "== bus metrics of the sink (http://127.0.0.1:9101/metrics)"
 curl -s http://127.0.0.1:9101/metrics | grep -E '^heimdall_bus_(handled|poison|handler_errors)' || true
 echo "== readiness (http://127.0.0.1:9101/readyz)"

@@ -9,6 +9,7 @@ RUN="$ROOT/.run"
 # name:binary:telemetry-port. New services add a line here.
 SERVICES=(
   "sink:heimdall-sink:9101"
+  "fingerprint:heimdall-fingerprint:9103"
 )
 
 mkdir -p "$RUN"

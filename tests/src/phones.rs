@@ -111,7 +111,9 @@ fn dhcp_ack(mac: [u8; 6], xid: u32, ip: [u8; 4]) -> Vec<u8> {
     b[16..20].copy_from_slice(&ip);
     b[28..34].copy_from_slice(&mac);
     b[236..240].copy_from_slice(&[99, 130, 83, 99]);
-    b.extend_from_slice(&[53, 1, 5, 54, 4, 192, 168, 1, 1, 51, 4, 0, 0, 0x0e, 0x10, 255]);
+    b.extend_from_slice(&[
+        53, 1, 5, 54, 4, 192, 168, 1, 1, 51, 4, 0, 0, 0x0e, 0x10, 255,
+    ]);
     b
 }
 
@@ -152,18 +154,79 @@ pub fn frames() -> Vec<(i64, Vec<u8>)> {
     let vendor = "android-dhcp-14";
     // The phone, first MAC.
     let p1 = PHONE_MAC_1;
-    v.push((T0_US, udp(p1, bcast, any, all, 68, 67, &dhcp_client(p1, 1, 0x1001, &PHONE_CLIENT_ID, PHONE_HOSTNAME, vendor))));
-    v.push((T0_US + 2_000, udp(p1, bcast, any, all, 68, 67, &dhcp_client(p1, 3, 0x1001, &PHONE_CLIENT_ID, PHONE_HOSTNAME, vendor))));
-    v.push((T0_US + 3_000, udp(ROUTER_MAC, p1, router_ip, [192, 168, 1, 50], 67, 68, &dhcp_ack(p1, 0x1001, [192, 168, 1, 50]))));
+    v.push((
+        T0_US,
+        udp(
+            p1,
+            bcast,
+            any,
+            all,
+            68,
+            67,
+            &dhcp_client(p1, 1, 0x1001, &PHONE_CLIENT_ID, PHONE_HOSTNAME, vendor),
+        ),
+    ));
+    v.push((
+        T0_US + 2_000,
+        udp(
+            p1,
+            bcast,
+            any,
+            all,
+            68,
+            67,
+            &dhcp_client(p1, 3, 0x1001, &PHONE_CLIENT_ID, PHONE_HOSTNAME, vendor),
+        ),
+    ));
+    v.push((
+        T0_US + 3_000,
+        udp(
+            ROUTER_MAC,
+            p1,
+            router_ip,
+            [192, 168, 1, 50],
+            67,
+            68,
+            &dhcp_ack(p1, 0x1001, [192, 168, 1, 50]),
+        ),
+    ));
     v.push((T0_US + 10_000, arp(p1, [192, 168, 1, 50])));
-    v.push((T0_US + 20_000, dns_query(p1, [192, 168, 1, 50], 1, "connectivitycheck.gstatic.com")));
+    v.push((
+        T0_US + 20_000,
+        dns_query(p1, [192, 168, 1, 50], 1, "connectivitycheck.gstatic.com"),
+    ));
     // The plug.
     let plug = PLUG_MAC;
     let plug_cid = [1, plug[0], plug[1], plug[2], plug[3], plug[4], plug[5]];
-    v.push((T0_US + MIN, udp(plug, bcast, any, all, 68, 67, &dhcp_client(plug, 1, 0x2002, &plug_cid, "HS110(EU)", "udhcp 1.19.4"))));
-    v.push((T0_US + MIN + 3_000, udp(ROUTER_MAC, plug, router_ip, [192, 168, 1, 60], 67, 68, &dhcp_ack(plug, 0x2002, [192, 168, 1, 60]))));
+    v.push((
+        T0_US + MIN,
+        udp(
+            plug,
+            bcast,
+            any,
+            all,
+            68,
+            67,
+            &dhcp_client(plug, 1, 0x2002, &plug_cid, "HS110(EU)", "udhcp 1.19.4"),
+        ),
+    ));
+    v.push((
+        T0_US + MIN + 3_000,
+        udp(
+            ROUTER_MAC,
+            plug,
+            router_ip,
+            [192, 168, 1, 60],
+            67,
+            68,
+            &dhcp_ack(plug, 0x2002, [192, 168, 1, 60]),
+        ),
+    ));
     v.push((T0_US + MIN + 10_000, arp(plug, [192, 168, 1, 60])));
-    v.push((T0_US + MIN + 20_000, dns_query(plug, [192, 168, 1, 60], 2, "devs.tplinkcloud.com")));
+    v.push((
+        T0_US + MIN + 20_000,
+        dns_query(plug, [192, 168, 1, 60], 2, "devs.tplinkcloud.com"),
+    ));
     // The phone again, 30 minutes later, with a new private MAC. Its first
     // frame is an ARP probe, before it says who it is: the registry must
     // hold it back, not announce a stranger.
@@ -172,11 +235,47 @@ pub fn frames() -> Vec<(i64, Vec<u8>)> {
     let mut probe = arp(p2, [192, 168, 1, 51]);
     probe[28..32].copy_from_slice(&[0, 0, 0, 0]);
     v.push((t, probe));
-    v.push((t + 1_000_000, udp(p2, bcast, any, all, 68, 67, &dhcp_client(p2, 1, 0x3003, &PHONE_CLIENT_ID, PHONE_HOSTNAME, vendor))));
-    v.push((t + 1_002_000, udp(p2, bcast, any, all, 68, 67, &dhcp_client(p2, 3, 0x3003, &PHONE_CLIENT_ID, PHONE_HOSTNAME, vendor))));
-    v.push((t + 1_003_000, udp(ROUTER_MAC, p2, router_ip, [192, 168, 1, 51], 67, 68, &dhcp_ack(p2, 0x3003, [192, 168, 1, 51]))));
+    v.push((
+        t + 1_000_000,
+        udp(
+            p2,
+            bcast,
+            any,
+            all,
+            68,
+            67,
+            &dhcp_client(p2, 1, 0x3003, &PHONE_CLIENT_ID, PHONE_HOSTNAME, vendor),
+        ),
+    ));
+    v.push((
+        t + 1_002_000,
+        udp(
+            p2,
+            bcast,
+            any,
+            all,
+            68,
+            67,
+            &dhcp_client(p2, 3, 0x3003, &PHONE_CLIENT_ID, PHONE_HOSTNAME, vendor),
+        ),
+    ));
+    v.push((
+        t + 1_003_000,
+        udp(
+            ROUTER_MAC,
+            p2,
+            router_ip,
+            [192, 168, 1, 51],
+            67,
+            68,
+            &dhcp_ack(p2, 0x3003, [192, 168, 1, 51]),
+        ),
+    ));
     v.push((t + 1_010_000, arp(p2, [192, 168, 1, 51])));
-    v.push((t + 1_020_000, dns_query(p2, [192, 168, 1, 51], 3, "play.googleapis.com")));
+    v.push((
+        t + 1_020_000,
+        dns_query(p2, [192, 168, 1, 51], 3, "play.googleapis.com"),
+    ));
     // Later traffic, so packet time passes every grace period.
     v.push((t + 60 * 1_000_000, arp(plug, [192, 168, 1, 60])));
     v

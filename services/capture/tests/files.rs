@@ -289,7 +289,7 @@ fn mac(b: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn arp_and_dhcp_observations_agree_with_tshark() {
+async fn device_observations_agree_with_tshark() {
     use heimdall_proto::sensor::v1::observation::Kind as Obs;
     let mut files: Vec<PathBuf> = std::fs::read_dir(shared().join("testdata/devices/iot_sentinel"))
         .expect("devices testdata")
@@ -300,6 +300,8 @@ async fn arp_and_dhcp_observations_agree_with_tshark() {
     assert!(files.len() >= 10, "{} device captures", files.len());
     let mut want_dhcp = Vec::new();
     let mut want_arp = Vec::new();
+    let mut want_tls = Vec::new();
+    let mut want_http = Vec::new();
     for f in &files {
         want_dhcp.extend(tshark(
             f,
@@ -322,14 +324,48 @@ async fn arp_and_dhcp_observations_agree_with_tshark() {
                 "arp.dst.proto_ipv4",
             ],
         ));
+        // A connection's ClientHello, once (tshark also shows
+        // retransmitted ones, so these compare as sets).
+        want_tls.extend(tshark(
+            f,
+            "tls.handshake.type == 1 && tcp",
+            &[
+                "eth.src",
+                "tls.handshake.extensions_server_name",
+                "tls.handshake.ja3",
+            ],
+        ));
+        want_http.extend(tshark(
+            f,
+            "http.request && tcp",
+            &[
+                "eth.src",
+                "http.request.method",
+                "http.request.uri",
+                "http.host",
+                "http.user_agent",
+            ],
+        ));
     }
+    let want_tls: std::collections::BTreeSet<String> = want_tls.into_iter().collect();
+    let want_http: std::collections::BTreeSet<String> = want_http.into_iter().collect();
     let want_dhcp = multiset(want_dhcp);
     let want_arp = multiset(want_arp);
     let bus = run_to_the_end(&files, &[]).await;
     let n: usize = want_dhcp.values().sum::<usize>() + want_arp.values().sum::<usize>();
-    let got = collect(&bus, Duration::from_secs(20), |c| c.observations.len() >= n).await;
+    // Every ARP and DHCP observation tshark shows; the capture service
+    // publishes the others in the same batches, in capture order.
+    let arp_or_dhcp = |o: &&heimdall_proto::sensor::v1::Observation| {
+        matches!(o.kind, Some(Obs::Arp(_)) | Some(Obs::Dhcpv4(_)))
+    };
+    let got = collect(&bus, Duration::from_secs(20), |c| {
+        c.observations.iter().filter(arp_or_dhcp).count() >= n
+    })
+    .await;
     let mut dhcp = Vec::new();
     let mut arp = Vec::new();
+    let mut tls = std::collections::BTreeSet::new();
+    let mut http = std::collections::BTreeSet::new();
     for o in &got.observations {
         assert_eq!(o.sensor_id, SENSOR);
         assert!(o.record_uid.starts_with('O'));
@@ -362,9 +398,52 @@ async fn arp_and_dhcp_observations_agree_with_tshark() {
                     ip4(&a.target_ip)
                 ));
             }
-            other => panic!("unexpected observation {other:?}"),
+            Some(Obs::TlsClientHello(t)) => {
+                tls.insert(format!("{}|{}|{}", mac(&o.src_mac), t.sni, t.ja3));
+            }
+            Some(Obs::Http(h)) => {
+                http.insert(format!(
+                    "{}|{}|{}|{}|{}",
+                    mac(&o.src_mac),
+                    h.method,
+                    h.uri,
+                    h.host,
+                    h.user_agent
+                ));
+            }
+            // mDNS, SSDP, NetBIOS, LLMNR, DHCPv6 and NDP are checked
+            // against tshark's decoding of real frames in the engine's
+            // unit tests (observe/names.rs, observe/wire.rs).
+            Some(_) => {}
+            None => panic!("an observation without a kind: {o:?}"),
         }
     }
+    assert!(!want_tls.is_empty() && !want_http.is_empty());
+    assert_eq!(
+        tls.iter()
+            .filter(|t| !want_tls.contains(*t))
+            .collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "ClientHellos tshark does not show"
+    );
+    assert_eq!(
+        want_tls
+            .iter()
+            .filter(|t| !tls.contains(*t))
+            .collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "ClientHellos tshark shows and the engine missed"
+    );
+    // tshark reads HTTP on the ports it knows; the engine on any port, so
+    // it may see more, never less.
+    assert_eq!(
+        want_http
+            .iter()
+            .filter(|h| !http.contains(*h))
+            .collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "HTTP requests tshark shows and the engine missed"
+    );
     let (got_dhcp, got_arp) = (multiset(dhcp), multiset(arp));
     assert!(!want_dhcp.is_empty() && !want_arp.is_empty());
     assert!(

@@ -143,7 +143,10 @@ impl FingerprintSettings {
                 .map_err(|e| format!("cannot read {path}: {e}"))
         };
         let (r, rn) = read(&self.rules_file, heimdall_fingerprint::rules::BUILTIN_RULES)?;
-        let (v, vn) = read(&self.vendors_file, heimdall_fingerprint::rules::BUILTIN_VENDORS)?;
+        let (v, vn) = read(
+            &self.vendors_file,
+            heimdall_fingerprint::rules::BUILTIN_VENDORS,
+        )?;
         Rules::parse(&r, &rn, &v, &vn).map_err(|e| e.to_string())
     }
 }
@@ -160,25 +163,38 @@ impl Validate for FingerprintSettings {
             bad("DURABLE", "must not be empty".into());
         }
         if self.sensors.trim().is_empty() {
-            bad("SENSORS", "give sensor ids separated by commas, or * for every sensor".into());
+            bad(
+                "SENSORS",
+                "give sensor ids separated by commas, or * for every sensor".into(),
+            );
         }
         if let Err(e) = self.nets() {
             bad("LOCAL_NETS", e);
         }
         if self.flush_interval.is_zero() {
-            bad("FLUSH_INTERVAL", "must be longer than zero (like 5s)".into());
+            bad(
+                "FLUSH_INTERVAL",
+                "must be longer than zero (like 5s)".into(),
+            );
         }
         if self.shard_count == 0 || self.shard_index >= self.shard_count {
             bad(
                 "SHARD_INDEX",
-                format!("must be below HEIMDALL_FINGERPRINT_SHARD_COUNT ({})", self.shard_count),
+                format!(
+                    "must be below HEIMDALL_FINGERPRINT_SHARD_COUNT ({})",
+                    self.shard_count
+                ),
             );
         }
         if self.max_devices == 0 {
             bad("MAX_DEVICES", "must be at least 1".into());
         }
         if let Err(e) = self.rules() {
-            let var = if e.contains("vendors") { "VENDORS_FILE" } else { "RULES_FILE" };
+            let var = if e.contains("vendors") {
+                "VENDORS_FILE"
+            } else {
+                "RULES_FILE"
+            };
             bad(var, e);
         }
     }
@@ -237,9 +253,21 @@ struct ServiceMetrics {
 
 impl ServiceMetrics {
     fn register(&self, m: &Metrics) {
-        m.register("fingerprint_records", "Records applied to the registry, by kind", self.records.clone());
-        m.register("fingerprint_events", "Device events decided, by kind", self.events.clone());
-        m.register("fingerprint_devices", "Devices in this replica's registries", self.devices.clone());
+        m.register(
+            "fingerprint_records",
+            "Records applied to the registry, by kind",
+            self.records.clone(),
+        );
+        m.register(
+            "fingerprint_events",
+            "Device events decided, by kind",
+            self.events.clone(),
+        );
+        m.register(
+            "fingerprint_devices",
+            "Devices in this replica's registries",
+            self.devices.clone(),
+        );
     }
 
     fn count(&self, kind: &str, n: usize) {
@@ -289,7 +317,8 @@ impl Service {
     /// The sensor is in this replica's list and shard.
     pub fn mine(&self, sensor: &str) -> bool {
         let s = &self.settings;
-        s.sensor_list().is_none_or(|l| l.iter().any(|x| x == sensor))
+        s.sensor_list()
+            .is_none_or(|l| l.iter().any(|x| x == sensor))
             && (s.shard_count <= 1
                 || heimdall_bus::partition_of(sensor.as_bytes(), s.shard_count) == s.shard_index)
     }
@@ -350,7 +379,12 @@ impl Service {
         result
     }
 
-    async fn persist(&self, sensor: &str, reg: &mut Registry, now_us: i64) -> Result<usize, HandleError> {
+    async fn persist(
+        &self,
+        sensor: &str,
+        reg: &mut Registry,
+        now_us: i64,
+    ) -> Result<usize, HandleError> {
         let events = reg.flush(now_us);
         let (changed, removed) = reg.take_changed();
         if changed.is_empty() && removed.is_empty() && events.is_empty() {
@@ -370,7 +404,8 @@ impl Service {
                 cols.confidences.push(x.confidence);
                 cols.first.push(d.first_seen_us);
                 cols.last.push(d.last_seen_us);
-                cols.states.push(serde_json::to_value(d).map_err(HandleError::Json)?);
+                cols.states
+                    .push(serde_json::to_value(d).map_err(HandleError::Json)?);
             }
             sqlx::query(
                 "INSERT INTO devices (sensor_id, device_id, revision, vendor, device_type, model, confidence, macs, first_seen_us, last_seen_us, state, updated_at) \
@@ -403,9 +438,16 @@ impl Service {
         }
         for e in &events {
             let kind = DeviceEventKind::try_from(e.kind)
-                .map(|k| k.as_str_name().trim_start_matches("DEVICE_EVENT_KIND_").to_ascii_lowercase())
+                .map(|k| {
+                    k.as_str_name()
+                        .trim_start_matches("DEVICE_EVENT_KIND_")
+                        .to_ascii_lowercase()
+                })
                 .unwrap_or_default();
-            self.metrics.events.get_or_create(&vec![("kind".into(), kind.clone())]).inc();
+            self.metrics
+                .events
+                .get_or_create(&vec![("kind".into(), kind.clone())])
+                .inc();
             sqlx::query(
                 "INSERT INTO device_events (event_id, sensor_id, device_id, kind, ts_us, body) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (event_id) DO NOTHING",
@@ -485,7 +527,10 @@ impl Service {
         let mut base = format!("{}-{}", self.settings.durable, kind.token());
         if self.settings.shard_count > 1 {
             // Each shard reads the whole stream with a position of its own.
-            base = format!("{base}-s{}of{}", self.settings.shard_index, self.settings.shard_count);
+            base = format!(
+                "{base}-s{}of{}",
+                self.settings.shard_index, self.settings.shard_count
+            );
         }
         match self.settings.sensor_list() {
             None => vec![bus.consumer_spec(kind, &base, None)],
@@ -571,7 +616,11 @@ pub async fn migrate(pool: &PgPool) -> Result<(), heimdall_store::Error> {
 /// Run until `shutdown`: serve telemetry on `listener`, connect, migrate,
 /// consume observations, connections and DNS for this replica's sensors,
 /// publish device events.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let health = Health::new();
     health.register("nats");
@@ -591,14 +640,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     // Every configured sensor's devices are loaded before a message is taken.
     if let Some(list) = svc.settings.sensor_list() {
         for s in list {
-            svc.apply(&s, 0, |_| {}).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            svc.apply(&s, 0, |_| {})
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     } else {
         let sensors: Vec<String> = sqlx::query_scalar("SELECT DISTINCT sensor_id FROM devices")
             .fetch_all(&svc.pool)
             .await?;
         for s in sensors {
-            svc.apply(&s, 0, |_| {}).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            svc.apply(&s, 0, |_| {})
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
 

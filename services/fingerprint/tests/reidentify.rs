@@ -59,17 +59,24 @@ fn two_randomized_macs_are_one_device_and_one_new_event() {
         .iter()
         .filter(|d| {
             d.macs.iter().any(|m| {
-                mac_of(&m.mac) == Some(phones::PHONE_MAC_1) || mac_of(&m.mac) == Some(phones::PHONE_MAC_2)
+                mac_of(&m.mac) == Some(phones::PHONE_MAC_1)
+                    || mac_of(&m.mac) == Some(phones::PHONE_MAC_2)
             })
         })
         .collect();
     assert_eq!(phone.len(), 1, "one phone, not two: {devices:#?}");
     let phone = phone[0];
     let macs: Vec<_> = phone.macs.iter().filter_map(|m| mac_of(&m.mac)).collect();
-    assert!(macs.contains(&phones::PHONE_MAC_1) && macs.contains(&phones::PHONE_MAC_2), "{macs:?}");
+    assert!(
+        macs.contains(&phones::PHONE_MAC_1) && macs.contains(&phones::PHONE_MAC_2),
+        "{macs:?}"
+    );
     assert!(phone.macs.iter().all(|m| m.locally_administered));
     assert_eq!(phone.device_type, DeviceType::Phone as i32, "{phone:#?}");
-    assert_eq!(phone.hostnames.first().map(String::as_str), Some(phones::PHONE_HOSTNAME));
+    assert_eq!(
+        phone.hostnames.first().map(String::as_str),
+        Some(phones::PHONE_HOSTNAME)
+    );
     assert_eq!(phone.ips.len(), 2, "both leases belong to the phone");
 
     let new: Vec<_> = events
@@ -78,9 +85,17 @@ fn two_randomized_macs_are_one_device_and_one_new_event() {
         .collect();
     let new_phone: Vec<_> = new
         .iter()
-        .filter(|e| e.device.as_ref().is_some_and(|d| d.device_id == phone.device_id))
+        .filter(|e| {
+            e.device
+                .as_ref()
+                .is_some_and(|d| d.device_id == phone.device_id)
+        })
         .collect();
-    assert_eq!(new_phone.len(), 1, "the phone is announced once: {events:#?}");
+    assert_eq!(
+        new_phone.len(),
+        1,
+        "the phone is announced once: {events:#?}"
+    );
     // Nothing was ever announced for the second MAC on its own.
     for e in &new {
         let d = e.device.as_ref().expect("snapshot");
@@ -99,11 +114,18 @@ fn two_randomized_macs_are_one_device_and_one_new_event() {
 
     let plug = devices
         .iter()
-        .find(|d| d.macs.iter().any(|m| mac_of(&m.mac) == Some(phones::PLUG_MAC)))
+        .find(|d| {
+            d.macs
+                .iter()
+                .any(|m| mac_of(&m.mac) == Some(phones::PLUG_MAC))
+        })
         .expect("the plug");
     assert_eq!(plug.device_type, DeviceType::SmartPlug as i32, "{plug:#?}");
     assert_eq!(plug.vendor, "TP-Link");
-    assert!(plug.evidence.iter().any(|e| e.detail.contains("HS110(EU)")), "{plug:#?}");
+    assert!(
+        plug.evidence.iter().any(|e| e.detail.contains("HS110(EU)")),
+        "{plug:#?}"
+    );
 }
 
 #[test]
@@ -132,6 +154,9 @@ fn a_replay_of_the_same_traffic_changes_nothing() {
     let after = reg.devices();
     assert_eq!(before.len(), after.len());
     for (a, b) in before.iter().zip(&after) {
-        assert_eq!((a.device_id.as_str(), a.device_type, &a.vendor), (b.device_id.as_str(), b.device_type, &b.vendor));
+        assert_eq!(
+            (a.device_id.as_str(), a.device_type, &a.vendor),
+            (b.device_id.as_str(), b.device_type, &b.vendor)
+        );
     }
 }

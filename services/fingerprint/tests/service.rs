@@ -109,7 +109,9 @@ async fn wait_for(pool: &sqlx::PgPool, sql: &str, want: i64, log: &std::path::Pa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
-    let db = TestDb::new().await.expect("PostgreSQL must be running (make setup)");
+    let db = TestDb::new()
+        .await
+        .expect("PostgreSQL must be running (make setup)");
     let bus_config = heimdall_bus::testing::config("fp");
     let addr = process::free_port().expect("port");
     let log = std::env::temp_dir().join(format!("{}-fingerprint.log", bus_config.namespace));
@@ -136,7 +138,9 @@ async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
         addr,
         log: log.clone(),
     };
-    let bus = Bus::connect(&bus_config, "fp-test").await.expect("NATS must be running (make setup)");
+    let bus = Bus::connect(&bus_config, "fp-test")
+        .await
+        .expect("NATS must be running (make setup)");
     bus.ensure_streams(&[Kind::Observations, Kind::Flows, Kind::Dns, Kind::Devices])
         .await
         .expect("streams");
@@ -148,41 +152,74 @@ async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
         let (bus, stop) = (bus.clone(), stop.clone());
         let spec = bus.consumer_spec(Kind::Devices, "test-watcher", None);
         tokio::spawn(async move {
-            bus.consume::<DeviceEventBatch, _, _, String>(spec, stop, |m: Received<DeviceEventBatch>| {
-                let tx = tx.clone();
-                async move {
-                    for e in m.message.records {
-                        let _ = tx.send(e);
+            bus.consume::<DeviceEventBatch, _, _, String>(
+                spec,
+                stop,
+                |m: Received<DeviceEventBatch>| {
+                    let tx = tx.clone();
+                    async move {
+                        for e in m.message.records {
+                            let _ = tx.send(e);
+                        }
+                        Ok(())
                     }
-                    Ok(())
-                }
-            })
+                },
+            )
             .await
         })
     };
 
     let mut child = svc.start().await;
-    let pool = heimdall_store::connect(db.config(), "fingerprint").await.expect("pool");
+    let pool = heimdall_store::connect(db.config(), "fingerprint")
+        .await
+        .expect("pool");
     let (obs, conns, dns) = records();
     let half = obs.len() / 2;
     let obs_subject = bus.subjects().publish(Kind::Observations, SENSOR, 0);
-    bus.publish(&obs_subject, "obs-1", &obs_batch("obs-1", &obs[..half])).await.expect("publish");
-    bus.publish(&obs_subject, "obs-2", &obs_batch("obs-2", &obs[half..])).await.expect("publish");
-    bus.publish(&bus.subjects().publish(Kind::Dns, SENSOR, 0), "dns-1", &dns).await.expect("publish");
-    bus.publish(&bus.subjects().publish(Kind::Flows, SENSOR, 0), "conns-1", &conns).await.expect("publish");
+    bus.publish(&obs_subject, "obs-1", &obs_batch("obs-1", &obs[..half]))
+        .await
+        .expect("publish");
+    bus.publish(&obs_subject, "obs-2", &obs_batch("obs-2", &obs[half..]))
+        .await
+        .expect("publish");
+    bus.publish(&bus.subjects().publish(Kind::Dns, SENSOR, 0), "dns-1", &dns)
+        .await
+        .expect("publish");
+    bus.publish(
+        &bus.subjects().publish(Kind::Flows, SENSOR, 0),
+        "conns-1",
+        &conns,
+    )
+    .await
+    .expect("publish");
 
     // Phone, plug, router: three devices, three NEW events, all published.
     wait_for(&pool, "SELECT count(*) FROM devices", 3, &log).await;
-    wait_for(&pool, "SELECT count(*) FROM device_events WHERE kind = 'new'", 3, &log).await;
-    wait_for(&pool, "SELECT count(*) FROM device_events WHERE NOT published", 0, &log).await;
-    let phone_macs: Vec<String> = sqlx::query_scalar(
-        "SELECT unnest(macs) FROM devices WHERE $1 = ANY(macs) ORDER BY 1",
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM device_events WHERE kind = 'new'",
+        3,
+        &log,
     )
-    .bind("da:a1:19:4e:21:07")
-    .fetch_all(&pool)
-    .await
-    .expect("phone");
-    assert_eq!(phone_macs, vec!["3e:52:8c:90:11:a4", "da:a1:19:4e:21:07"], "one phone with both MACs");
+    .await;
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM device_events WHERE NOT published",
+        0,
+        &log,
+    )
+    .await;
+    let phone_macs: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(macs) FROM devices WHERE $1 = ANY(macs) ORDER BY 1")
+            .bind("da:a1:19:4e:21:07")
+            .fetch_all(&pool)
+            .await
+            .expect("phone");
+    assert_eq!(
+        phone_macs,
+        vec!["3e:52:8c:90:11:a4", "da:a1:19:4e:21:07"],
+        "one phone with both MACs"
+    );
     let (vendor, kind): (String, String) =
         sqlx::query_as("SELECT vendor, device_type FROM devices WHERE 'hs110(eu)' = ANY(SELECT lower(jsonb_array_elements_text(state->'hostnames')))")
             .fetch_one(&pool)
@@ -196,9 +233,20 @@ async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
     let _ = child.wait().await;
     for (i, b) in [&obs[..half], &obs[half..]].iter().enumerate() {
         let id = format!("obs-again-{i}");
-        bus.publish(&obs_subject, &id, &obs_batch(&id, b)).await.expect("publish");
+        bus.publish(&obs_subject, &id, &obs_batch(&id, b))
+            .await
+            .expect("publish");
     }
-    let mut stranger = obs.iter().find(|o| matches!(o.kind, Some(heimdall_proto::sensor::v1::observation::Kind::Arp(_)))).cloned().expect("an ARP observation");
+    let mut stranger = obs
+        .iter()
+        .find(|o| {
+            matches!(
+                o.kind,
+                Some(heimdall_proto::sensor::v1::observation::Kind::Arp(_))
+            )
+        })
+        .cloned()
+        .expect("an ARP observation");
     let speaker = vec![0x34, 0x7e, 0x5c, 0x01, 0x02, 0x03]; // a Sonos OUI
     stranger.src_mac = speaker.clone().into();
     if let Some(heimdall_proto::sensor::v1::observation::Kind::Arp(a)) = stranger.kind.as_mut() {
@@ -206,12 +254,26 @@ async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
         a.sender_ip = vec![192, 168, 1, 77].into();
         a.target_ip = vec![192, 168, 1, 77].into();
     }
-    bus.publish(&obs_subject, "obs-3", &obs_batch("obs-3", &[stranger])).await.expect("publish");
+    bus.publish(&obs_subject, "obs-3", &obs_batch("obs-3", &[stranger]))
+        .await
+        .expect("publish");
     let mut child = svc.start().await;
 
     wait_for(&pool, "SELECT count(*) FROM devices", 4, &log).await;
-    wait_for(&pool, "SELECT count(*) FROM device_events WHERE kind = 'new'", 4, &log).await;
-    wait_for(&pool, "SELECT count(*) FROM device_events WHERE NOT published", 0, &log).await;
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM device_events WHERE kind = 'new'",
+        4,
+        &log,
+    )
+    .await;
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM device_events WHERE NOT published",
+        0,
+        &log,
+    )
+    .await;
     // Let any late redelivery land before judging.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (mac_rows, distinct_macs): (i64, i64) =
@@ -233,20 +295,32 @@ async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while seen.len() < 4 && Instant::now() < deadline {
-        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(200), events_rx.recv()).await {
+        if let Ok(Some(e)) =
+            tokio::time::timeout(Duration::from_millis(200), events_rx.recv()).await
+        {
             seen.push(e);
         }
     }
     while let Ok(e) = events_rx.try_recv() {
         seen.push(e);
     }
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM device_events").fetch_one(&pool).await.expect("n");
-    let new_on_bus = seen.iter().filter(|e| e.kind == DeviceEventKind::New as i32).count();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM device_events")
+        .fetch_one(&pool)
+        .await
+        .expect("n");
+    let new_on_bus = seen
+        .iter()
+        .filter(|e| e.kind == DeviceEventKind::New as i32)
+        .count();
     assert_eq!(new_on_bus, 4, "{seen:#?}");
     let mut ids: Vec<_> = seen.iter().map(|e| e.event_id.clone()).collect();
     ids.sort();
     ids.dedup();
-    assert_eq!(ids.len() as i64, stored, "every stored event on the bus, once");
+    assert_eq!(
+        ids.len() as i64,
+        stored,
+        "every stored event on the bus, once"
+    );
 
     child.start_kill().expect("stop");
     stop.cancel();

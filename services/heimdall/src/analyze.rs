@@ -360,7 +360,9 @@ impl Devices {
         };
         let mut out = std::io::BufWriter::new(File::create(&self.path).map_err(err)?);
         for d in self.registry.devices() {
-            serde_json::to_writer(&mut out, &device_json(&d)).map_err(std::io::Error::from).map_err(err)?;
+            serde_json::to_writer(&mut out, &device_json(&d))
+                .map_err(std::io::Error::from)
+                .map_err(err)?;
             out.write_all(b"\n").map_err(err)?;
         }
         out.flush().map_err(err)

@@ -1159,7 +1159,13 @@ impl Engine {
     /// The packet that completed it may be the server's (its ACK released
     /// buffered client bytes): then the frame's addresses are swapped so the
     /// observation is the client's.
-    fn opening_observation(&mut self, slot: u32, pkt_src: Addr, pkt_sp: u16, kind: observation::Kind) {
+    fn opening_observation(
+        &mut self,
+        slot: u32,
+        pkt_src: Addr,
+        pkt_sp: u16,
+        kind: observation::Kind,
+    ) {
         let Some(c) = self.slots[slot as usize].as_ref() else {
             return;
         };

@@ -17,10 +17,12 @@ const BITS: [u32; 3] = [24, 28, 36];
 
 fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
-    TABLE.get_or_init(|| parse(BLOB).unwrap_or(Table {
-        names: Vec::new(),
-        sections: Default::default(),
-    }))
+    TABLE.get_or_init(|| {
+        parse(BLOB).unwrap_or(Table {
+            names: Vec::new(),
+            sections: Default::default(),
+        })
+    })
 }
 
 fn parse(mut b: &'static [u8]) -> Option<Table> {

@@ -325,9 +325,11 @@ impl Registry {
                 f.ip = Some(ip);
                 if !proto.is_empty() {
                     if is_orig {
-                        f.signals.push((Signal::Contacts, format!("{proto}/{}", c.id_resp_p)));
+                        f.signals
+                            .push((Signal::Contacts, format!("{proto}/{}", c.id_resp_p)));
                     } else if answered {
-                        f.signals.push((Signal::Serves, format!("{proto}/{}", c.id_resp_p)));
+                        f.signals
+                            .push((Signal::Serves, format!("{proto}/{}", c.id_resp_p)));
                     }
                 }
                 self.apply(f, c.ts_us);
@@ -346,7 +348,9 @@ impl Registry {
         if q.is_empty() || q.ends_with(".arpa") || q.ends_with(".local") || d.id_resp_p == 5353 {
             return;
         }
-        let Some(ip) = ip_from_bytes(&d.id_orig_h) else { return };
+        let Some(ip) = ip_from_bytes(&d.id_orig_h) else {
+            return;
+        };
         if !self.local(ip) {
             return;
         }
@@ -379,7 +383,9 @@ impl Registry {
     }
 
     fn foreign(&mut self, id: &str, ip: IpAddr, ts_us: i64) {
-        let Some(d) = self.devices.get_mut(id) else { return };
+        let Some(d) = self.devices.get_mut(id) else {
+            return;
+        };
         if d.foreign.len() >= ROUTER_FOREIGN || d.foreign.contains(&ip) {
             return;
         }
@@ -454,7 +460,13 @@ impl Registry {
     fn oui_claim(&self, d: &mut DeviceState, mac: [u8; 6], ts_us: i64) {
         let Some(a) = oui::lookup(mac) else { return };
         let fact = self.rules.vendor(a.organization);
-        let prefix = &oui::mac_text(mac)[..if a.bits == 24 { 8 } else if a.bits == 28 { 10 } else { 13 }];
+        let prefix = &oui::mac_text(mac)[..if a.bits == 24 {
+            8
+        } else if a.bits == 28 {
+            10
+        } else {
+            13
+        }];
         let what = if fact.module {
             " (a maker of network modules: the part, not the product)"
         } else {
@@ -471,8 +483,16 @@ impl Registry {
                     prefix.to_ascii_uppercase(),
                     a.organization
                 ),
-                weight: if fact.device_type.is_some() { fact.weight } else { 0.0 },
-                vendor_weight: if fact.module { MODULE_VENDOR } else { OUI_VENDOR },
+                weight: if fact.device_type.is_some() {
+                    fact.weight
+                } else {
+                    0.0
+                },
+                vendor_weight: if fact.module {
+                    MODULE_VENDOR
+                } else {
+                    OUI_VENDOR
+                },
                 strength: 0.0,
                 vendor: Some(fact.brand),
                 device_type: fact.device_type.map_or(0, |t| t as i32),
@@ -528,7 +548,9 @@ impl Registry {
             }
         }
         let mac_text = oui::mac_text(f.mac);
-        let Some(d) = self.devices.get_mut(&id) else { return };
+        let Some(d) = self.devices.get_mut(&id) else {
+            return;
+        };
         d.last_seen_us = d.last_seen_us.max(ts_us);
         if let Some(m) = d.macs.iter_mut().find(|m| m.mac == mac_text) {
             m.last_us = m.last_us.max(ts_us);
@@ -557,13 +579,21 @@ impl Registry {
 
     /// `ip` is now `id`'s; lookups that waited for it are applied.
     fn place(&mut self, id: &str, ip: IpAddr, ts_us: i64) {
-        let Some(d) = self.devices.get_mut(id) else { return };
+        let Some(d) = self.devices.get_mut(id) else {
+            return;
+        };
         match d.ips.iter_mut().find(|s| s.ip == ip) {
             Some(s) => s.last_us = s.last_us.max(ts_us),
             None => {
                 if d.ips.len() >= MAX_IPS {
                     // The one not seen for longest goes.
-                    if let Some(i) = d.ips.iter().enumerate().min_by_key(|(_, s)| s.last_us).map(|(i, _)| i) {
+                    if let Some(i) = d
+                        .ips
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, s)| s.last_us)
+                        .map(|(i, _)| i)
+                    {
                         d.ips.remove(i);
                     }
                 }
@@ -579,7 +609,12 @@ impl Registry {
             self.by_ip.insert(ip, id.to_string());
         }
         if self.pending.iter().any(|(p, _, _)| *p == ip) {
-            let waiting: Vec<_> = self.pending.iter().filter(|(p, _, _)| *p == ip).cloned().collect();
+            let waiting: Vec<_> = self
+                .pending
+                .iter()
+                .filter(|(p, _, _)| *p == ip)
+                .cloned()
+                .collect();
             self.pending.retain(|(p, _, _)| *p != ip);
             for (_, name, ts) in waiting {
                 self.domain(id, &name, ts);
@@ -589,7 +624,9 @@ impl Registry {
 
     /// Folds device `from` into `into`; `into` keeps its id.
     fn merge(&mut self, from: &str, into: &str) {
-        let Some(src) = self.devices.remove(from) else { return };
+        let Some(src) = self.devices.remove(from) else {
+            return;
+        };
         self.stats.merges += 1;
         self.removed.push(from.to_string());
         self.dirty.remove(from);
@@ -607,7 +644,9 @@ impl Registry {
         for i in &src.idents {
             self.by_ident.insert(i.clone(), into.to_string());
         }
-        let Some(d) = self.devices.get_mut(into) else { return };
+        let Some(d) = self.devices.get_mut(into) else {
+            return;
+        };
         for m in src.macs {
             if !d.macs.iter().any(|x| x.mac == m.mac) && d.macs.len() < MAX_MACS {
                 d.macs.push(m);
@@ -658,7 +697,9 @@ impl Registry {
         let mut events = Vec::new();
         let dirty = std::mem::take(&mut self.dirty);
         for id in dirty {
-            let Some(d) = self.devices.get(&id) else { continue };
+            let Some(d) = self.devices.get(&id) else {
+                continue;
+            };
             let randomized_only = d
                 .macs
                 .iter()
@@ -691,7 +732,9 @@ impl Registry {
             }
             let Some(kind) = kind else { continue };
             let previous = d.shown.device_type;
-            let Some(d) = self.devices.get_mut(&id) else { continue };
+            let Some(d) = self.devices.get_mut(&id) else {
+                continue;
+            };
             d.revision += 1;
             d.announced = true;
             let merged_from = std::mem::take(&mut d.merged_from);
@@ -703,7 +746,11 @@ impl Registry {
                 ts_us: now,
                 kind: kind as i32,
                 device: Some(device),
-                previous_type: if kind == DeviceEventKind::TypeChanged { previous } else { 0 },
+                previous_type: if kind == DeviceEventKind::TypeChanged {
+                    previous
+                } else {
+                    0
+                },
                 merged_from,
             });
         }
@@ -727,14 +774,18 @@ impl Registry {
         let removed = std::mem::take(&mut self.removed);
         for id in &changed {
             if let Some(d) = self.devices.get(id) {
-                self.stored.insert(id.clone(), (material(d), d.last_seen_us));
+                self.stored
+                    .insert(id.clone(), (material(d), d.last_seen_us));
             }
         }
         for id in &removed {
             self.stored.remove(id);
         }
         (
-            changed.iter().filter_map(|id| self.devices.get(id)).collect(),
+            changed
+                .iter()
+                .filter_map(|id| self.devices.get(id))
+                .collect(),
             removed,
         )
     }
@@ -755,7 +806,8 @@ impl Registry {
                 self.by_ident.insert(i.clone(), d.device_id.clone());
             }
             self.now_us = self.now_us.max(d.last_seen_us);
-            self.stored.insert(d.device_id.clone(), (material(&d), d.last_seen_us));
+            self.stored
+                .insert(d.device_id.clone(), (material(&d), d.last_seen_us));
             if !d.announced {
                 self.dirty.insert(d.device_id.clone());
             }
@@ -791,15 +843,29 @@ fn material(d: &DeviceState) -> u64 {
     h.finish()
 }
 
-fn claim_of(f: &crate::rules::Finding<'_>, signal: Signal, value: &str, ts_us: i64) -> (String, Claim) {
+fn claim_of(
+    f: &crate::rules::Finding<'_>,
+    signal: Signal,
+    value: &str,
+    ts_us: i64,
+) -> (String, Claim) {
     let r = f.rule;
     let shown: String = value.chars().take(120).collect();
     (
         format!("rule:{}", r.id),
         Claim {
             source: r.signal.source() as i32,
-            detail: format!("{} {shown:?} (rule {}: {})", describe(signal), r.id, r.source),
-            weight: if r.device_type.is_some() { r.weight } else { 0.0 },
+            detail: format!(
+                "{} {shown:?} (rule {}: {})",
+                describe(signal),
+                r.id,
+                r.source
+            ),
+            weight: if r.device_type.is_some() {
+                r.weight
+            } else {
+                0.0
+            },
             vendor_weight: if f.vendor.is_some() { r.weight } else { 0.0 },
             strength: r.weight,
             vendor: f.vendor.clone(),
@@ -848,7 +914,10 @@ fn add_claim(d: &mut DeviceState, key: String, claim: Claim) {
 /// The effective type weight of a claim on this device.
 fn effective(c: &Claim, general: bool) -> (f64, f64) {
     if general && c.from_domain {
-        (c.weight * GENERAL_DISCOUNT, c.vendor_weight * GENERAL_DISCOUNT)
+        (
+            c.weight * GENERAL_DISCOUNT,
+            c.vendor_weight * GENERAL_DISCOUNT,
+        )
     } else {
         (c.weight, c.vendor_weight)
     }

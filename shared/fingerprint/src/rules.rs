@@ -61,14 +61,13 @@ impl Signal {
     /// The evidence source a signal belongs to.
     pub fn source(self) -> EvidenceSource {
         match self {
-            Signal::Hostname | Signal::DhcpVendorClass | Signal::DhcpParams => {
-                EvidenceSource::Dhcp
-            }
+            Signal::Hostname | Signal::DhcpVendorClass | Signal::DhcpParams => EvidenceSource::Dhcp,
             Signal::Dhcpv6Vendor => EvidenceSource::Dhcpv6,
             Signal::MdnsService | Signal::MdnsInstance | Signal::MdnsTxt => EvidenceSource::Mdns,
-            Signal::SsdpServer | Signal::SsdpUserAgent | Signal::SsdpType | Signal::SsdpLocation => {
-                EvidenceSource::Ssdp
-            }
+            Signal::SsdpServer
+            | Signal::SsdpUserAgent
+            | Signal::SsdpType
+            | Signal::SsdpLocation => EvidenceSource::Ssdp,
             Signal::HttpUserAgent | Signal::HttpUri => EvidenceSource::HttpUserAgent,
             Signal::Domain => EvidenceSource::Dns,
             Signal::Ja4 => EvidenceSource::Tls,
@@ -320,7 +319,11 @@ impl Rules {
                 return Err(entry(rules_name, &r.id, "the id is used twice".into()));
             }
             if !weight_ok(r.weight) {
-                return Err(entry(rules_name, &r.id, format!("weight {} is outside 0..1", r.weight)));
+                return Err(entry(
+                    rules_name,
+                    &r.id,
+                    format!("weight {} is outside 0..1", r.weight),
+                ));
             }
             let pattern = match (&r.pattern, &r.domain) {
                 (Some(p), None) => p.clone(),
@@ -338,8 +341,17 @@ impl Rules {
             let regex = Regex::new(&pattern)
                 .map_err(|e| entry(rules_name, &r.id, format!("pattern: {e}")))?;
             let device_type = kind(rules_name, &r.id, &r.device_type)?;
-            if r.vendor.is_none() && device_type.is_none() && r.model.is_none() && r.os.is_none() && !r.general {
-                return Err(entry(rules_name, &r.id, "the rule concludes nothing: give vendor, type, model, os or general".into()));
+            if r.vendor.is_none()
+                && device_type.is_none()
+                && r.model.is_none()
+                && r.os.is_none()
+                && !r.general
+            {
+                return Err(entry(
+                    rules_name,
+                    &r.id,
+                    "the rule concludes nothing: give vendor, type, model, os or general".into(),
+                ));
             }
             compiled.push(Rule {
                 id: r.id,
@@ -371,7 +383,11 @@ impl Rules {
                 .map_err(|e| entry(vendors_name, &v.organization, format!("organization: {e}")))?;
             let w = v.weight.unwrap_or(0.5);
             if !weight_ok(w) {
-                return Err(entry(vendors_name, &v.organization, format!("weight {w} is outside 0..1")));
+                return Err(entry(
+                    vendors_name,
+                    &v.organization,
+                    format!("weight {w} is outside 0..1"),
+                ));
             }
             let device_type = kind(vendors_name, &v.organization, &v.device_type)?;
             vendors.push((
@@ -388,7 +404,9 @@ impl Rules {
         let generic = rf
             .generic_hostname
             .iter()
-            .map(|p| Regex::new(p).map_err(|e| entry(rules_name, p, format!("generic_hostname: {e}"))))
+            .map(|p| {
+                Regex::new(p).map_err(|e| entry(rules_name, p, format!("generic_hostname: {e}")))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Rules {
             rules: compiled,
@@ -470,14 +488,50 @@ impl Rules {
 /// "Espressif", "TP-LINK TECHNOLOGIES CO.,LTD." -> "TP-LINK TECHNOLOGIES".
 pub fn short_name(organization: &str) -> String {
     const LEGAL: &[&str] = &[
-        "inc", "incorporated", "ltd", "limited", "llc", "corp", "corporation", "co", "company",
-        "gmbh", "ag", "kg", "bv", "b.v", "nv", "oy", "oyj", "ab", "as", "asa", "plc", "pte", "pty",
-        "sa", "sas", "srl", "spa", "s.a", "s.p.a", "kk", "se", "holdings", "group", "international",
+        "inc",
+        "incorporated",
+        "ltd",
+        "limited",
+        "llc",
+        "corp",
+        "corporation",
+        "co",
+        "company",
+        "gmbh",
+        "ag",
+        "kg",
+        "bv",
+        "b.v",
+        "nv",
+        "oy",
+        "oyj",
+        "ab",
+        "as",
+        "asa",
+        "plc",
+        "pte",
+        "pty",
+        "sa",
+        "sas",
+        "srl",
+        "spa",
+        "s.a",
+        "s.p.a",
+        "kk",
+        "se",
+        "holdings",
+        "group",
+        "international",
     ];
-    let head = organization.split([',', '(']).next().unwrap_or(organization);
+    let head = organization
+        .split([',', '('])
+        .next()
+        .unwrap_or(organization);
     let mut words: Vec<&str> = head.split_whitespace().collect();
     while let Some(last) = words.last() {
-        let w = last.trim_matches(|c: char| c == '.' || c == ',').to_ascii_lowercase();
+        let w = last
+            .trim_matches(|c: char| c == '.' || c == ',')
+            .to_ascii_lowercase();
         if words.len() > 1 && (LEGAL.contains(&w.as_str()) || w.is_empty() || w == "&") {
             words.pop();
         } else {
@@ -506,7 +560,10 @@ mod tests {
     #[test]
     fn legal_forms_are_dropped() {
         assert_eq!(short_name("Espressif Inc."), "Espressif");
-        assert_eq!(short_name("TP-LINK TECHNOLOGIES CO.,LTD."), "TP-LINK TECHNOLOGIES");
+        assert_eq!(
+            short_name("TP-LINK TECHNOLOGIES CO.,LTD."),
+            "TP-LINK TECHNOLOGIES"
+        );
         assert_eq!(short_name("Apple, Inc."), "Apple");
         assert_eq!(short_name("Sonos, Inc."), "Sonos");
         assert_eq!(short_name("Inc."), "Inc");
@@ -544,6 +601,10 @@ mod tests {
             "v",
         )
         .expect_err("unknown type");
-        assert!(bad.to_string().contains("rules.toml: entry \"b\": type \"toaster\""), "{bad}");
+        assert!(
+            bad.to_string()
+                .contains("rules.toml: entry \"b\": type \"toaster\""),
+            "{bad}"
+        );
     }
 }

@@ -121,7 +121,8 @@ pub fn facts(o: &Observation) -> Option<Facts> {
                     let h = clean_name(h);
                     // Reverse-mapping owners are not names.
                     if !h.is_empty() && !h.ends_with(".arpa") {
-                        f.idents.push(format!("mdns-host:{}", h.to_ascii_lowercase()));
+                        f.idents
+                            .push(format!("mdns-host:{}", h.to_ascii_lowercase()));
                         f.hostnames.push(h);
                     }
                 }
@@ -131,7 +132,8 @@ pub fn facts(o: &Observation) -> Option<Facts> {
                     for (k, v) in entries {
                         push(&mut f, Signal::MdnsTxt, &format!("{k}={v}"));
                         if matches!(k.as_str(), "deviceid" | "id" | "pk") && v.len() >= 8 {
-                            f.idents.push(format!("mdns-{k}:{}", v.to_ascii_lowercase()));
+                            f.idents
+                                .push(format!("mdns-{k}:{}", v.to_ascii_lowercase()));
                         }
                     }
                 }
@@ -150,7 +152,8 @@ pub fn facts(o: &Observation) -> Option<Facts> {
                 if let Some(uuid) = s.usn.strip_prefix("uuid:") {
                     let uuid = uuid.split("::").next().unwrap_or(uuid);
                     if uuid.len() >= 16 {
-                        f.idents.push(format!("upnp-uuid:{}", uuid.to_ascii_lowercase()));
+                        f.idents
+                            .push(format!("upnp-uuid:{}", uuid.to_ascii_lowercase()));
                     }
                 }
             }
@@ -239,7 +242,13 @@ fn dhcpv4(
         let list: Vec<String> = d.parameter_request_list.iter().map(u8::to_string).collect();
         push(f, Signal::DhcpParams, &list.join(","));
     }
-    for name in [&d.host_name, &d.client_fqdn.as_ref().map(|q| q.name.clone()).unwrap_or_default()] {
+    for name in [
+        &d.host_name,
+        &d.client_fqdn
+            .as_ref()
+            .map(|q| q.name.clone())
+            .unwrap_or_default(),
+    ] {
         let n = clean_name(name);
         if !n.is_empty() && !f.hostnames.contains(&n) {
             f.hostnames.push(n);
@@ -258,11 +267,7 @@ fn dhcpv4(
     Some(())
 }
 
-fn dhcpv6(
-    d: &Dhcpv6Observation,
-    f: &mut Facts,
-    push: &mut impl FnMut(&mut Facts, Signal, &str),
-) {
+fn dhcpv6(d: &Dhcpv6Observation, f: &mut Facts, push: &mut impl FnMut(&mut Facts, Signal, &str)) {
     match d.message_type {
         // Advertise, Reply, Reconfigure: a server.
         2 | 7 | 10 => push(f, Signal::Serves, "udp/547"),
@@ -276,7 +281,11 @@ fn dhcpv6(
                     .iter()
                     .map(|b| String::from_utf8_lossy(b).into_owned())
                     .collect();
-                push(f, Signal::Dhcpv6Vendor, &format!("{}:{}", v.enterprise_number, data.join(",")));
+                push(
+                    f,
+                    Signal::Dhcpv6Vendor,
+                    &format!("{}:{}", v.enterprise_number, data.join(",")),
+                );
             }
             if let Some(fq) = &d.client_fqdn {
                 push(f, Signal::Hostname, &fq.name);
@@ -314,14 +323,23 @@ mod tests {
             vendor_class: "android-dhcp-14".into(),
             parameter_request_list: vec![1, 3, 6, 15, 26, 28, 51, 58, 59, 43].into(),
             client_id: vec![255, 1, 2, 3, 4, 5, 6, 7, 8].into(),
-            client_fqdn: Some(ClientFqdn { flags: 0, name: "annas-phone.lan".into() }),
+            client_fqdn: Some(ClientFqdn {
+                flags: 0,
+                name: "annas-phone.lan".into(),
+            }),
             ..Default::default()
         };
         let f = facts(&obs(mac, [0, 0, 0, 0], Kind::Dhcpv4(d))).expect("facts");
         assert_eq!(f.mac, mac);
         assert_eq!(f.ip, None);
-        assert!(f.signals.contains(&(Signal::DhcpParams, "1,3,6,15,26,28,51,58,59,43".into())));
-        assert!(f.signals.contains(&(Signal::DhcpVendorClass, "android-dhcp-14".into())));
+        assert!(
+            f.signals
+                .contains(&(Signal::DhcpParams, "1,3,6,15,26,28,51,58,59,43".into()))
+        );
+        assert!(
+            f.signals
+                .contains(&(Signal::DhcpVendorClass, "android-dhcp-14".into()))
+        );
         assert_eq!(f.hostnames, vec!["Annas-Phone", "annas-phone.lan"]);
         assert_eq!(f.idents, vec!["dhcp-client-id:ff0102030405060708"]);
     }
@@ -337,7 +355,12 @@ mod tests {
             client_id: cid.into(),
             ..Default::default()
         };
-        assert!(facts(&obs(mac, [0; 4], Kind::Dhcpv4(d))).expect("facts").idents.is_empty());
+        assert!(
+            facts(&obs(mac, [0; 4], Kind::Dhcpv4(d)))
+                .expect("facts")
+                .idents
+                .is_empty()
+        );
         let ack = Dhcpv4Observation {
             message_type: 5,
             chaddr: mac.to_vec().into(),
@@ -366,9 +389,23 @@ mod tests {
             ))
             .expect("facts")
         };
-        assert!(h("www.fitbit.com:80").signals.contains(&(Signal::Domain, "www.fitbit.com".into())));
-        assert!(!h("10.0.0.1:8080").signals.iter().any(|(s, _)| *s == Signal::Domain));
-        assert!(!h("[fe80::1]:80").signals.iter().any(|(s, _)| *s == Signal::Domain));
+        assert!(
+            h("www.fitbit.com:80")
+                .signals
+                .contains(&(Signal::Domain, "www.fitbit.com".into()))
+        );
+        assert!(
+            !h("10.0.0.1:8080")
+                .signals
+                .iter()
+                .any(|(s, _)| *s == Signal::Domain)
+        );
+        assert!(
+            !h("[fe80::1]:80")
+                .signals
+                .iter()
+                .any(|(s, _)| *s == Signal::Domain)
+        );
     }
 
     #[test]
@@ -381,7 +418,11 @@ mod tests {
         assert!(facts(&obs([0, 9, 9, 9, 9, 9], [0; 4], Kind::Arp(arp.clone()))).is_none());
         let f = facts(&obs([0, 1, 2, 3, 4, 5], [0; 4], Kind::Arp(arp))).expect("facts");
         assert_eq!(f.ip, Some("10.0.0.9".parse().expect("ip")));
-        let mut o = obs([0, 1, 2, 3, 4, 5], [0; 4], Kind::Http(HttpObservation::default()));
+        let mut o = obs(
+            [0, 1, 2, 3, 4, 5],
+            [0; 4],
+            Kind::Http(HttpObservation::default()),
+        );
         o.src_mac = vec![1, 0, 0x5e, 0, 0, 0xfb].into();
         assert!(facts(&o).is_none());
     }

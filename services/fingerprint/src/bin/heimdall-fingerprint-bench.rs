@@ -31,7 +31,10 @@ use heimdall_store::testing::TestDb;
 const T0: i64 = 1_760_000_000_000_000;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A deterministic mix of what a busy home's devices show: mostly TLS
@@ -63,7 +66,14 @@ fn observations(n: usize, devices: usize) -> Vec<Observation> {
         .map(|i| {
             let d = (next() as usize) % devices;
             let oui = OUIS[d % OUIS.len()];
-            let mac = vec![oui[0], oui[1], oui[2], (d >> 16) as u8, (d >> 8) as u8, d as u8];
+            let mac = vec![
+                oui[0],
+                oui[1],
+                oui[2],
+                (d >> 16) as u8,
+                (d >> 8) as u8,
+                d as u8,
+            ];
             let ip = vec![10, 1, (d >> 8) as u8, d as u8];
             let r = next() % 100;
             let kind = match r {
@@ -81,14 +91,20 @@ fn observations(n: usize, devices: usize) -> Vec<Observation> {
                 }),
                 65..=77 => Obs::Mdns(MdnsObservation {
                     is_response: true,
-                    service_types: vec!["_googlecast._tcp.local".into(), "_spotify-connect._tcp.local".into()],
+                    service_types: vec![
+                        "_googlecast._tcp.local".into(),
+                        "_spotify-connect._tcp.local".into(),
+                    ],
                     instance_names: vec![format!("Living Room {d}._googlecast._tcp.local")],
                     host_names: vec![format!("device-{d}.local")],
                     txt: vec![DnsSdTxt {
                         instance_name: format!("Living Room {d}._googlecast._tcp.local"),
-                        entries: [("md".to_string(), "Chromecast".to_string()), ("id".to_string(), format!("{d:032x}"))]
-                            .into_iter()
-                            .collect(),
+                        entries: [
+                            ("md".to_string(), "Chromecast".to_string()),
+                            ("id".to_string(), format!("{d:032x}")),
+                        ]
+                        .into_iter()
+                        .collect(),
                     }],
                     ..Default::default()
                 }),
@@ -97,14 +113,19 @@ fn observations(n: usize, devices: usize) -> Vec<Observation> {
                     server: "Linux/3.14 UPnP/1.0 IpBridge/1.26.0".into(),
                     nt: "upnp:rootdevice".into(),
                     usn: format!("uuid:2f402f80-da50-11e1-9b23-{d:012x}::upnp:rootdevice"),
-                    location: format!("http://10.1.{}.{}:80/description.xml", (d >> 8) as u8, d as u8),
+                    location: format!(
+                        "http://10.1.{}.{}:80/description.xml",
+                        (d >> 8) as u8,
+                        d as u8
+                    ),
                     ..Default::default()
                 }),
                 88..=95 => Obs::Http(HttpObservation {
                     method: "GET".into(),
                     host: format!("update{}.vendor.example.net", next() % 30),
                     uri: "/firmware/check?v=1.2.3".into(),
-                    user_agent: "Mozilla/5.0 (Linux; Android 13; Pixel 7) AppleWebKit/537.36".into(),
+                    user_agent: "Mozilla/5.0 (Linux; Android 13; Pixel 7) AppleWebKit/537.36"
+                        .into(),
                     version: "1.1".into(),
                 }),
                 _ => Obs::Dhcpv4(Dhcpv4Observation {
@@ -171,7 +192,10 @@ async fn main() -> anyhow::Result<()> {
 
     // 2. The service, over JetStream and PostgreSQL, on one core.
     let Some(binary) = std::env::args().nth(1).map(PathBuf::from) else {
-        println!("BENCH fingerprint registry_obs_per_s={:.0}", n as f64 / secs);
+        println!(
+            "BENCH fingerprint registry_obs_per_s={:.0}",
+            n as f64 / secs
+        );
         return Ok(());
     };
     let config = BusConfig {
@@ -180,7 +204,8 @@ async fn main() -> anyhow::Result<()> {
         ..heimdall_bus::testing::config("fpbench")
     };
     let bus = Bus::connect(&config, "heimdall-fingerprint-bench").await?;
-    bus.ensure_streams(&[Kind::Observations, Kind::Flows, Kind::Dns, Kind::Devices]).await?;
+    bus.ensure_streams(&[Kind::Observations, Kind::Flows, Kind::Dns, Kind::Devices])
+        .await?;
     let subject = bus.subjects().publish(Kind::Observations, "bench", 0);
     for (i, chunk) in obs.chunks(per).enumerate() {
         let b = ObservationBatch {
@@ -203,7 +228,10 @@ async fn main() -> anyhow::Result<()> {
     ]
     .into_iter()
     .collect();
-    let pinned = std::process::Command::new("taskset").arg("--version").output().is_ok();
+    let pinned = std::process::Command::new("taskset")
+        .arg("--version")
+        .output()
+        .is_ok();
     let mut cmd = if pinned {
         let mut c = tokio::process::Command::new("taskset");
         c.arg("-c").arg("0").arg(&binary);
@@ -230,9 +258,12 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        done = heimdall_tests::process::metric(addr, "heimdall_fingerprint_records_total{kind=\"observation\"}")
-            .await
-            .unwrap_or(0.0);
+        done = heimdall_tests::process::metric(
+            addr,
+            "heimdall_fingerprint_records_total{kind=\"observation\"}",
+        )
+        .await
+        .unwrap_or(0.0);
     }
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid).unwrap_or(wall);
@@ -255,5 +286,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn sqlx_count(pool: &heimdall_store::PgPool) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM devices").fetch_one(pool).await?)
+    Ok(sqlx::query_scalar("SELECT count(*) FROM devices")
+        .fetch_one(pool)
+        .await?)
 }

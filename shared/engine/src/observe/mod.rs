@@ -314,10 +314,16 @@ mod tests {
         let Opening::Done(Some(Kind::Http(h))) = tcp_opening(&mut buf, &req[20..]) else {
             panic!("an HTTP request");
         };
-        assert_eq!((h.host.as_str(), h.uri.as_str()), ("www.fitbit.com", "/scale/upload"));
+        assert_eq!(
+            (h.host.as_str(), h.uri.as_str()),
+            ("www.fitbit.com", "/scale/upload")
+        );
         assert_eq!(buf.capacity(), 0);
         // Not a protocol we read: decided at once, nothing kept.
-        assert_eq!(tcp_opening(&mut buf, b"\x00\x01binary"), Opening::Done(None));
+        assert_eq!(
+            tcp_opening(&mut buf, b"\x00\x01binary"),
+            Opening::Done(None)
+        );
         assert!(buf.is_empty());
         // A header that never ends stops at the bound.
         let mut buf = Vec::new();
