@@ -325,27 +325,42 @@ async fn device_observations_agree_with_tshark() {
             ],
         ));
         // A connection's ClientHello, once (tshark also shows
-        // retransmitted ones, so these compare as sets).
+        // retransmitted ones, so these compare as sets). SSLv2-compatible
+        // hellos (record version 0x0002, sent by old OpenSSL in D-Link's
+        // camera) carry no extensions, so no SNI and no JA3/JA4: they are
+        // not observations.
         want_tls.extend(tshark(
             f,
-            "tls.handshake.type == 1 && tcp",
+            "tls.handshake.type == 1 && tcp && !(tls.record.version == 0x0002)",
             &[
                 "eth.src",
                 "tls.handshake.extensions_server_name",
                 "tls.handshake.ja3",
             ],
         ));
-        want_http.extend(tshark(
+        // The engine reads a connection's first request (what a device
+        // says about itself); later requests on a kept-alive connection are
+        // not observations.
+        let mut first = std::collections::BTreeMap::new();
+        for line in tshark(
             f,
             "http.request && tcp",
             &[
+                "tcp.stream",
                 "eth.src",
                 "http.request.method",
                 "http.request.uri",
                 "http.host",
                 "http.user_agent",
             ],
-        ));
+        ) {
+            if let Some((stream, rest)) = line.split_once('|') {
+                first
+                    .entry(stream.parse::<u64>().unwrap_or(u64::MAX))
+                    .or_insert_with(|| rest.to_string());
+            }
+        }
+        want_http.extend(first.into_values());
     }
     let want_tls: std::collections::BTreeSet<String> = want_tls.into_iter().collect();
     let want_http: std::collections::BTreeSet<String> = want_http.into_iter().collect();
