@@ -17,7 +17,7 @@
 //! a phone that joins with a new random MAC and introduces itself by DHCP
 //! within seconds is never announced as a stranger.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -195,7 +195,9 @@ pub struct Registry {
     by_mac: HashMap<[u8; 6], String>,
     by_ip: HashMap<IpAddr, String>,
     by_ident: HashMap<String, String>,
-    pending: VecDeque<(IpAddr, String, i64)>,
+    /// Lookups waiting for their address's device, by address.
+    pending: HashMap<IpAddr, Vec<(String, i64)>>,
+    pending_len: usize,
     dirty: BTreeSet<String>,
     /// Device ids that were merged away (the store deletes them).
     removed: Vec<String>,
@@ -239,7 +241,8 @@ impl Registry {
             by_mac: HashMap::new(),
             by_ip: HashMap::new(),
             by_ident: HashMap::new(),
-            pending: VecDeque::new(),
+            pending: HashMap::new(),
+            pending_len: 0,
             dirty: BTreeSet::new(),
             removed: Vec::new(),
             changed: BTreeSet::new(),
@@ -357,11 +360,15 @@ impl Registry {
         match self.by_ip.get(&ip).cloned() {
             Some(id) => self.domain(&id, q, d.ts_us),
             None => {
-                if self.pending.len() >= self.cfg.max_pending {
-                    self.pending.pop_front();
+                if self.pending_len >= self.cfg.max_pending {
                     self.stats.pending_dropped += 1;
+                } else {
+                    self.pending
+                        .entry(ip)
+                        .or_default()
+                        .push((q.to_string(), d.ts_us));
+                    self.pending_len += 1;
                 }
-                self.pending.push_back((ip, q.to_string(), d.ts_us));
             }
         }
     }
@@ -608,15 +615,9 @@ impl Registry {
         if self.by_ip.get(&ip).map(String::as_str) != Some(id) {
             self.by_ip.insert(ip, id.to_string());
         }
-        if self.pending.iter().any(|(p, _, _)| *p == ip) {
-            let waiting: Vec<_> = self
-                .pending
-                .iter()
-                .filter(|(p, _, _)| *p == ip)
-                .cloned()
-                .collect();
-            self.pending.retain(|(p, _, _)| *p != ip);
-            for (_, name, ts) in waiting {
+        if let Some(waiting) = self.pending.remove(&ip) {
+            self.pending_len -= waiting.len();
+            for (name, ts) in waiting {
                 self.domain(id, &name, ts);
             }
         }
@@ -687,12 +688,17 @@ impl Registry {
     pub fn flush(&mut self, now_us: i64) -> Vec<DeviceEvent> {
         self.tick(now_us);
         let now = self.now_us;
-        while let Some((_, _, ts)) = self.pending.front() {
-            if now - ts <= self.cfg.pending_us {
-                break;
-            }
-            self.pending.pop_front();
-            self.stats.pending_dropped += 1;
+        if self.pending_len > 0 {
+            let max_age = self.cfg.pending_us;
+            let mut dropped = 0;
+            self.pending.retain(|_, v| {
+                let before = v.len();
+                v.retain(|(_, ts)| now - ts <= max_age);
+                dropped += before - v.len();
+                !v.is_empty()
+            });
+            self.pending_len -= dropped;
+            self.stats.pending_dropped += dropped as u64;
         }
         let mut events = Vec::new();
         let dirty = std::mem::take(&mut self.dirty);
@@ -1090,4 +1096,181 @@ pub fn device_json(d: &Device) -> serde_json::Value {
             "suggests_type": if e.suggests_type == 0 { String::new() } else { type_name(DeviceType::try_from(e.suggests_type).unwrap_or(DeviceType::Unknown)) },
         })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heimdall_proto::sensor::v1::{
+        ArpObservation, Dhcpv4Observation, HttpObservation, observation::Kind,
+    };
+
+    fn registry() -> Registry {
+        Registry::new(
+            RegistryConfig::default(),
+            Arc::new(Rules::builtin().expect("rules")),
+        )
+    }
+
+    fn arp(mac: [u8; 6], ip: [u8; 4], ts: i64) -> Observation {
+        Observation {
+            ts_us: ts,
+            src_mac: mac.to_vec().into(),
+            kind: Some(Kind::Arp(ArpObservation {
+                op: 1,
+                sender_mac: mac.to_vec().into(),
+                sender_ip: ip.to_vec().into(),
+                target_ip: ip.to_vec().into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn dhcp(mac: [u8; 6], host: &str, ts: i64) -> Observation {
+        Observation {
+            ts_us: ts,
+            src_mac: mac.to_vec().into(),
+            kind: Some(Kind::Dhcpv4(Dhcpv4Observation {
+                message_type: 3,
+                chaddr: mac.to_vec().into(),
+                host_name: host.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn dns(ip: [u8; 4], name: &str, ts: i64) -> DnsRecord {
+        DnsRecord {
+            ts_us: ts,
+            id_orig_h: ip.to_vec().into(),
+            id_resp_p: 53,
+            query: Some(name.into()),
+            ..Default::default()
+        }
+    }
+
+    fn find(reg: &Registry, mac: [u8; 6]) -> Device {
+        reg.devices()
+            .into_iter()
+            .find(|d| d.macs.iter().any(|m| oui::mac_of(&m.mac) == Some(mac)))
+            .expect("device")
+    }
+
+    #[test]
+    fn a_lookup_waits_for_its_address_to_have_a_device() {
+        let mut reg = registry();
+        let hue = [0x00, 0x17, 0x88, 1, 2, 3];
+        reg.dns(&dns([192, 168, 1, 9], "bridge.meethue.com", 1));
+        assert!(reg.is_empty());
+        reg.observe(&arp(hue, [192, 168, 1, 9], 2));
+        let d = find(&reg, hue);
+        assert_eq!(d.device_type, DeviceType::Hub as i32);
+        assert!(
+            d.evidence.iter().any(|e| e.detail.contains("meethue.com")),
+            "{d:#?}"
+        );
+        // Lookups from outside the local networks are not about devices.
+        reg.dns(&dns([8, 8, 8, 8], "bridge.meethue.com", 3));
+        assert_eq!(reg.pending_len, 0);
+        // Lookups that never find a device age out, counted.
+        reg.dns(&dns([192, 168, 1, 200], "example.com", 4));
+        reg.flush(4 + 601_000_000);
+        assert_eq!((reg.pending_len, reg.stats().pending_dropped), (0, 1));
+    }
+
+    #[test]
+    fn a_mac_carrying_outside_addresses_is_a_router() {
+        let mut reg = registry();
+        let (router, host) = ([0x00, 0x1d, 0x0f, 1, 1, 1], [0x00, 0x17, 0x88, 1, 2, 3]);
+        for (i, remote) in [[1, 1, 1, 1], [8, 8, 8, 8], [9, 9, 9, 9]]
+            .into_iter()
+            .enumerate()
+        {
+            reg.conn(&ConnRecord {
+                ts_us: i as i64,
+                id_orig_h: vec![192, 168, 1, 9].into(),
+                id_resp_h: remote.to_vec().into(),
+                id_resp_p: 443,
+                proto: Transport::Tcp as i32,
+                orig_l2_addr: host.to_vec().into(),
+                resp_l2_addr: router.to_vec().into(),
+                ..Default::default()
+            });
+        }
+        let r = find(&reg, router);
+        assert_eq!(r.device_type, DeviceType::Network as i32, "{r:#?}");
+        assert!(
+            r.ips.is_empty(),
+            "outside addresses are not the router's own"
+        );
+        assert_eq!(find(&reg, host).ips.len(), 1);
+    }
+
+    #[test]
+    fn fixed_macs_sharing_a_name_stay_two_devices() {
+        let mut reg = registry();
+        let (a, b) = ([0x50, 0xc7, 0xbf, 0, 0, 1], [0x50, 0xc7, 0xbf, 0, 0, 2]);
+        reg.observe(&dhcp(a, "HS100(EU)", 1));
+        reg.observe(&dhcp(b, "HS100(EU)", 2));
+        assert_eq!(reg.len(), 2);
+        let events = reg.flush(3);
+        assert_eq!(events.len(), 2);
+        assert!(events.iter().all(|e| e.kind == DeviceEventKind::New as i32));
+        assert_eq!(find(&reg, a).device_type, DeviceType::SmartPlug as i32);
+    }
+
+    #[test]
+    fn a_phone_looking_up_a_console_cloud_is_still_a_phone() {
+        let mut reg = registry();
+        let phone = [0x4c, 0x6a, 0xf6, 1, 2, 3];
+        reg.observe(&arp(phone, [192, 168, 1, 5], 1));
+        reg.observe(&Observation {
+            ts_us: 2,
+            src_mac: phone.to_vec().into(),
+            src_ip: vec![192, 168, 1, 5].into(),
+            kind: Some(Kind::Http(HttpObservation {
+                user_agent: "Dalvik/2.1.0 (Linux; U; Android 9; Nokia 2.2 Build/PPR1)".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        });
+        for n in [
+            "accounts.nintendo.net",
+            "api.playstation.net",
+            "devs.tplinkcloud.com",
+        ] {
+            reg.dns(&dns([192, 168, 1, 5], n, 3));
+        }
+        let d = find(&reg, phone);
+        assert_eq!(d.device_type, DeviceType::Phone as i32, "{d:#?}");
+        assert_eq!(d.os, "Android 9");
+        assert_eq!(d.model, "Nokia 2.2");
+        assert_eq!(d.vendor, "HMD Global (Nokia)");
+    }
+
+    #[test]
+    fn a_restored_registry_decides_the_same_and_announces_nothing_again() {
+        let mut reg = registry();
+        let plug = [0x50, 0xc7, 0xbf, 0, 0, 1];
+        reg.observe(&dhcp(plug, "HS110(EU)", 1));
+        reg.observe(&arp(plug, [192, 168, 1, 7], 2));
+        assert_eq!(reg.flush(3).len(), 1);
+        let (changed, _) = reg.take_changed();
+        let saved: Vec<serde_json::Value> = changed
+            .iter()
+            .map(|d| serde_json::to_value(d).expect("json"))
+            .collect();
+        let mut again = registry();
+        again.restore(
+            saved
+                .into_iter()
+                .map(|v| serde_json::from_value(v).expect("state")),
+        );
+        assert_eq!(again.devices(), reg.devices());
+        again.observe(&dhcp(plug, "HS110(EU)", 4));
+        assert!(again.flush(5).is_empty(), "nothing new, no event");
+        assert_eq!(again.len(), 1);
+    }
 }
