@@ -87,6 +87,8 @@ pub struct Report {
     pub stats: Stats,
     pub conn_rows: u64,
     pub dns_rows: u64,
+    /// Devices written to devices.jsonl; `None` with `--no-devices`.
+    pub devices: Option<usize>,
     pub elapsed: Duration,
     pub problems: Vec<Problem>,
     /// Live capture: what the kernel counted, and why it stopped.
@@ -126,11 +128,18 @@ impl Report {
             ),
         };
         format!(
-            "heimdall analyze: {what}, {} packets ({}), {} connections, {} DNS transactions, {} decode errors, {} bad checksums, {:.2} s ({}/s)",
+            "heimdall analyze: {what}, {} packets ({}), {} connections, {} DNS transactions{}, {} decode errors, {} bad checksums, {:.2} s ({}/s)",
             group(self.stats.packets),
             bytes(self.stats.bytes),
             group(self.conn_rows),
             group(self.dns_rows),
+            self.devices
+                .map(|n| format!(
+                    ", {} device{}",
+                    group(n as u64),
+                    if n == 1 { "" } else { "s" }
+                ))
+                .unwrap_or_default(),
             group(self.stats.decode_errors),
             group(self.stats.bad_checksums),
             secs,
@@ -285,8 +294,9 @@ impl Logs {
         })
     }
 
-    /// Writes the closing lines and flushes both logs.
-    fn close(self) -> Result<(), AnalyzeError> {
+    /// Writes the closing lines, flushes both logs and writes devices.jsonl;
+    /// returns how many devices it holds.
+    fn close(self) -> Result<Option<usize>, AnalyzeError> {
         let now = wall_now_s();
         let Logs {
             conn,
@@ -295,9 +305,10 @@ impl Logs {
             dns_path,
             devices,
         } = self;
-        if let Some(d) = devices {
-            d.write()?;
-        }
+        let count = match devices {
+            Some(d) => Some(d.write()?),
+            None => None,
+        };
         conn.finish(now).map_err(|source| AnalyzeError::Write {
             path: conn_path,
             source,
@@ -306,7 +317,7 @@ impl Logs {
             path: dns_path,
             source,
         })?;
-        Ok(())
+        Ok(count)
     }
 
     fn drain(&mut self, engine: &mut Engine) -> Result<(), AnalyzeError> {
@@ -352,20 +363,22 @@ impl Logs {
 
 impl Devices {
     /// Writes devices.jsonl: one device per line, in order of first sight.
-    fn write(self) -> Result<(), AnalyzeError> {
+    fn write(self) -> Result<usize, AnalyzeError> {
         use std::io::Write;
         let err = |source| AnalyzeError::Write {
             path: self.path.clone(),
             source,
         };
         let mut out = std::io::BufWriter::new(File::create(&self.path).map_err(err)?);
-        for d in self.registry.devices() {
-            serde_json::to_writer(&mut out, &device_json(&d))
+        let devices = self.registry.devices();
+        for d in &devices {
+            serde_json::to_writer(&mut out, &device_json(d))
                 .map_err(std::io::Error::from)
                 .map_err(err)?;
             out.write_all(b"\n").map_err(err)?;
         }
-        out.flush().map_err(err)
+        out.flush().map_err(err)?;
+        Ok(devices.len())
     }
 }
 
@@ -457,12 +470,13 @@ pub fn analyze(opts: &AnalyzeOptions, stop: &AtomicBool) -> Result<Report, Analy
     }
     let conn_rows = logs.conn.rows();
     let dns_rows = logs.dns.rows();
-    logs.close()?;
+    let devices = logs.close()?;
     Ok(Report {
         files: opts.inputs.len(),
         stats: engine.stats(),
         conn_rows,
         dns_rows,
+        devices,
         elapsed: started.elapsed(),
         problems,
         live: None,
@@ -519,12 +533,13 @@ fn analyze_live(
     logs.drain(&mut engine)?;
     let conn_rows = logs.conn.rows();
     let dns_rows = logs.dns.rows();
-    logs.close()?;
+    let devices = logs.close()?;
     Ok(Report {
         files: 0,
         stats: engine.stats(),
         conn_rows,
         dns_rows,
+        devices,
         elapsed: started.elapsed(),
         problems: Vec::new(),
         live: Some(LiveReport {
