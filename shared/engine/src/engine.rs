@@ -254,6 +254,8 @@ struct Conn {
     /// Link-layer addresses of originator and responder (Zeek's
     /// mac-logging), from the first frame; zero when observations are off.
     l2: [[u8; 6]; 2],
+    /// A QUIC client's Initial CRYPTO data while its hello is incomplete.
+    quic: Option<Box<observe::quic::Assembly>>,
 }
 
 impl Conn {
@@ -817,6 +819,7 @@ impl Engine {
             } else {
                 [self.l2.0, self.l2.1]
             },
+            quic: None,
         };
         if let Some(p) = encap.innermost() {
             c.parents.add(p);
@@ -1295,7 +1298,46 @@ impl Engine {
         let resp_p = c.resp_p;
         let orig_p = c.orig_p;
         let violated = c.tunnel_violation;
+        // The client's Initials of a QUIC connection, until its hello is
+        // read (the orig side after any flip is the client).
+        let mut quic = None;
+        if !c.opening_done && encap.depth == 0 {
+            let from_client = p.src == c.orig && sp == c.orig_p;
+            if !from_client {
+                // The server spoke first (or the flip made it the
+                // responder): whatever this is, it is not a client Initial.
+                c.opening_done = c.quic.is_none();
+            } else if c.quic.is_none() && observe::quic::long_header(data).is_none() {
+                c.opening_done = true;
+            } else {
+                let a = c.quic.get_or_insert_with(Box::default);
+                match a.datagram(data) {
+                    observe::quic::Step::NeedMore => {}
+                    observe::quic::Step::NotQuic => {
+                        c.opening_done = true;
+                        c.quic = None;
+                    }
+                    observe::quic::Step::Done(q) => {
+                        c.opening_done = true;
+                        c.quic = None;
+                        quic = Some(q);
+                    }
+                }
+            }
+        }
         self.flush_dns(slot);
+        if let Some(q) = quic {
+            let mut o = self.observation(
+                Some(&p.src),
+                Some(&p.dst),
+                sp,
+                dp,
+                Transport::Udp,
+                Some(uid),
+            );
+            o.kind = Some(observation::Kind::QuicInitial(*q));
+            self.out.observations.push(o);
+        }
 
         // DHCPv4, on the wire the device itself sent or received it.
         if self.cfg.observations

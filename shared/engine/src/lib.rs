@@ -26,7 +26,8 @@
 //!   observations out of the traffic as `heimdall.sensor.v1.Observation`s
 //!   (ARP, DHCPv4, DHCPv6, neighbour discovery, mDNS/DNS-SD, LLMNR, NetBIOS
 //!   names, SSDP, the first HTTP request and the TLS ClientHello of a TCP
-//!   connection), agreeing with tshark's decoding, and connection records
+//!   connection, the ClientHello inside a QUIC client's Initials), agreeing
+//!   with tshark's decoding, and connection records
 //!   carry both ends' MAC addresses. A connection buffers at most 16 KiB of
 //!   its opening, and only while a hello or request header is incomplete.
 

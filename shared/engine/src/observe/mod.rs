@@ -3,7 +3,7 @@
 //! (`heimdall.sensor.v1.Observation`): ARP and DHCPv4 here; mDNS/DNS-SD,
 //! LLMNR and NetBIOS names in [`names`]; SSDP, DHCPv6, neighbour discovery
 //! and HTTP requests in [`wire`]; TLS ClientHellos (SNI, ALPN, JA3, JA4) in
-//! [`tls`].
+//! [`tls`], also inside QUIC client Initials ([`quic`]).
 //!
 //! Parsers take the bytes of one message, check every length before they
 //! read, and return `None` for anything that is not a well-formed message of
@@ -11,6 +11,7 @@
 //! per minute), so they are built as protobuf messages directly.
 
 pub mod names;
+pub mod quic;
 pub mod tls;
 pub mod wire;
 
