@@ -44,9 +44,13 @@ pub fn zeek_trace(case: &str) -> PathBuf {
 }
 
 /// Records the engine gives for `files` read in order as one stream (as
-/// `heimdall analyze a b c` does), and the number of packets.
+/// `heimdall analyze a b c` does), and the number of packets. Observations
+/// are on, as in the capture service (connection records then carry MACs).
 pub fn engine_records(files: &[PathBuf]) -> (Vec<ConnRecord>, Vec<DnsRecord>, u64) {
-    let mut engine = Engine::new(EngineConfig::default());
+    let mut engine = Engine::new(EngineConfig {
+        observations: true,
+        ..EngineConfig::default()
+    });
     let mut packets = 0;
     for f in files {
         let mut reader = CaptureReader::open(f).expect("trace opens");
