@@ -21,7 +21,7 @@ say() { printf 'setup: %s\n' "$*"; }
 # --- 1. packages --------------------------------------------------------------
 PACKAGES=(build-essential pkg-config libpcap-dev tcpdump tshark tcpreplay time
           postgresql postgresql-client nats-server python3-venv iproute2
-          ca-certificates curl procps util-linux)
+          ca-certificates curl procps util-linux openssl)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,6 +9,8 @@
 //! - [`process`] starts binaries, waits for `/readyz`, and kills them hard;
 //!   [`process::NatsServer`] is a NATS server a test may stop and restart.
 //! - [`veth`] makes a veth pair for live-capture tests (needs root).
+//! - [`tls`] makes a test CA and a server certificate for TLS servers on
+//!   127.0.0.1.
 //! - [`phones`] writes a capture of a phone that rejoins the network with a
 //!   new randomized MAC, for the re-identification tests.
 //! - The tests in `tests/` use only these and the shared crates; nothing is
@@ -17,4 +19,5 @@
 pub mod phones;
 pub mod process;
 pub mod sink;
+pub mod tls;
 pub mod veth;

@@ -126,31 +126,51 @@ impl Validate for IngestSettings {
             })
         };
         if self.keys_file.is_empty() {
-            bad("KEYS_FILE", "required: a file with one '<sensor-id> <api-key>' per line".into());
+            bad(
+                "KEYS_FILE",
+                "required: a file with one '<sensor-id> <api-key>' per line".into(),
+            );
         } else if let Err(e) = load_keys(&self.keys_file) {
             bad("KEYS_FILE", e);
         }
         if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
-            bad("TLS_KEY_FILE", "give both TLS_CERT_FILE and TLS_KEY_FILE, or neither".into());
+            bad(
+                "TLS_KEY_FILE",
+                "give both TLS_CERT_FILE and TLS_KEY_FILE, or neither".into(),
+            );
         }
         if self.tls_cert_file.is_empty() && !self.listen.ip().is_loopback() {
-            bad("TLS_CERT_FILE", format!("required when listening on {} (plaintext only on loopback)", self.listen));
+            bad(
+                "TLS_CERT_FILE",
+                format!(
+                    "required when listening on {} (plaintext only on loopback)",
+                    self.listen
+                ),
+            );
         }
         if !(0.0..=1.0).contains(&self.fail_share) {
             bad("FAIL_SHARE", "must be between 0 and 1".into());
         }
         if fail_status(&self.fail_code, 0).is_none() {
-            bad("FAIL_CODE", "one of unavailable, resource_exhausted, internal, deadline_exceeded".into());
+            bad(
+                "FAIL_CODE",
+                "one of unavailable, resource_exhausted, internal, deadline_exceeded".into(),
+            );
         }
         if self.capture_window_seconds > self.capture_interval_seconds {
-            bad("CAPTURE_WINDOW_SECONDS", "must not be longer than CAPTURE_INTERVAL_SECONDS".into());
+            bad(
+                "CAPTURE_WINDOW_SECONDS",
+                "must not be longer than CAPTURE_INTERVAL_SECONDS".into(),
+            );
         }
     }
 }
 
 fn fail_status(code: &str, retry_after_ms: u64) -> Option<Status> {
     Some(match code {
-        "unavailable" => Status::unavailable("failing on purpose (HEIMDALL_ENIGMA_INGEST_FAIL_SHARE)"),
+        "unavailable" => {
+            Status::unavailable("failing on purpose (HEIMDALL_ENIGMA_INGEST_FAIL_SHARE)")
+        }
         "internal" => Status::internal("failing on purpose (HEIMDALL_ENIGMA_INGEST_FAIL_SHARE)"),
         "deadline_exceeded" => Status::deadline_exceeded("failing on purpose"),
         "resource_exhausted" => {
@@ -176,7 +196,10 @@ fn load_keys(path: &str) -> Result<HashMap<[u8; 32], String>, String> {
         let mut parts = line.split_whitespace();
         let (Some(sensor), Some(key), None) = (parts.next(), parts.next(), parts.next()) else {
             // The line is not repeated: it may hold a key.
-            return Err(format!("{path} line {}: expected '<sensor-id> <api-key>'", n + 1));
+            return Err(format!(
+                "{path} line {}: expected '<sensor-id> <api-key>'",
+                n + 1
+            ));
         };
         keys.insert(digest(key.as_bytes()), sensor.to_string());
     }
@@ -248,15 +271,20 @@ impl IngestService {
     async fn record(&self, method: &str, sensor: &str, batch: &str, outcome: &str) {
         self.metrics
             .calls
-            .get_or_create(&vec![("method".into(), method.into()), ("outcome".into(), outcome.into())])
+            .get_or_create(&vec![
+                ("method".into(), method.into()),
+                ("outcome".into(), outcome.into()),
+            ])
             .inc();
-        let r = sqlx::query("INSERT INTO calls (method, sensor_id, batch_id, outcome) VALUES ($1, $2, $3, $4)")
-            .bind(method)
-            .bind(sensor)
-            .bind(batch)
-            .bind(outcome)
-            .execute(&self.pool)
-            .await;
+        let r = sqlx::query(
+            "INSERT INTO calls (method, sensor_id, batch_id, outcome) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(method)
+        .bind(sensor)
+        .bind(batch)
+        .bind(outcome)
+        .execute(&self.pool)
+        .await;
         if let Err(e) = r {
             warn!(error = %e, "cannot record a call");
         }
@@ -270,7 +298,9 @@ impl IngestService {
         }
         let up = self.started.elapsed();
         if !s.outage_for.is_zero() && up >= s.outage_after && up < s.outage_after + s.outage_for {
-            return Err(Status::unavailable("outage (HEIMDALL_ENIGMA_INGEST_OUTAGE_AFTER/_FOR)"));
+            return Err(Status::unavailable(
+                "outage (HEIMDALL_ENIGMA_INGEST_OUTAGE_AFTER/_FOR)",
+            ));
         }
         if s.fail_share > 0.0 && rand::random::<f64>() < s.fail_share {
             return Err(fail_status(&s.fail_code, s.retry_after_ms)
@@ -281,22 +311,28 @@ impl IngestService {
 
     /// The sensor whose key the call carries.
     fn authenticate(&self, md: &MetadataMap) -> Result<String, Status> {
-        let value = md
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("no authorization metadata: send 'authorization: Bearer <api-key>'"))?;
+        let value = md.get("authorization").ok_or_else(|| {
+            Status::unauthenticated(
+                "no authorization metadata: send 'authorization: Bearer <api-key>'",
+            )
+        })?;
         let text = value
             .to_str()
             .map_err(|_| Status::unauthenticated("authorization metadata is not text"))?;
-        let key = text
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| Status::unauthenticated("authorization metadata must be 'Bearer <api-key>'"))?;
+        let key = text.strip_prefix("Bearer ").ok_or_else(|| {
+            Status::unauthenticated("authorization metadata must be 'Bearer <api-key>'")
+        })?;
         self.keys
             .get(&digest(key.trim().as_bytes()))
             .cloned()
             .ok_or_else(|| Status::unauthenticated("unknown or revoked API key"))
     }
 
-    async fn upload(&self, sensor: &str, r: &UploadBatchRequest) -> Result<UploadBatchResponse, Status> {
+    async fn upload(
+        &self,
+        sensor: &str,
+        r: &UploadBatchRequest,
+    ) -> Result<UploadBatchResponse, Status> {
         if r.sensor_id != sensor {
             return Err(Status::permission_denied(format!(
                 "the API key is not for sensor {:?}",
@@ -309,14 +345,23 @@ impl IngestService {
         let log_type = LogType::try_from(r.log_type).unwrap_or_default();
         let format = PayloadFormat::try_from(r.format).unwrap_or_default();
         let compression = Compression::try_from(r.compression).unwrap_or_default();
-        if log_type == LogType::Unspecified || format == PayloadFormat::Unspecified || compression == Compression::Unspecified {
-            return Err(Status::invalid_argument("log_type, format and compression must be set"));
+        if log_type == LogType::Unspecified
+            || format == PayloadFormat::Unspecified
+            || compression == Compression::Unspecified
+        {
+            return Err(Status::invalid_argument(
+                "log_type, format and compression must be set",
+            ));
         }
         if r.checksum_sha256.len() != 32 || digest(&r.payload)[..] != r.checksum_sha256[..] {
-            return Err(Status::invalid_argument("checksum_sha256 does not match the payload"));
+            return Err(Status::invalid_argument(
+                "checksum_sha256 does not match the payload",
+            ));
         }
         if r.uncompressed_size > MAX_UNCOMPRESSED {
-            return Err(Status::invalid_argument(format!("uncompressed_size over {MAX_UNCOMPRESSED} bytes")));
+            return Err(Status::invalid_argument(format!(
+                "uncompressed_size over {MAX_UNCOMPRESSED} bytes"
+            )));
         }
         let body = decompress(compression, &r.payload, r.uncompressed_size)
             .map_err(|e| Status::invalid_argument(format!("payload does not decompress: {e}")))?;
@@ -361,12 +406,14 @@ impl IngestService {
             self.metrics.records.inc_by(r.record_count);
             (UploadStatus::Accepted, r.record_count)
         } else {
-            let n: i64 = sqlx::query_scalar("SELECT records FROM batches WHERE sensor_id = $1 AND batch_id = $2")
-                .bind(sensor)
-                .bind(&r.batch_id)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|_| Status::unavailable("storage unavailable; retry"))?;
+            let n: i64 = sqlx::query_scalar(
+                "SELECT records FROM batches WHERE sensor_id = $1 AND batch_id = $2",
+            )
+            .bind(sensor)
+            .bind(&r.batch_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|_| Status::unavailable("storage unavailable; retry"))?;
             (UploadStatus::Duplicate, n as u64)
         };
         Ok(UploadBatchResponse {
@@ -385,10 +432,14 @@ fn decompress(c: Compression, payload: &[u8], limit: u64) -> std::io::Result<Vec
     match c {
         Compression::None => out.extend_from_slice(payload),
         Compression::Zstd => {
-            zstd::stream::read::Decoder::new(payload)?.take(cap).read_to_end(&mut out)?;
+            zstd::stream::read::Decoder::new(payload)?
+                .take(cap)
+                .read_to_end(&mut out)?;
         }
         Compression::Gzip => {
-            flate2::read::GzDecoder::new(payload).take(cap).read_to_end(&mut out)?;
+            flate2::read::GzDecoder::new(payload)
+                .take(cap)
+                .read_to_end(&mut out)?;
         }
         Compression::Unspecified => {
             return Err(std::io::Error::other("compression is unspecified"));
@@ -400,7 +451,10 @@ fn decompress(c: Compression, payload: &[u8], limit: u64) -> std::io::Result<Vec
 /// Records in a payload: lines, less Zeek's TSV header lines.
 fn count_records(format: PayloadFormat, body: &[u8]) -> u64 {
     body.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty() && !(format == PayloadFormat::ZeekTsv && l.first() == Some(&b'#')))
+        .filter(|l| {
+            let header = format == PayloadFormat::ZeekTsv && l.first() == Some(&b'#');
+            !l.is_empty() && !header
+        })
         .count() as u64
 }
 
@@ -433,7 +487,9 @@ impl Ingest for Handler {
         };
         let outcome = match &result {
             Ok(resp) => enum_name(
-                UploadStatus::try_from(resp.status).unwrap_or_default().as_str_name(),
+                UploadStatus::try_from(resp.status)
+                    .unwrap_or_default()
+                    .as_str_name(),
                 "UPLOAD_STATUS_",
             ),
             Err(s) => format!("{:?}", s.code()).to_ascii_lowercase(),
@@ -447,7 +503,8 @@ impl Ingest for Handler {
             ms = started.elapsed().as_millis() as u64,
             "upload"
         );
-        self.record("upload_batch", &r.sensor_id, &r.batch_id, &outcome).await;
+        self.record("upload_batch", &r.sensor_id, &r.batch_id, &outcome)
+            .await;
         result.map(Response::new)
     }
 
@@ -458,13 +515,22 @@ impl Ingest for Handler {
         let sensor = self.authenticate(request.metadata())?;
         let r = request.into_inner();
         if r.sensor_id != sensor {
-            return Err(Status::permission_denied(format!("the API key is not for sensor {:?}", r.sensor_id)));
+            return Err(Status::permission_denied(format!(
+                "the API key is not for sensor {:?}",
+                r.sensor_id
+            )));
         }
         self.chaos().await?;
         let s = &self.settings;
         let mut version = Sha256::new();
-        version.update(format!("{}|{}|{}", s.capture_interval_seconds, s.capture_window_seconds, s.capture_filter));
-        let version: String = version.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        version.update(format!(
+            "{}|{}|{}",
+            s.capture_interval_seconds, s.capture_window_seconds, s.capture_filter
+        ));
+        let version: String = version.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         self.record("get_capture_settings", &sensor, "", "ok").await;
         Ok(Response::new(CaptureSettings {
             version,
@@ -485,7 +551,11 @@ pub async fn migrate(pool: &PgPool) -> Result<(), heimdall_store::Error> {
 
 /// Run until `shutdown`: telemetry on `listener`, the gRPC server on
 /// `settings.listen`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let health = Health::new();
     health.register("database");
@@ -507,8 +577,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         started: Instant::now(),
         metrics: IngestMetrics::default(),
     });
-    metrics.register("enigma_ingest_calls", "Calls by method and outcome", svc.metrics.calls.clone());
-    metrics.register("enigma_ingest_records", "Records stored", svc.metrics.records.clone());
+    metrics.register(
+        "enigma_ingest_calls",
+        "Calls by method and outcome",
+        svc.metrics.calls.clone(),
+    );
+    metrics.register(
+        "enigma_ingest_records",
+        "Records stored",
+        svc.metrics.records.clone(),
+    );
 
     let mut builder = tonic::transport::Server::builder();
     let s = &config.ingest;
@@ -517,7 +595,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             .map_err(|e| anyhow::anyhow!("{PREFIX}TLS_CERT_FILE {}: {e}", s.tls_cert_file))?;
         let key = std::fs::read(&s.tls_key_file)
             .map_err(|e| anyhow::anyhow!("{PREFIX}TLS_KEY_FILE {}: {e}", s.tls_key_file))?;
-        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key)))?;
+        builder = builder.tls_config(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert, key)),
+        )?;
     }
     let grpc = TcpListener::bind(s.listen).await?;
     let addr = grpc.local_addr()?;
@@ -529,9 +610,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let stop = shutdown.clone();
     builder
         .add_service(service)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), async move {
-            stop.cancelled().await;
-        })
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc),
+            async move {
+                stop.cancelled().await;
+            },
+        )
         .await?;
     shutdown.cancel();
     telemetry.await??;

@@ -1,0 +1,464 @@
+//! The uploader against the reference Enigma ingest server, both as
+//! processes, over TLS on 127.0.0.1, with the real NATS and PostgreSQL.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use heimdall_bus::{Bus, Kind};
+use heimdall_proto::sensor::v1::{ConnBatch, ConnRecord, DnsBatch, DnsRecord};
+use heimdall_store::testing::TestDb;
+use heimdall_tests::{process, tls};
+
+const SENSOR: &str = "pi-1";
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    db: TestDb,
+    bus: Bus,
+    namespace: String,
+    pki: tls::TestPki,
+    key: String,
+    grpc: std::net::SocketAddr,
+    ingest_addr: std::net::SocketAddr,
+    /// Stops the in-process ingest server.
+    ingest: tokio_util::sync::CancellationToken,
+}
+
+impl Rig {
+    async fn new(ingest_env: &[(&str, &str)]) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        let pki = tls::make(&path).expect("test certificates (openssl; make setup installs it)");
+        let key = format!("key-{}", uuid::Uuid::new_v4().simple());
+        std::fs::write(
+            path.join("keys"),
+            format!("# test keys\n{SENSOR} {key}\nother-sensor other-{key}\n"),
+        )
+        .expect("keys");
+        let db = TestDb::new()
+            .await
+            .expect("PostgreSQL must be running (make setup)");
+        let bus_config = heimdall_bus::testing::config("enigma");
+        let bus = Bus::connect(&bus_config, "enigma-test")
+            .await
+            .expect("NATS must be running (make setup)");
+        bus.ensure_streams(&[Kind::Flows, Kind::Dns])
+            .await
+            .expect("streams");
+        let grpc = process::free_port().expect("port");
+        let mut rig = Rig {
+            _dir: dir,
+            dir: path,
+            db,
+            bus,
+            namespace: bus_config.namespace.clone(),
+            pki,
+            key,
+            grpc,
+            ingest_addr: process::free_port().expect("port"),
+            ingest: tokio_util::sync::CancellationToken::new(),
+        };
+        rig.start_ingest(ingest_env).await;
+        rig
+    }
+
+    async fn start_ingest(&mut self, extra: &[(&str, &str)]) {
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "HEIMDALL_ENIGMA_INGEST_LISTEN".into(),
+                self.grpc.to_string(),
+            ),
+            (
+                "HEIMDALL_ENIGMA_INGEST_TLS_CERT_FILE".into(),
+                self.pki.server_cert.display().to_string(),
+            ),
+            (
+                "HEIMDALL_ENIGMA_INGEST_TLS_KEY_FILE".into(),
+                self.pki.server_key.display().to_string(),
+            ),
+            (
+                "HEIMDALL_ENIGMA_INGEST_KEYS_FILE".into(),
+                self.dir.join("keys").display().to_string(),
+            ),
+            ("HEIMDALL_DATABASE_URL".into(), self.db.url().to_string()),
+            (
+                "HEIMDALL_TELEMETRY_LISTEN".into(),
+                self.ingest_addr.to_string(),
+            ),
+            ("HEIMDALL_TELEMETRY_LOG".into(), "info".into()),
+            ("HEIMDALL_TELEMETRY_LOG_FORMAT".into(), "json".into()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        // The reference server runs in this process (a real gRPC server on
+        // 127.0.0.1 all the same), configured as its binary would be.
+        let loader = heimdall_config::Loader::from_parts(env, None).expect("ingest settings");
+        let config = heimdall_enigma_ingest::Config::load(loader).expect("ingest settings");
+        let (addr, stop) = (self.ingest_addr, self.ingest.clone());
+        // A thread and runtime of its own (sqlx's futures are not `Send`
+        // for every lifetime, which tokio::spawn would need).
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+                if let Err(e) = heimdall_enigma_ingest::run(config, listener, stop).await {
+                    eprintln!("ingest server: {e}");
+                }
+            });
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while process::http_status(self.ingest_addr, "/readyz").await != Some(200) {
+            assert!(Instant::now() < deadline, "the ingest server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn uploader_env(&self, key: &str, telemetry: std::net::SocketAddr) -> Vec<(String, String)> {
+        std::fs::write(self.dir.join("api-key"), format!("{key}\n")).expect("key file");
+        [
+            (
+                "HEIMDALL_ENIGMA_URL",
+                format!("https://localhost:{}", self.grpc.port()),
+            ),
+            (
+                "HEIMDALL_ENIGMA_API_KEY_FILE",
+                self.dir.join("api-key").display().to_string(),
+            ),
+            (
+                "HEIMDALL_ENIGMA_CA_FILE",
+                self.pki.ca_cert.display().to_string(),
+            ),
+            (
+                "HEIMDALL_ENIGMA_SPOOL_DIR",
+                self.dir.join("spool").display().to_string(),
+            ),
+            (
+                "HEIMDALL_ENIGMA_ARCHIVE_DIR",
+                self.dir.join("archive").display().to_string(),
+            ),
+            ("HEIMDALL_ENIGMA_BATCH_RECORDS", "5000".into()),
+            ("HEIMDALL_ENIGMA_BATCH_AGE", "500ms".into()),
+            ("HEIMDALL_ENIGMA_BACKOFF_MIN", "100ms".into()),
+            ("HEIMDALL_ENIGMA_BACKOFF_MAX", "2s".into()),
+            ("HEIMDALL_NATS_URL", heimdall_bus::testing::nats_url()),
+            ("HEIMDALL_NATS_NAMESPACE", self.namespace.clone()),
+            ("HEIMDALL_NATS_MEMORY_STORAGE", "true".into()),
+            ("HEIMDALL_NATS_MAX_BYTES_SCALE", "0.05".into()),
+            ("HEIMDALL_NATS_ACK_WAIT", "2s".into()),
+            ("HEIMDALL_TELEMETRY_LISTEN", telemetry.to_string()),
+            ("HEIMDALL_TELEMETRY_LOG", "info".into()),
+            ("HEIMDALL_TELEMETRY_LOG_FORMAT", "json".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    async fn start_uploader(
+        &self,
+        env: &[(String, String)],
+        addr: std::net::SocketAddr,
+    ) -> tokio::process::Child {
+        let log = self.dir.join("uploader.log");
+        let mut child = process::spawn(
+            Path::new(env!("CARGO_BIN_EXE_heimdall-enigma-uploader")),
+            env,
+            &log,
+        )
+        .expect("start uploader");
+        if let Err(e) = process::wait_ready(&mut child, addr, Duration::from_secs(30)).await {
+            panic!(
+                "uploader: {e}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        child
+    }
+
+    async fn publish(&self, conns: usize, dns: usize, per: usize) {
+        let cs = self.bus.subjects().publish(Kind::Flows, SENSOR, 0);
+        let ds = self.bus.subjects().publish(Kind::Dns, SENSOR, 0);
+        for (n, start) in (0..conns).step_by(per).enumerate() {
+            let b = ConnBatch {
+                batch_id: format!("c-{n}"),
+                sensor_id: SENSOR.into(),
+                created_us: 0,
+                records: (start..(start + per).min(conns))
+                    .map(|k| ConnRecord {
+                        uid: format!("C{k:08}"),
+                        sensor_id: SENSOR.into(),
+                        ts_us: 1_760_000_000_000_000 + k as i64 * 1000,
+                        id_orig_h: vec![192, 168, 1, (k % 200) as u8].into(),
+                        id_resp_h: vec![93, 184, 216, 34].into(),
+                        id_orig_p: 40_000 + (k % 20_000) as u32,
+                        id_resp_p: 443,
+                        proto: 1,
+                        orig_bytes: Some(k as u64),
+                        ..Default::default()
+                    })
+                    .collect(),
+            };
+            self.bus
+                .publish(&cs, &b.batch_id, &b)
+                .await
+                .expect("publish conns");
+        }
+        for (n, start) in (0..dns).step_by(per).enumerate() {
+            let b = DnsBatch {
+                batch_id: format!("d-{n}"),
+                sensor_id: SENSOR.into(),
+                created_us: 0,
+                records: (start..(start + per).min(dns))
+                    .map(|k| DnsRecord {
+                        uid: format!("D{k:08}"),
+                        sensor_id: SENSOR.into(),
+                        ts_us: 1_760_000_000_000_000 + k as i64 * 1000,
+                        id_orig_h: vec![192, 168, 1, 9].into(),
+                        id_resp_h: vec![192, 168, 1, 1].into(),
+                        id_orig_p: 50_000,
+                        id_resp_p: 53,
+                        proto: 2,
+                        query: Some(format!("host{k}.example.com")),
+                        ..Default::default()
+                    })
+                    .collect(),
+            };
+            self.bus
+                .publish(&ds, &b.batch_id, &b)
+                .await
+                .expect("publish dns");
+        }
+    }
+
+    async fn pool(&self) -> sqlx::PgPool {
+        heimdall_store::connect(self.db.config(), "enigma_ingest")
+            .await
+            .expect("pool")
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.join("uploader.log")).unwrap_or_default()
+    }
+}
+
+/// Every uid the server stored, with how often.
+async fn stored_uids(pool: &sqlx::PgPool) -> HashMap<String, u32> {
+    let bodies: Vec<Vec<u8>> = sqlx::query_scalar("SELECT body FROM batches")
+        .fetch_all(pool)
+        .await
+        .expect("bodies");
+    let mut seen = HashMap::new();
+    for b in bodies {
+        for line in b.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json_like::Value = serde_json_like::from_slice(line);
+            *seen.entry(v.uid).or_insert(0) += 1;
+        }
+    }
+    seen
+}
+
+/// Just enough JSON to take `uid` out of a Zeek JSON line.
+mod serde_json_like {
+    pub struct Value {
+        pub uid: String,
+    }
+    pub fn from_slice(line: &[u8]) -> Value {
+        let text = String::from_utf8_lossy(line);
+        let uid = text
+            .split("\"uid\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_string();
+        Value { uid }
+    }
+}
+
+async fn wait_for_records(rig: &Rig, pool: &sqlx::PgPool, want: i64, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT coalesce(sum(records), 0)::bigint FROM batches")
+            .fetch_one(pool)
+            .await
+            .unwrap_or(0);
+        if n >= want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server holds {n} of {want} records\n{}",
+            rig.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_arrive_exactly_once_through_an_outage_and_uploader_crashes() {
+    const CONNS: usize = 100_000;
+    const DNS: usize = 20_000;
+    // The server goes away 3 s after it starts, for 4 s; besides, one call
+    // in ten is refused with a rate limit.
+    let rig = Rig::new(&[
+        ("HEIMDALL_ENIGMA_INGEST_OUTAGE_AFTER", "3s"),
+        ("HEIMDALL_ENIGMA_INGEST_OUTAGE_FOR", "4s"),
+        ("HEIMDALL_ENIGMA_INGEST_FAIL_SHARE", "0.1"),
+        ("HEIMDALL_ENIGMA_INGEST_FAIL_CODE", "resource_exhausted"),
+        ("HEIMDALL_ENIGMA_INGEST_RETRY_AFTER_MS", "300"),
+    ])
+    .await;
+    let addr = process::free_port().expect("port");
+    let env = rig.uploader_env(&rig.key, addr);
+    let mut up = rig.start_uploader(&env, addr).await;
+    let pool = rig.pool().await;
+
+    let publisher = rig.publish(CONNS, DNS, 500);
+    // Kill the uploader hard three times while records flow.
+    let killer = async {
+        for wait_ms in [700u64, 1900, 3100] {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            up.start_kill().expect("SIGKILL");
+            let _ = up.wait().await;
+            up = rig.start_uploader(&env, addr).await;
+        }
+    };
+    tokio::join!(publisher, killer);
+    wait_for_records(&rig, &pool, (CONNS + DNS) as i64, 120).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let seen = stored_uids(&pool).await;
+    assert_eq!(seen.len(), CONNS + DNS, "every record stored");
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "records stored more than once: {twice:?}");
+    assert!(seen.contains_key("C00000000") && seen.contains_key(&format!("D{:08}", DNS - 1)));
+
+    // The outage shows in the attempt log as UNAVAILABLE with waits that
+    // grow, and without a storm of calls.
+    let log = std::fs::read_to_string(rig.dir.join("uploader.log")).unwrap_or_default();
+    let waits: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("backing off"))
+        .filter_map(|l| {
+            l.split("\"retry_in_ms\":")
+                .nth(1)?
+                .split([',', '}'])
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    eprintln!(
+        "{} records: attempts accepted {}, duplicate {}, unavailable {}, rate-limited {}; WALs recovered after a kill {}; backoff waits {waits:?}",
+        CONNS + DNS,
+        count("\"outcome\":\"accepted\""),
+        count("\"outcome\":\"duplicate\""),
+        count("\"outcome\":\"unavailable\""),
+        count("\"outcome\":\"resourceexhausted\""),
+        count("recovered"),
+    );
+    assert!(
+        log.contains("\"outcome\":\"unavailable\""),
+        "the outage reached the uploader"
+    );
+    assert!(waits.iter().any(|&w| w >= 400), "backoff grew: {waits:?}");
+    let unavailable: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM calls WHERE outcome = 'unavailable'")
+            .fetch_one(&pool)
+            .await
+            .expect("calls");
+    assert!(
+        unavailable < 60,
+        "{unavailable} calls during a 4 s outage: a retry storm"
+    );
+    let exhausted: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM calls WHERE outcome = 'resourceexhausted'")
+            .fetch_one(&pool)
+            .await
+            .expect("calls");
+    assert!(exhausted > 0, "the rate limit was exercised");
+    // Uploaded batches are archived, compressed as sent.
+    let archived = std::fs::read_dir(rig.dir.join("archive"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(archived > 0);
+
+    up.start_kill().expect("stop");
+    rig.ingest.cancel();
+    let _ = rig.bus.delete_streams(&[Kind::Flows, Kind::Dns]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_stops_uploads_with_a_clear_error_and_the_key_is_never_shown() {
+    let rig = Rig::new(&[]).await;
+    let addr = process::free_port().expect("port");
+    let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
+    let env = rig.uploader_env(&wrong, addr);
+    let mut up = rig.start_uploader(&env, addr).await;
+    let pool = rig.pool().await;
+    rig.publish(2_000, 0, 500).await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(rig.dir.join("uploader.log"))
+        .unwrap_or_default()
+        .contains("Enigma refused the API key")
+    {
+        assert!(Instant::now() < deadline, "no clear error\n{}", rig.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // No endless retries: one refused call, and nothing after it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refused: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM calls WHERE outcome = 'unauthenticated'")
+            .fetch_one(&pool)
+            .await
+            .expect("calls");
+    assert_eq!(refused, 1, "one refused call, then the uploader stops");
+    let (status, body) = process::http_get(addr, "/readyz").await.expect("readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("refused the API key"), "{body}");
+    // Nothing stored, everything still in the spool.
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM batches")
+        .fetch_one(&pool)
+        .await
+        .expect("n");
+    assert_eq!(stored, 0);
+    let ready = std::fs::read_dir(rig.dir.join("spool/ready"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(ready > 0, "batches wait in the spool");
+    up.start_kill().expect("stop");
+    let _ = up.wait().await;
+
+    // Neither key, the wrong one or the right one, appears in the log or
+    // anything the server stored about the calls.
+    let logs = rig.logs();
+    assert!(!logs.is_empty());
+    assert!(!logs.contains(&wrong), "the wrong key leaked into a log");
+    assert!(
+        !logs.contains(&rig.key),
+        "the server's key leaked into a log"
+    );
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT concat_ws(' ', method, sensor_id, batch_id, outcome) FROM calls",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("calls");
+    assert!(stored.iter().all(|c| !c.contains(&wrong)), "{stored:?}");
+    // Nor in the printed configuration.
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_heimdall-enigma-uploader"))
+        .arg("--print-config")
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("print-config");
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(text.contains("HEIMDALL_ENIGMA_URL"), "{text}");
+    assert!(!text.contains(&wrong), "{text}");
+    let _ = rig.bus.delete_streams(&[Kind::Flows, Kind::Dns]).await;
+}
