@@ -76,6 +76,15 @@ psql -X -h 127.0.0.1 -U heimdall -d heimdall -c \
   "SELECT device_id, macs[1] AS mac, vendor, device_type, model, round(confidence::numeric, 2) AS confidence FROM fingerprint.devices WHERE sensor_id = 'demo-sensor' ORDER BY first_seen_us"
 psql -X -h 127.0.0.1 -U heimdall -d heimdall -c \
   "SELECT kind, count(*) AS events, count(*) FILTER (WHERE published) AS published FROM fingerprint.device_events WHERE sensor_id = 'demo-sensor' GROUP BY kind ORDER BY kind"
+echo "== Enigma: what the uploader delivered to the reference ingest server for demo-sensor (schema enigma_ingest)"
+want_enigma=$((conns + $(grep -vc '^#' "$LOGS/dns.log")))
+for _ in $(seq 1 200); do
+  got="$(psql_ -c "SELECT coalesce(sum(records), 0) FROM enigma_ingest.batches WHERE sensor_id = 'demo-sensor'")"
+  [ "$got" -ge "$want_enigma" ] && break
+  sleep 0.1
+done
+psql -X -h 127.0.0.1 -U heimdall -d heimdall -c \
+  "SELECT log_type, count(*) AS batches, sum(records) AS records, pg_size_pretty(sum(payload_bytes)) AS compressed FROM enigma_ingest.batches WHERE sensor_id = 'demo-sensor' GROUP BY log_type ORDER BY log_type"
 echo "== bus metrics of the sink (http://127.0.0.1:9101/metrics)"
 curl -s http://127.0.0.1:9101/metrics | grep -E '^heimdall_bus_(handled|poison|handler_errors)' || true
 echo "== readiness (http://127.0.0.1:9101/readyz)"

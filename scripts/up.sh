@@ -10,6 +10,8 @@ RUN="$ROOT/.run"
 SERVICES=(
   "sink:heimdall-sink:9101"
   "fingerprint:heimdall-fingerprint:9103"
+  "enigma-ingest:heimdall-enigma-ingest:9104"
+  "enigma-uploader:heimdall-enigma-uploader:9105"
 )
 
 mkdir -p "$RUN"

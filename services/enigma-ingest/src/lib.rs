@@ -185,7 +185,7 @@ fn fail_status(code: &str, retry_after_ms: u64) -> Option<Status> {
 }
 
 /// Key digest (SHA-256 of the key) to sensor id.
-fn load_keys(path: &str) -> Result<HashMap<[u8; 32], String>, String> {
+fn load_keys(path: &str) -> Result<HashMap<[u8; 32], Vec<String>>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     let mut keys = HashMap::new();
     for (n, line) in text.lines().enumerate() {
@@ -201,7 +201,9 @@ fn load_keys(path: &str) -> Result<HashMap<[u8; 32], String>, String> {
                 n + 1
             ));
         };
-        keys.insert(digest(key.as_bytes()), sensor.to_string());
+        keys.entry(digest(key.as_bytes()))
+            .or_insert_with(Vec::new)
+            .push(sensor.to_string());
     }
     if keys.is_empty() {
         return Err(format!("{path} holds no keys"));
@@ -251,7 +253,9 @@ struct IngestMetrics {
 #[derive(Debug)]
 pub struct IngestService {
     settings: IngestSettings,
-    keys: HashMap<[u8; 32], String>,
+    /// Key digest to the sensors it covers (a key on several lines of the
+    /// keys file covers several sensors, as a fleet key would).
+    keys: HashMap<[u8; 32], Vec<String>>,
     pool: PgPool,
     started: Instant,
     metrics: IngestMetrics,
@@ -309,8 +313,8 @@ impl IngestService {
         Ok(())
     }
 
-    /// The sensor whose key the call carries.
-    fn authenticate(&self, md: &MetadataMap) -> Result<String, Status> {
+    /// The sensors the call's key covers.
+    fn authenticate(&self, md: &MetadataMap) -> Result<Vec<String>, Status> {
         let value = md.get("authorization").ok_or_else(|| {
             Status::unauthenticated(
                 "no authorization metadata: send 'authorization: Bearer <api-key>'",
@@ -330,10 +334,11 @@ impl IngestService {
 
     async fn upload(
         &self,
-        sensor: &str,
+        sensors: &[String],
         r: &UploadBatchRequest,
     ) -> Result<UploadBatchResponse, Status> {
-        if r.sensor_id != sensor {
+        let sensor = r.sensor_id.as_str();
+        if !sensors.iter().any(|s| s == sensor) {
             return Err(Status::permission_denied(format!(
                 "the API key is not for sensor {:?}",
                 r.sensor_id
@@ -512,9 +517,10 @@ impl Ingest for Handler {
         &self,
         request: Request<GetCaptureSettingsRequest>,
     ) -> Result<Response<CaptureSettings>, Status> {
-        let sensor = self.authenticate(request.metadata())?;
+        let sensors = self.authenticate(request.metadata())?;
         let r = request.into_inner();
-        if r.sensor_id != sensor {
+        let sensor = r.sensor_id.clone();
+        if !sensors.contains(&sensor) {
             return Err(Status::permission_denied(format!(
                 "the API key is not for sensor {:?}",
                 r.sensor_id
