@@ -301,12 +301,13 @@ async fn wait_for_records(rig: &Rig, pool: &sqlx::PgPool, want: i64, secs: u64) 
 async fn records_arrive_exactly_once_through_an_outage_and_uploader_crashes() {
     const CONNS: usize = 100_000;
     const DNS: usize = 20_000;
-    // The server goes away 3 s after it starts, for 4 s; besides, one call
-    // in ten is refused with a rate limit.
+    // The server goes away 1 s after it starts (while the uploader is busy
+    // with the first batches), for 4 s; besides, one call in five is
+    // refused with a rate limit.
     let rig = Rig::new(&[
-        ("HEIMDALL_ENIGMA_INGEST_OUTAGE_AFTER", "3s"),
+        ("HEIMDALL_ENIGMA_INGEST_OUTAGE_AFTER", "1s"),
         ("HEIMDALL_ENIGMA_INGEST_OUTAGE_FOR", "4s"),
-        ("HEIMDALL_ENIGMA_INGEST_FAIL_SHARE", "0.1"),
+        ("HEIMDALL_ENIGMA_INGEST_FAIL_SHARE", "0.2"),
         ("HEIMDALL_ENIGMA_INGEST_FAIL_CODE", "resource_exhausted"),
         ("HEIMDALL_ENIGMA_INGEST_RETRY_AFTER_MS", "300"),
     ])
