@@ -44,51 +44,51 @@ use tracing::{info, warn};
 /// The schema this server owns.
 pub const SCHEMA: &str = "enigma_ingest";
 /// The variable prefix of [`IngestSettings`].
-pub const PREFIX: &str = "HEIMDALL_ENIGMA_INGEST_";
+pub const PREFIX: &str = "HEIMDALL_INGEST_";
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The most a payload may decompress to.
 const MAX_UNCOMPRESSED: u64 = 256 << 20;
 
-/// `HEIMDALL_ENIGMA_INGEST_*`.
+/// `HEIMDALL_INGEST_*`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct IngestSettings {
-    /// `HEIMDALL_ENIGMA_INGEST_LISTEN`: the gRPC address. Default
+    /// `HEIMDALL_INGEST_LISTEN`: the gRPC address. Default
     /// `127.0.0.1:50051`.
     pub listen: SocketAddr,
-    /// `HEIMDALL_ENIGMA_INGEST_TLS_CERT_FILE`, `..._TLS_KEY_FILE`: PEM
+    /// `HEIMDALL_INGEST_TLS_CERT_FILE`, `..._TLS_KEY_FILE`: PEM
     /// certificate chain and private key. Both empty: plaintext, allowed
     /// only on a loopback address.
     pub tls_cert_file: String,
     pub tls_key_file: String,
-    /// `HEIMDALL_ENIGMA_INGEST_KEYS_FILE`: one `<sensor-id> <api-key>` per
+    /// `HEIMDALL_INGEST_KEYS_FILE`: one `<sensor-id> <api-key>` per
     /// line (`#` starts a comment). Required.
     pub keys_file: String,
-    /// `HEIMDALL_ENIGMA_INGEST_MAX_MESSAGE_BYTES`: largest request accepted.
+    /// `HEIMDALL_INGEST_MAX_MESSAGE_BYTES`: largest request accepted.
     /// Default 4 MiB, as gRPC servers commonly have.
     pub max_message_bytes: usize,
-    /// `HEIMDALL_ENIGMA_INGEST_FAIL_SHARE`: share of calls (0 to 1) that
+    /// `HEIMDALL_INGEST_FAIL_SHARE`: share of calls (0 to 1) that
     /// fail with `FAIL_CODE`. Default 0.
     pub fail_share: f64,
-    /// `HEIMDALL_ENIGMA_INGEST_FAIL_CODE`: `unavailable`,
+    /// `HEIMDALL_INGEST_FAIL_CODE`: `unavailable`,
     /// `resource_exhausted` (with `retry-after-ms`), `internal` or
     /// `deadline_exceeded`. Default `unavailable`.
     pub fail_code: String,
-    /// `HEIMDALL_ENIGMA_INGEST_RETRY_AFTER_MS`: the hint sent with
+    /// `HEIMDALL_INGEST_RETRY_AFTER_MS`: the hint sent with
     /// RESOURCE_EXHAUSTED. Default 1000.
     pub retry_after_ms: u64,
-    /// `HEIMDALL_ENIGMA_INGEST_LATENCY`: added to every call. Default 0.
+    /// `HEIMDALL_INGEST_LATENCY`: added to every call. Default 0.
     #[serde(with = "heimdall_config::duration")]
     pub latency: Duration,
-    /// `HEIMDALL_ENIGMA_INGEST_OUTAGE_AFTER` and `..._OUTAGE_FOR`: from
+    /// `HEIMDALL_INGEST_OUTAGE_AFTER` and `..._OUTAGE_FOR`: from
     /// this long after start, for this long, every call is UNAVAILABLE.
     /// Default: no outage.
     #[serde(with = "heimdall_config::duration")]
     pub outage_after: Duration,
     #[serde(with = "heimdall_config::duration")]
     pub outage_for: Duration,
-    /// `HEIMDALL_ENIGMA_INGEST_CAPTURE_INTERVAL_SECONDS`,
+    /// `HEIMDALL_INGEST_CAPTURE_INTERVAL_SECONDS`,
     /// `..._CAPTURE_WINDOW_SECONDS`, `..._CAPTURE_FILTER`: the capture
     /// settings handed to agents.
     pub capture_interval_seconds: u32,
@@ -168,10 +168,8 @@ impl Validate for IngestSettings {
 
 fn fail_status(code: &str, retry_after_ms: u64) -> Option<Status> {
     Some(match code {
-        "unavailable" => {
-            Status::unavailable("failing on purpose (HEIMDALL_ENIGMA_INGEST_FAIL_SHARE)")
-        }
-        "internal" => Status::internal("failing on purpose (HEIMDALL_ENIGMA_INGEST_FAIL_SHARE)"),
+        "unavailable" => Status::unavailable("failing on purpose (HEIMDALL_INGEST_FAIL_SHARE)"),
+        "internal" => Status::internal("failing on purpose (HEIMDALL_INGEST_FAIL_SHARE)"),
         "deadline_exceeded" => Status::deadline_exceeded("failing on purpose"),
         "resource_exhausted" => {
             let mut s = Status::resource_exhausted("rate limit (failing on purpose)");
@@ -303,7 +301,7 @@ impl IngestService {
         let up = self.started.elapsed();
         if !s.outage_for.is_zero() && up >= s.outage_after && up < s.outage_after + s.outage_for {
             return Err(Status::unavailable(
-                "outage (HEIMDALL_ENIGMA_INGEST_OUTAGE_AFTER/_FOR)",
+                "outage (HEIMDALL_INGEST_OUTAGE_AFTER/_FOR)",
             ));
         }
         if s.fail_share > 0.0 && rand::random::<f64>() < s.fail_share {

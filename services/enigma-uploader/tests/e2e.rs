@@ -66,20 +66,17 @@ impl Rig {
 
     async fn start_ingest(&mut self, extra: &[(&str, &str)]) {
         let mut env: Vec<(String, String)> = vec![
+            ("HEIMDALL_INGEST_LISTEN".into(), self.grpc.to_string()),
             (
-                "HEIMDALL_ENIGMA_INGEST_LISTEN".into(),
-                self.grpc.to_string(),
-            ),
-            (
-                "HEIMDALL_ENIGMA_INGEST_TLS_CERT_FILE".into(),
+                "HEIMDALL_INGEST_TLS_CERT_FILE".into(),
                 self.pki.server_cert.display().to_string(),
             ),
             (
-                "HEIMDALL_ENIGMA_INGEST_TLS_KEY_FILE".into(),
+                "HEIMDALL_INGEST_TLS_KEY_FILE".into(),
                 self.pki.server_key.display().to_string(),
             ),
             (
-                "HEIMDALL_ENIGMA_INGEST_KEYS_FILE".into(),
+                "HEIMDALL_INGEST_KEYS_FILE".into(),
                 self.dir.join("keys").display().to_string(),
             ),
             ("HEIMDALL_DATABASE_URL".into(), self.db.url().to_string()),
@@ -305,11 +302,11 @@ async fn records_arrive_exactly_once_through_an_outage_and_uploader_crashes() {
     // with the first batches), for 4 s; besides, one call in five is
     // refused with a rate limit.
     let rig = Rig::new(&[
-        ("HEIMDALL_ENIGMA_INGEST_OUTAGE_AFTER", "1s"),
-        ("HEIMDALL_ENIGMA_INGEST_OUTAGE_FOR", "4s"),
-        ("HEIMDALL_ENIGMA_INGEST_FAIL_SHARE", "0.2"),
-        ("HEIMDALL_ENIGMA_INGEST_FAIL_CODE", "resource_exhausted"),
-        ("HEIMDALL_ENIGMA_INGEST_RETRY_AFTER_MS", "300"),
+        ("HEIMDALL_INGEST_OUTAGE_AFTER", "1s"),
+        ("HEIMDALL_INGEST_OUTAGE_FOR", "4s"),
+        ("HEIMDALL_INGEST_FAIL_SHARE", "0.2"),
+        ("HEIMDALL_INGEST_FAIL_CODE", "resource_exhausted"),
+        ("HEIMDALL_INGEST_RETRY_AFTER_MS", "300"),
     ])
     .await;
     let addr = process::free_port().expect("port");

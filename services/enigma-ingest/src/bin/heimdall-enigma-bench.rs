@@ -15,7 +15,10 @@ use heimdall_store::testing::TestDb;
 use heimdall_tests::{process, tls};
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,24 +32,39 @@ fn main() -> anyhow::Result<()> {
     let key = format!("bench-{}", uuid::Uuid::new_v4().simple());
     std::fs::write(dir.path().join("keys"), format!("bench {key}\n"))?;
     std::fs::write(dir.path().join("api-key"), &key)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let db = rt.block_on(TestDb::new())?;
     let grpc = process::free_port()?;
     let ingest_addr = process::free_port()?;
     let vars = [
-        ("HEIMDALL_ENIGMA_INGEST_LISTEN", grpc.to_string()),
-        ("HEIMDALL_ENIGMA_INGEST_TLS_CERT_FILE", pki.server_cert.display().to_string()),
-        ("HEIMDALL_ENIGMA_INGEST_TLS_KEY_FILE", pki.server_key.display().to_string()),
-        ("HEIMDALL_ENIGMA_INGEST_KEYS_FILE", dir.path().join("keys").display().to_string()),
+        ("HEIMDALL_INGEST_LISTEN", grpc.to_string()),
+        (
+            "HEIMDALL_INGEST_TLS_CERT_FILE",
+            pki.server_cert.display().to_string(),
+        ),
+        (
+            "HEIMDALL_INGEST_TLS_KEY_FILE",
+            pki.server_key.display().to_string(),
+        ),
+        (
+            "HEIMDALL_INGEST_KEYS_FILE",
+            dir.path().join("keys").display().to_string(),
+        ),
         ("HEIMDALL_DATABASE_URL", db.url().to_string()),
         ("HEIMDALL_TELEMETRY_LISTEN", ingest_addr.to_string()),
         ("HEIMDALL_TELEMETRY_LOG", "warn".into()),
     ];
-    let config = heimdall_enigma_ingest::Config::load(heimdall_config::Loader::from_parts(vars, None)?)?;
+    let config =
+        heimdall_enigma_ingest::Config::load(heimdall_config::Loader::from_parts(vars, None)?)?;
     let stop = tokio_util::sync::CancellationToken::new();
     let server_stop = stop.clone();
     let server = std::thread::spawn(move || -> anyhow::Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind(ingest_addr).await?;
             heimdall_enigma_ingest::run(config, listener, server_stop).await
