@@ -479,13 +479,13 @@ impl Ingest for Handler {
         request: Request<UploadBatchRequest>,
     ) -> Result<Response<UploadBatchResponse>, Status> {
         let started = Instant::now();
-        let sensor = self.authenticate(request.metadata());
+        let sensors = self.authenticate(request.metadata());
         let r = request.into_inner();
-        let result = match sensor {
+        let result = match sensors {
             Err(s) => Err(s),
-            Ok(sensor) => match self.chaos().await {
+            Ok(sensors) => match self.chaos().await {
                 Err(s) => Err(s),
-                Ok(()) => self.upload(&sensor, &r).await,
+                Ok(()) => self.upload(&sensors, &r).await,
             },
         };
         let outcome = match &result {
