@@ -237,7 +237,6 @@ struct Logs {
 struct Devices {
     registry: Registry,
     path: PathBuf,
-    sensor_id: String,
 }
 
 impl Logs {
@@ -280,7 +279,6 @@ impl Logs {
             Some(Devices {
                 registry: Registry::new(cfg, Arc::new(rules)),
                 path,
-                sensor_id: opts.engine.sensor_id.clone(),
             })
         } else {
             None
@@ -345,11 +343,11 @@ impl Logs {
                 latest = latest.max(o.ts_us);
             }
             for r in &engine.out.conns {
-                reg.conn(&r.to_proto(&d.sensor_id));
+                reg.conn(&conn_sighting(r));
                 latest = latest.max(r.ts_us);
             }
             for r in &engine.out.dns {
-                reg.dns(&r.to_proto(&d.sensor_id));
+                reg.dns(&dns_sighting(r));
                 latest = latest.max(r.ts_us());
             }
             // Events have no reader here; flushing keeps the registry's
@@ -358,6 +356,37 @@ impl Logs {
         }
         engine.clear_output();
         Ok(())
+    }
+}
+
+/// What the registry reads of a connection (addresses, MACs, ports,
+/// protocol, state): the full record's uids and Community ID cost time
+/// and are not needed here.
+fn conn_sighting(r: &heimdall_engine::ConnRow) -> heimdall_proto::sensor::v1::ConnRecord {
+    let mac = |m: [u8; 6]| if m == [0; 6] { Vec::new() } else { m.to_vec() };
+    heimdall_proto::sensor::v1::ConnRecord {
+        ts_us: r.ts_us,
+        id_orig_h: r.orig.octets().to_vec().into(),
+        id_orig_p: u32::from(r.orig_p),
+        id_resp_h: r.resp.octets().to_vec().into(),
+        id_resp_p: u32::from(r.resp_p),
+        proto: r.transport as i32,
+        conn_state: r.conn_state as i32,
+        resp_pkts: Some(r.resp_pkts),
+        orig_l2_addr: mac(r.orig_l2).into(),
+        resp_l2_addr: mac(r.resp_l2).into(),
+        ..Default::default()
+    }
+}
+
+/// What the registry reads of a DNS transaction: who asked, for what.
+fn dns_sighting(r: &heimdall_engine::DnsRow) -> heimdall_proto::sensor::v1::DnsRecord {
+    heimdall_proto::sensor::v1::DnsRecord {
+        ts_us: r.ts_us(),
+        id_orig_h: r.orig.octets().to_vec().into(),
+        id_resp_p: u32::from(r.resp_p),
+        query: r.info.query().map(str::to_string),
+        ..Default::default()
     }
 }
 
