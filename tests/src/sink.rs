@@ -7,7 +7,7 @@ use heimdall_bus::{Bus, BusConfig, Kind, Received};
 use heimdall_config::{Loader, Problem, Validate};
 use heimdall_proto::sensor::v1::ConnBatch;
 use heimdall_store::{PgPool, StoreConfig};
-use heimdall_telemetry::{Health, Metrics, TelemetryConfig};
+use heimdall_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -58,9 +58,9 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
-impl Config {
+impl heimdall_telemetry::ServiceConfig for Config {
     /// Load every section from `loader`, reporting all problems at once.
-    pub fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
+    fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
         let config = Config {
             sink: loader.section("HEIMDALL_SINK_"),
             nats: loader.section(heimdall_bus::PREFIX),
@@ -71,7 +71,7 @@ impl Config {
     }
 
     /// The effective configuration with secrets redacted.
-    pub fn render(&self) -> String {
+    fn render(&self) -> String {
         [
             heimdall_config::render("HEIMDALL_SINK_", &self.sink),
             heimdall_config::render(heimdall_bus::PREFIX, &self.nats),
@@ -79,6 +79,10 @@ impl Config {
             heimdall_config::render(heimdall_telemetry::PREFIX, &self.telemetry),
         ]
         .concat()
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
     }
 }
 
@@ -90,16 +94,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
-    let health = Health::new();
-    health.register("nats");
-    health.register("database");
-    let telemetry = tokio::spawn(heimdall_telemetry::serve(
-        listener,
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    ));
+    let served =
+        heimdall_telemetry::Served::start(listener, &["nats", "database"], shutdown.clone());
+    let (metrics, health) = (served.metrics.clone(), served.health.clone());
 
     let pool = heimdall_store::connect(&config.database, SCHEMA).await?;
     migrate(&pool).await?;
@@ -117,7 +114,7 @@ pub async fn run(
     bus.consume::<ConnBatch, _, _, sqlx::Error>(spec, shutdown.clone(), |m| write_batch(&pool, m))
         .await?;
     shutdown.cancel();
-    telemetry.await??;
+    served.finish().await?;
     Ok(())
 }
 

@@ -30,7 +30,7 @@ use heimdall_proto::enigma::v1::{
     UploadBatchRequest, UploadBatchResponse, UploadStatus,
 };
 use heimdall_store::{PgPool, StoreConfig};
-use heimdall_telemetry::{Health, Metrics, TelemetryConfig};
+use heimdall_telemetry::TelemetryConfig;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
@@ -221,8 +221,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
-impl Config {
-    pub fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
+impl heimdall_telemetry::ServiceConfig for Config {
+    fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
         let config = Config {
             ingest: loader.section(PREFIX),
             database: loader.section(heimdall_store::PREFIX),
@@ -231,13 +231,17 @@ impl Config {
         loader.finish().map(|()| config)
     }
 
-    pub fn render(&self) -> String {
+    fn render(&self) -> String {
         [
             heimdall_config::render(PREFIX, &self.ingest),
             heimdall_config::render(heimdall_store::PREFIX, &self.database),
             heimdall_config::render(heimdall_telemetry::PREFIX, &self.telemetry),
         ]
         .concat()
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
     }
 }
 
@@ -560,16 +564,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
-    let health = Health::new();
-    health.register("database");
-    health.register("grpc");
-    let telemetry = tokio::spawn(heimdall_telemetry::serve(
-        listener,
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    ));
+    // One TLS provider for the whole process (ring, as every crate here).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let served =
+        heimdall_telemetry::Served::start(listener, &["database", "grpc"], shutdown.clone());
+    let (metrics, health) = (served.metrics.clone(), served.health.clone());
     let pool = heimdall_store::connect(&config.database, SCHEMA).await?;
     migrate(&pool).await?;
     health.ready("database", "migrated");
@@ -622,6 +621,6 @@ pub async fn run(
         )
         .await?;
     shutdown.cancel();
-    telemetry.await??;
+    served.finish().await?;
     Ok(())
 }

@@ -194,8 +194,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
-impl Config {
-    pub fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
+impl heimdall_telemetry::ServiceConfig for Config {
+    fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
         let config = Config {
             enigma: loader.section(PREFIX),
             nats: loader.section(heimdall_bus::PREFIX),
@@ -205,13 +205,17 @@ impl Config {
     }
 
     /// The effective configuration, the key redacted.
-    pub fn render(&self) -> String {
+    fn render(&self) -> String {
         [
             heimdall_config::render(PREFIX, &self.enigma),
             heimdall_config::render(heimdall_bus::PREFIX, &self.nats),
             heimdall_config::render(heimdall_telemetry::PREFIX, &self.telemetry),
         ]
         .concat()
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
     }
 }
 
@@ -571,17 +575,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
-    let health = Health::new();
-    health.register("nats");
-    health.register("spool");
-    health.register("enigma");
-    let telemetry = tokio::spawn(heimdall_telemetry::serve(
-        listener,
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    ));
+    // One TLS provider for the whole process (ring, as every crate here).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let served =
+        heimdall_telemetry::Served::start(listener, &["nats", "spool", "enigma"], shutdown.clone());
+    let (metrics, health) = (served.metrics.clone(), served.health.clone());
     let s = config.enigma.clone();
     let codec = s
         .codec()
@@ -688,6 +686,6 @@ pub async fn run(
         r??;
     }
     shutdown.cancel();
-    telemetry.await??;
+    served.finish().await?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use heimdall_bus::{Bus, Kind};
 use heimdall_proto::sensor::v1::{ConnBatch, ConnRecord, DnsBatch, DnsRecord};
 use heimdall_store::testing::TestDb;
+use heimdall_telemetry::ServiceConfig;
 use heimdall_tests::{process, tls};
 
 const SENSOR: &str = "pi-1";

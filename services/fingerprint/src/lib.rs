@@ -35,7 +35,7 @@ use heimdall_proto::sensor::v1::{
     ObservationBatch,
 };
 use heimdall_store::{PgPool, StoreConfig};
-use heimdall_telemetry::{Health, Metrics, TelemetryConfig};
+use heimdall_telemetry::{Metrics, TelemetryConfig};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -209,9 +209,9 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
-impl Config {
+impl heimdall_telemetry::ServiceConfig for Config {
     /// Load every section from `loader`, reporting all problems at once.
-    pub fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
+    fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
         let config = Config {
             fingerprint: loader.section(PREFIX),
             nats: loader.section(heimdall_bus::PREFIX),
@@ -222,7 +222,7 @@ impl Config {
     }
 
     /// The effective configuration with secrets redacted.
-    pub fn render(&self) -> String {
+    fn render(&self) -> String {
         [
             heimdall_config::render(PREFIX, &self.fingerprint),
             heimdall_config::render(heimdall_bus::PREFIX, &self.nats),
@@ -230,6 +230,10 @@ impl Config {
             heimdall_config::render(heimdall_telemetry::PREFIX, &self.telemetry),
         ]
         .concat()
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
     }
 }
 
@@ -621,16 +625,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
-    let health = Health::new();
-    health.register("nats");
-    health.register("database");
-    let telemetry = tokio::spawn(heimdall_telemetry::serve(
-        listener,
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    ));
+    let served =
+        heimdall_telemetry::Served::start(listener, &["nats", "database"], shutdown.clone());
+    let (metrics, health) = (served.metrics.clone(), served.health.clone());
 
     let pool = heimdall_store::connect(&config.database, SCHEMA).await?;
     migrate(&pool).await?;
@@ -726,7 +723,7 @@ pub async fn run(
         r??;
     }
     shutdown.cancel();
-    telemetry.await??;
+    served.finish().await?;
     Ok(())
 }
 

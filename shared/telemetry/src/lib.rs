@@ -14,7 +14,11 @@
 //! - [`serve`] runs the small HTTP listener every service has: `/metrics`
 //!   (Prometheus text), `/healthz` (alive) and `/readyz` (ready, with the state
 //!   of each component as JSON). The caller hands in the listener and the
-//!   shutdown token, so tests bind port 0 and stop it cleanly.
+//!   shutdown token, so tests bind port 0 and stop it cleanly; [`Served`]
+//!   starts it with the service's components registered.
+//! - [`service_main`] is the `main` every consumer service shares: settings
+//!   from the environment (exit 2 with every problem listed),
+//!   `--print-config`, logs and traces, the listener, SIGTERM as shutdown.
 
 use std::net::SocketAddr;
 
@@ -24,11 +28,13 @@ use serde::{Deserialize, Serialize};
 mod health;
 mod metrics;
 mod server;
+mod service;
 mod tracing_setup;
 
 pub use health::{Health, Readiness};
 pub use metrics::Metrics;
 pub use server::{serve, terminated};
+pub use service::{Served, ServiceConfig, service_main};
 pub use tracing_setup::{Guard, init, init_with_provider, otel_layer};
 
 /// The variable prefix of [`TelemetryConfig`].

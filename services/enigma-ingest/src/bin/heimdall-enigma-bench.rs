@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use heimdall_bus::{Bus, BusConfig, Kind};
 use heimdall_proto::sensor::v1::{ConnBatch, ConnRecord};
 use heimdall_store::testing::TestDb;
+use heimdall_telemetry::ServiceConfig;
 use heimdall_tests::{process, tls};
 
 fn env_usize(name: &str, default: usize) -> usize {
