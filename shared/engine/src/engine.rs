@@ -437,10 +437,12 @@ impl Engine {
                         if self.cfg.observations
                             && let Some(arp) = observe::arp(l3.data)
                         {
-                            let mut o =
-                                self.observation(None, None, 0, 0, Transport::Unspecified, None);
-                            o.kind = Some(observation::Kind::Arp(arp));
-                            self.out.observations.push(o);
+                            self.observe(
+                                None,
+                                Transport::Unspecified,
+                                None,
+                                observation::Kind::Arp(arp),
+                            );
                         }
                     }
                     _ => self.stats.non_ip += 1,
@@ -451,19 +453,22 @@ impl Engine {
         }
     }
 
-    /// An observation's common fields, for the current frame.
-    fn observation(
+    /// Adds an observation of the current frame: `ends` are its IP
+    /// addresses and ports (none for ARP), `conn_uid` its connection.
+    fn observe(
         &mut self,
-        src: Option<&Addr>,
-        dst: Option<&Addr>,
-        src_port: u16,
-        dst_port: u16,
+        ends: Option<(&Addr, &Addr, u16, u16)>,
         transport: Transport,
         conn_uid: Option<u128>,
-    ) -> Observation {
+        kind: observation::Kind,
+    ) {
+        let (src, dst, src_port, dst_port) = match ends {
+            Some((s, d, sp, dp)) => (Some(s), Some(d), sp, dp),
+            None => (None, None, 0, 0),
+        };
         let ip = |a: Option<&Addr>| a.map(|a| a.octets().to_vec()).unwrap_or_default();
         let (src_mac, dst_mac, vlan) = self.l2;
-        Observation {
+        let o = Observation {
             ts_us: self.now.div_euclid(1000),
             record_uid: uid_string('O', self.obs_uids.next_id()),
             src_mac: if src_mac == [0; 6] {
@@ -485,8 +490,10 @@ impl Engine {
             transport: transport as i32,
             conn_uid: conn_uid.map(|u| uid_string('C', u)).unwrap_or_default(),
             vlan: vlan.map(i32::from),
+            kind: Some(kind),
             ..Default::default()
-        }
+        };
+        self.out.observations.push(o);
     }
 
     /// Moves the clock to `ts_ns` without a packet, firing the timers due by
@@ -1178,16 +1185,12 @@ impl Engine {
             let (src, dst, vlan) = self.l2;
             self.l2 = (dst, src, vlan);
         }
-        let mut o = self.observation(
-            Some(&orig),
-            Some(&resp),
-            orig_p,
-            resp_p,
+        self.observe(
+            Some((&orig, &resp, orig_p, resp_p)),
             Transport::Tcp,
             Some(uid),
+            kind,
         );
-        o.kind = Some(kind);
-        self.out.observations.push(o);
         if from_server {
             let (src, dst, vlan) = self.l2;
             self.l2 = (dst, src, vlan);
@@ -1327,48 +1330,26 @@ impl Engine {
         }
         self.flush_dns(slot);
         if let Some(q) = quic {
-            let mut o = self.observation(
-                Some(&p.src),
-                Some(&p.dst),
-                sp,
-                dp,
+            self.observe(
+                Some((&p.src, &p.dst, sp, dp)),
                 Transport::Udp,
                 Some(uid),
+                observation::Kind::QuicInitial(*q),
             );
-            o.kind = Some(observation::Kind::QuicInitial(*q));
-            self.out.observations.push(o);
         }
 
-        // DHCPv4, on the wire the device itself sent or received it.
+        // Address assignment and discovery, on the wire the device itself
+        // sent or received it.
         if self.cfg.observations
-            && encap.depth == 0
-            && matches!((sp, dp), (68, 67) | (67, 68) | (67, 67))
-            && let Some(d) = observe::dhcpv4(data)
-        {
-            let mut o = self.observation(
-                Some(&p.src),
-                Some(&p.dst),
-                sp,
-                dp,
-                Transport::Udp,
-                Some(uid),
-            );
-            o.kind = Some(observation::Kind::Dhcpv4(d));
-            self.out.observations.push(o);
-        } else if self.cfg.observations
             && encap.depth == 0
             && let Some(kind) = observe::udp_discovery(sp, dp, data)
         {
-            let mut o = self.observation(
-                Some(&p.src),
-                Some(&p.dst),
-                sp,
-                dp,
+            self.observe(
+                Some((&p.src, &p.dst, sp, dp)),
                 Transport::Udp,
                 Some(uid),
+                kind,
             );
-            o.kind = Some(kind);
-            self.out.observations.push(o);
         }
 
         // Tunnels, chosen by the responder's port or by content.
@@ -1501,10 +1482,12 @@ impl Engine {
             && (133..=137).contains(&t)
             && let Some(ndp) = observe::wire::ndp(b)
         {
-            let mut o =
-                self.observation(Some(&p.src), Some(&p.dst), 0, 0, Transport::Icmp, Some(uid));
-            o.kind = Some(observation::Kind::Ndp(ndp));
-            self.out.observations.push(o);
+            self.observe(
+                Some((&p.src, &p.dst, 0, 0)),
+                Transport::Icmp,
+                Some(uid),
+                observation::Kind::Ndp(ndp),
+            );
         }
     }
 

@@ -80,11 +80,13 @@ pub fn tcp_opening(buf: &mut Vec<u8>, data: &[u8]) -> Opening {
 }
 
 /// A discovery or address-assignment message on one of the well-known UDP
-/// ports (either side): mDNS 5353, LLMNR 5355, NetBIOS name service 137,
-/// SSDP 1900, DHCPv6 546/547.
+/// ports: DHCPv4 67/68, mDNS 5353, LLMNR 5355, NetBIOS name service 137,
+/// SSDP 1900 (either side), DHCPv6 546/547.
 pub fn udp_discovery(sp: u16, dp: u16, data: &[u8]) -> Option<Kind> {
     let either = |p: u16| sp == p || dp == p;
-    if either(5353) {
+    if matches!((sp, dp), (68, 67) | (67, 68) | (67, 67)) {
+        dhcpv4(data).map(Kind::Dhcpv4)
+    } else if either(5353) {
         names::mdns(data).map(Kind::Mdns)
     } else if either(5355) {
         names::llmnr(data).map(Kind::Llmnr)
