@@ -542,8 +542,7 @@ impl Service {
                 .iter()
                 .map(|sensor| {
                     let mut spec = bus.consumer_spec(kind, &format!("{base}-{sensor}"), None);
-                    let one = bus.subjects().publish(kind, sensor, 0);
-                    spec.filter = format!("{}*", one.trim_end_matches("p0"));
+                    spec.filter = bus.subjects().sensor(kind, sensor);
                     spec
                 })
                 .collect(),

@@ -143,6 +143,16 @@ impl Subjects {
         }
     }
 
+    /// Every partition of `kind` from one sensor: a consumer's filter when
+    /// work is split by sensor. Global kinds have no sensor: all of them.
+    pub fn sensor(&self, kind: Kind, sensor: &str) -> String {
+        if kind.per_sensor() {
+            format!("{}sensor.{}.{}.*", self.root(), token(sensor), kind.token())
+        } else {
+            self.all(kind)
+        }
+    }
+
     /// One partition of `kind` across every sensor: a consumer's filter when
     /// work is split by device.
     pub fn partition(&self, kind: Kind, partition: u16) -> String {
@@ -237,6 +247,10 @@ mod tests {
             assert!(matches(&s.all(kind), &subj), "{kind}");
             assert!(matches(&s.partition(kind, 5), &subj), "{kind}");
             assert!(!matches(&s.partition(kind, 4), &subj), "{kind}");
+            assert!(matches(&s.sensor(kind, "sensor-7"), &subj), "{kind}");
+            if kind != Kind::Intel && kind != Kind::Enforcement {
+                assert!(!matches(&s.sensor(kind, "sensor-8"), &subj), "{kind}");
+            }
         }
     }
 
