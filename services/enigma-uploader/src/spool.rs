@@ -93,6 +93,32 @@ struct Open {
     opened: SystemTime,
 }
 
+impl Open {
+    fn new(file: File, path: PathBuf, sensor: String, log: Log) -> Open {
+        Open {
+            file,
+            path,
+            sensor,
+            log,
+            ids: Vec::new(),
+            records: 0,
+            bytes: 0,
+            first_ts: i64::MAX,
+            last_ts: i64::MIN,
+            opened: SystemTime::now(),
+        }
+    }
+
+    /// Counts one frame the WAL holds.
+    fn add(&mut self, id: &str, records: u32, first_ts: i64, last_ts: i64, bytes: usize) {
+        self.ids.push(id.to_string());
+        self.records += u64::from(records);
+        self.bytes += bytes as u64;
+        self.first_ts = self.first_ts.min(first_ts);
+        self.last_ts = self.last_ts.max(last_ts);
+    }
+}
+
 /// The spool. Not thread-safe on its own: the uploader holds it in a mutex.
 #[derive(Debug)]
 pub struct Spool {
@@ -279,24 +305,10 @@ impl Spool {
             fs::remove_file(wal)?;
             return Ok(None);
         }
-        let mut open = Open {
-            file: OpenOptions::new().append(true).open(wal)?,
-            path: wal.to_path_buf(),
-            sensor: sensor.clone(),
-            log,
-            ids: Vec::new(),
-            records: 0,
-            bytes: 0,
-            first_ts: i64::MAX,
-            last_ts: i64::MIN,
-            opened: SystemTime::now(),
-        };
+        let file = OpenOptions::new().append(true).open(wal)?;
+        let mut open = Open::new(file, wal.to_path_buf(), sensor.clone(), log);
         for (id, n, first, last, body) in &frames {
-            open.ids.push(id.clone());
-            open.records += u64::from(*n);
-            open.bytes += body.len() as u64;
-            open.first_ts = open.first_ts.min(*first);
-            open.last_ts = open.last_ts.max(*last);
+            open.add(id, *n, *first, *last, body.len());
         }
         let torn = data.len() - whole;
         let key = (sensor, log);
@@ -341,21 +353,8 @@ impl Spool {
                 .join(format!("{}.{}.wal", safe(sensor), log.name()));
             let file = OpenOptions::new().create(true).append(true).open(&path)?;
             sync_dir(&self.root.join("open"))?;
-            self.open.insert(
-                key.clone(),
-                Open {
-                    file,
-                    path,
-                    sensor: sensor.to_string(),
-                    log,
-                    ids: Vec::new(),
-                    records: 0,
-                    bytes: 0,
-                    first_ts: i64::MAX,
-                    last_ts: i64::MIN,
-                    opened: SystemTime::now(),
-                },
-            );
+            self.open
+                .insert(key.clone(), Open::new(file, path, sensor.to_string(), log));
         }
         let Some(o) = self.open.get_mut(&key) else {
             return Err(io::Error::other("WAL vanished"));
@@ -375,11 +374,7 @@ impl Spool {
         frame.extend_from_slice(&c.sum().to_le_bytes());
         o.file.write_all(&frame)?;
         o.file.sync_data()?;
-        o.ids.push(msg_id.to_string());
-        o.records += u64::from(records);
-        o.bytes += lines.len() as u64;
-        o.first_ts = o.first_ts.min(first_ts);
-        o.last_ts = o.last_ts.max(last_ts);
+        o.add(msg_id, records, first_ts, last_ts, lines.len());
         Ok((o.records, o.bytes))
     }
 

@@ -513,13 +513,13 @@ impl Registry {
     }
 
     /// Applies what one observation (or connection end) showed.
-    fn apply(&mut self, f: Facts, ts_us: i64) {
+    fn apply(&mut self, mut f: Facts, ts_us: i64) {
         let Some(mut id) = self.device_for_mac(f.mac, ts_us) else {
             return;
         };
         // Identities: a randomized MAC that shows another device's
         // identifier is that device.
-        let mut idents = f.idents.clone();
+        let mut idents = std::mem::take(&mut f.idents);
         for h in &f.hostnames {
             if h.len() >= 3 && !self.rules.generic_hostname(h) {
                 idents.push(format!("host:{}", h.to_ascii_lowercase()));
