@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use heimdall_bus::{Bus, BusConfig, ConsumerSpec, Kind, Received};
+use heimdall_bus::{Bus, BusConfig, ConsumerSpec, Kind};
 use heimdall_config::{Loader, Problem, Validate};
 use heimdall_engine::ids::LocalNets;
 use heimdall_fingerprint::registry::{DeviceState, decide};
@@ -569,45 +569,25 @@ fn latest(ts: impl Iterator<Item = i64>) -> i64 {
     ts.max().unwrap_or_else(wall_us)
 }
 
-#[instrument(skip_all, fields(batch = %m.message.batch_id, records = m.message.records.len()))]
-async fn on_observations(svc: &Service, m: Received<ObservationBatch>) -> Result<(), HandleError> {
-    let b = m.message;
-    let now = latest(b.records.iter().map(|r| r.ts_us));
-    svc.apply(&b.sensor_id, now, |reg| {
-        for o in &b.records {
-            reg.observe(o);
+/// Applies one batch's records to its sensor's registry, in order.
+#[instrument(skip_all, fields(batch = %batch, kind = kind, records = records.len()))]
+async fn on_batch<R>(
+    svc: &Service,
+    kind: &'static str,
+    batch: &str,
+    sensor: &str,
+    records: &[R],
+    ts_us: fn(&R) -> i64,
+    apply: fn(&mut Registry, &R),
+) -> Result<(), HandleError> {
+    let now = latest(records.iter().map(ts_us));
+    svc.apply(sensor, now, |reg| {
+        for r in records {
+            apply(reg, r);
         }
     })
     .await?;
-    svc.metrics.count("observation", b.records.len());
-    Ok(())
-}
-
-#[instrument(skip_all, fields(batch = %m.message.batch_id, records = m.message.records.len()))]
-async fn on_conns(svc: &Service, m: Received<ConnBatch>) -> Result<(), HandleError> {
-    let b = m.message;
-    let now = latest(b.records.iter().map(|r| r.ts_us));
-    svc.apply(&b.sensor_id, now, |reg| {
-        for c in &b.records {
-            reg.conn(c);
-        }
-    })
-    .await?;
-    svc.metrics.count("conn", b.records.len());
-    Ok(())
-}
-
-#[instrument(skip_all, fields(batch = %m.message.batch_id, records = m.message.records.len()))]
-async fn on_dns(svc: &Service, m: Received<DnsBatch>) -> Result<(), HandleError> {
-    let b = m.message;
-    let now = latest(b.records.iter().map(|r| r.ts_us));
-    svc.apply(&b.sensor_id, now, |reg| {
-        for d in &b.records {
-            reg.dns(d);
-        }
-    })
-    .await?;
-    svc.metrics.count("dns", b.records.len());
+    svc.metrics.count(kind, records.len());
     Ok(())
 }
 
@@ -666,7 +646,19 @@ pub async fn run(
         tasks.spawn(async move {
             bus.consume::<ObservationBatch, _, _, HandleError>(spec, stop, |m| {
                 let svc = svc.clone();
-                async move { on_observations(&svc, m).await }
+                async move {
+                    let b = &m.message;
+                    on_batch(
+                        &svc,
+                        "observation",
+                        &b.batch_id,
+                        &b.sensor_id,
+                        &b.records,
+                        |r| r.ts_us,
+                        Registry::observe,
+                    )
+                    .await
+                }
             })
             .await
         });
@@ -676,7 +668,19 @@ pub async fn run(
         tasks.spawn(async move {
             bus.consume::<ConnBatch, _, _, HandleError>(spec, stop, |m| {
                 let svc = svc.clone();
-                async move { on_conns(&svc, m).await }
+                async move {
+                    let b = &m.message;
+                    on_batch(
+                        &svc,
+                        "conn",
+                        &b.batch_id,
+                        &b.sensor_id,
+                        &b.records,
+                        |r| r.ts_us,
+                        Registry::conn,
+                    )
+                    .await
+                }
             })
             .await
         });
@@ -686,7 +690,19 @@ pub async fn run(
         tasks.spawn(async move {
             bus.consume::<DnsBatch, _, _, HandleError>(spec, stop, |m| {
                 let svc = svc.clone();
-                async move { on_dns(&svc, m).await }
+                async move {
+                    let b = &m.message;
+                    on_batch(
+                        &svc,
+                        "dns",
+                        &b.batch_id,
+                        &b.sensor_id,
+                        &b.records,
+                        |r| r.ts_us,
+                        Registry::dns,
+                    )
+                    .await
+                }
             })
             .await
         });
