@@ -374,6 +374,75 @@ impl Uploader {
     }
 }
 
+/// A batch of records from the bus that becomes log lines.
+trait LogBatch: heimdall_bus::BusMessage {
+    /// The stream it comes from.
+    const KIND: Kind;
+    /// The log it goes to.
+    const LOG: Log;
+    fn sensor(&self) -> &str;
+    fn records(&self) -> usize;
+    /// Its Zeek JSON lines and time range.
+    fn lines(&self) -> std::io::Result<(Vec<u8>, i64, i64)>;
+}
+
+impl LogBatch for ConnBatch {
+    const KIND: Kind = Kind::Flows;
+    const LOG: Log = Log::Conn;
+    fn sensor(&self) -> &str {
+        &self.sensor_id
+    }
+    fn records(&self) -> usize {
+        self.records.len()
+    }
+    fn lines(&self) -> std::io::Result<(Vec<u8>, i64, i64)> {
+        json_lines(&self.records, LogWriter::conn, LogWriter::write_conn, |r| {
+            r.ts_us
+        })
+    }
+}
+
+impl LogBatch for DnsBatch {
+    const KIND: Kind = Kind::Dns;
+    const LOG: Log = Log::Dns;
+    fn sensor(&self) -> &str {
+        &self.sensor_id
+    }
+    fn records(&self) -> usize {
+        self.records.len()
+    }
+    fn lines(&self) -> std::io::Result<(Vec<u8>, i64, i64)> {
+        json_lines(&self.records, LogWriter::dns, LogWriter::write_dns, |r| {
+            r.ts_us
+        })
+    }
+}
+
+/// A consumer task that spools every batch of `B` (durable `<durable>-<kind>`).
+fn consume<B: LogBatch>(
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+    bus: &Bus,
+    up: &Arc<Uploader>,
+    stop: &CancellationToken,
+    durable: &str,
+) {
+    let (bus, up, stop) = (bus.clone(), up.clone(), stop.clone());
+    let spec = bus.consumer_spec(B::KIND, &format!("{durable}-{}", B::KIND.token()), None);
+    tasks.spawn(async move {
+        bus.consume::<B, _, _, String>(spec, stop, |m: Received<B>| {
+            let up = up.clone();
+            async move {
+                let b = &m.message;
+                let lines = b.lines().map_err(|e| e.to_string())?;
+                up.spool(&m.msg_id, b.sensor(), B::LOG, lines, b.records())
+                    .await
+            }
+        })
+        .await
+        .map_err(anyhow::Error::from)
+    });
+}
+
 /// A gRPC channel to Enigma per the settings.
 pub fn channel(s: &UploaderSettings) -> anyhow::Result<Channel> {
     let mut ep = Endpoint::from_shared(s.url.clone())?
@@ -612,47 +681,8 @@ pub async fn run(
     info!(url = %s.url, spool = %s.spool_dir, "enigma uploader ready");
 
     let mut tasks = tokio::task::JoinSet::new();
-    {
-        let (bus, up, stop) = (bus.clone(), up.clone(), shutdown.clone());
-        let spec = bus.consumer_spec(Kind::Flows, &format!("{}-flows", s.durable), None);
-        tasks.spawn(async move {
-            bus.consume::<ConnBatch, _, _, String>(spec, stop, |m: Received<ConnBatch>| {
-                let up = up.clone();
-                async move {
-                    let b = &m.message;
-                    let lines =
-                        json_lines(&b.records, LogWriter::conn, LogWriter::write_conn, |r| {
-                            r.ts_us
-                        })
-                        .map_err(|e| e.to_string())?;
-                    up.spool(&m.msg_id, &b.sensor_id, Log::Conn, lines, b.records.len())
-                        .await
-                }
-            })
-            .await
-            .map_err(anyhow::Error::from)
-        });
-    }
-    {
-        let (bus, up, stop) = (bus.clone(), up.clone(), shutdown.clone());
-        let spec = bus.consumer_spec(Kind::Dns, &format!("{}-dns", s.durable), None);
-        tasks.spawn(async move {
-            bus.consume::<DnsBatch, _, _, String>(spec, stop, |m: Received<DnsBatch>| {
-                let up = up.clone();
-                async move {
-                    let b = &m.message;
-                    let lines = json_lines(&b.records, LogWriter::dns, LogWriter::write_dns, |r| {
-                        r.ts_us
-                    })
-                    .map_err(|e| e.to_string())?;
-                    up.spool(&m.msg_id, &b.sensor_id, Log::Dns, lines, b.records.len())
-                        .await
-                }
-            })
-            .await
-            .map_err(anyhow::Error::from)
-        });
-    }
+    consume::<ConnBatch>(&mut tasks, &bus, &up, &shutdown, &s.durable);
+    consume::<DnsBatch>(&mut tasks, &bus, &up, &shutdown, &s.durable);
     {
         let (up, stop) = (up.clone(), shutdown.clone());
         tasks.spawn(async move {
