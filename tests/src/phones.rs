@@ -141,143 +141,115 @@ fn dns_query(mac: [u8; 6], src: [u8; 4], id: u16, name: &str) -> Vec<u8> {
     udp(mac, ROUTER_MAC, src, [192, 168, 1, 1], 40000 + id, 53, &q)
 }
 
+/// A device joining: DHCP discover (and request, for a client that sends
+/// one), the router's ACK, and an ARP announcement of the new address.
+#[allow(clippy::too_many_arguments)] // the fields of one DHCP exchange
+fn join(
+    v: &mut Vec<(i64, Vec<u8>)>,
+    t: i64,
+    mac: [u8; 6],
+    ip: [u8; 4],
+    xid: u32,
+    client_id: &[u8],
+    host: &str,
+    vendor: &str,
+    request: bool,
+) {
+    let (bcast, any, all, router_ip) = ([0xff; 6], [0; 4], [255; 4], [192, 168, 1, 1]);
+    let client = |kind| {
+        udp(
+            mac,
+            bcast,
+            any,
+            all,
+            68,
+            67,
+            &dhcp_client(mac, kind, xid, client_id, host, vendor),
+        )
+    };
+    v.push((t, client(1)));
+    if request {
+        v.push((t + 2_000, client(3)));
+    }
+    v.push((
+        t + 3_000,
+        udp(
+            ROUTER_MAC,
+            mac,
+            router_ip,
+            ip,
+            67,
+            68,
+            &dhcp_ack(mac, xid, ip),
+        ),
+    ));
+    v.push((t + 10_000, arp(mac, ip)));
+}
+
 /// The frames of the scenario, with their times: the phone joins with its
 /// first private MAC, the plug joins, and 30 minutes later the phone
 /// rejoins with a second private MAC, showing the same client id and name.
 pub fn frames() -> Vec<(i64, Vec<u8>)> {
     const MIN: i64 = 60_000_000;
-    let bcast = [0xff; 6];
-    let any = [0, 0, 0, 0];
-    let all = [255, 255, 255, 255];
-    let router_ip = [192, 168, 1, 1];
     let mut v = Vec::new();
     let vendor = "android-dhcp-14";
     // The phone, first MAC.
-    let p1 = PHONE_MAC_1;
-    v.push((
+    let (p1, ip1) = (PHONE_MAC_1, [192, 168, 1, 50]);
+    join(
+        &mut v,
         T0_US,
-        udp(
-            p1,
-            bcast,
-            any,
-            all,
-            68,
-            67,
-            &dhcp_client(p1, 1, 0x1001, &PHONE_CLIENT_ID, PHONE_HOSTNAME, vendor),
-        ),
-    ));
-    v.push((
-        T0_US + 2_000,
-        udp(
-            p1,
-            bcast,
-            any,
-            all,
-            68,
-            67,
-            &dhcp_client(p1, 3, 0x1001, &PHONE_CLIENT_ID, PHONE_HOSTNAME, vendor),
-        ),
-    ));
-    v.push((
-        T0_US + 3_000,
-        udp(
-            ROUTER_MAC,
-            p1,
-            router_ip,
-            [192, 168, 1, 50],
-            67,
-            68,
-            &dhcp_ack(p1, 0x1001, [192, 168, 1, 50]),
-        ),
-    ));
-    v.push((T0_US + 10_000, arp(p1, [192, 168, 1, 50])));
+        p1,
+        ip1,
+        0x1001,
+        &PHONE_CLIENT_ID,
+        PHONE_HOSTNAME,
+        vendor,
+        true,
+    );
     v.push((
         T0_US + 20_000,
-        dns_query(p1, [192, 168, 1, 50], 1, "connectivitycheck.gstatic.com"),
+        dns_query(p1, ip1, 1, "connectivitycheck.gstatic.com"),
     ));
     // The plug.
-    let plug = PLUG_MAC;
+    let (plug, plug_ip) = (PLUG_MAC, [192, 168, 1, 60]);
     let plug_cid = [1, plug[0], plug[1], plug[2], plug[3], plug[4], plug[5]];
-    v.push((
+    join(
+        &mut v,
         T0_US + MIN,
-        udp(
-            plug,
-            bcast,
-            any,
-            all,
-            68,
-            67,
-            &dhcp_client(plug, 1, 0x2002, &plug_cid, "HS110(EU)", "udhcp 1.19.4"),
-        ),
-    ));
-    v.push((
-        T0_US + MIN + 3_000,
-        udp(
-            ROUTER_MAC,
-            plug,
-            router_ip,
-            [192, 168, 1, 60],
-            67,
-            68,
-            &dhcp_ack(plug, 0x2002, [192, 168, 1, 60]),
-        ),
-    ));
-    v.push((T0_US + MIN + 10_000, arp(plug, [192, 168, 1, 60])));
+        plug,
+        plug_ip,
+        0x2002,
+        &plug_cid,
+        "HS110(EU)",
+        "udhcp 1.19.4",
+        false,
+    );
     v.push((
         T0_US + MIN + 20_000,
-        dns_query(plug, [192, 168, 1, 60], 2, "devs.tplinkcloud.com"),
+        dns_query(plug, plug_ip, 2, "devs.tplinkcloud.com"),
     ));
     // The phone again, 30 minutes later, with a new private MAC. Its first
     // frame is an ARP probe, before it says who it is: the registry must
     // hold it back, not announce a stranger.
-    let p2 = PHONE_MAC_2;
+    let (p2, ip2) = (PHONE_MAC_2, [192, 168, 1, 51]);
     let t = T0_US + 30 * MIN;
-    let mut probe = arp(p2, [192, 168, 1, 51]);
+    let mut probe = arp(p2, ip2);
     probe[28..32].copy_from_slice(&[0, 0, 0, 0]);
     v.push((t, probe));
-    v.push((
+    join(
+        &mut v,
         t + 1_000_000,
-        udp(
-            p2,
-            bcast,
-            any,
-            all,
-            68,
-            67,
-            &dhcp_client(p2, 1, 0x3003, &PHONE_CLIENT_ID, PHONE_HOSTNAME, vendor),
-        ),
-    ));
-    v.push((
-        t + 1_002_000,
-        udp(
-            p2,
-            bcast,
-            any,
-            all,
-            68,
-            67,
-            &dhcp_client(p2, 3, 0x3003, &PHONE_CLIENT_ID, PHONE_HOSTNAME, vendor),
-        ),
-    ));
-    v.push((
-        t + 1_003_000,
-        udp(
-            ROUTER_MAC,
-            p2,
-            router_ip,
-            [192, 168, 1, 51],
-            67,
-            68,
-            &dhcp_ack(p2, 0x3003, [192, 168, 1, 51]),
-        ),
-    ));
-    v.push((t + 1_010_000, arp(p2, [192, 168, 1, 51])));
-    v.push((
-        t + 1_020_000,
-        dns_query(p2, [192, 168, 1, 51], 3, "play.googleapis.com"),
-    ));
+        p2,
+        ip2,
+        0x3003,
+        &PHONE_CLIENT_ID,
+        PHONE_HOSTNAME,
+        vendor,
+        true,
+    );
+    v.push((t + 1_020_000, dns_query(p2, ip2, 3, "play.googleapis.com")));
     // Later traffic, so packet time passes every grace period.
-    v.push((t + 60 * 1_000_000, arp(plug, [192, 168, 1, 60])));
+    v.push((t + 60 * 1_000_000, arp(plug, plug_ip)));
     v
 }
 
