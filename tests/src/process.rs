@@ -34,6 +34,71 @@ pub fn spawn(binary: &Path, env: &[(String, String)], log: &Path) -> std::io::Re
         .spawn()
 }
 
+/// A service binary with the settings a test gives it, started (and
+/// started again after a kill) with its stderr in `log`.
+#[derive(Debug, Clone)]
+pub struct ServiceProcess {
+    pub binary: std::path::PathBuf,
+    pub env: Vec<(String, String)>,
+    /// Its telemetry listener (`/readyz`, `/metrics`).
+    pub addr: SocketAddr,
+    pub log: std::path::PathBuf,
+}
+
+impl ServiceProcess {
+    /// `binary` on the test NATS server under `namespace` (memory storage,
+    /// small bounds, a 2 s ack wait so a killed consumer's messages come
+    /// back soon), telemetry on a free port, JSON logs at info into `log`.
+    pub fn new(binary: &Path, namespace: &str, log: &Path) -> std::io::Result<Self> {
+        let addr = free_port()?;
+        let env = [
+            ("HEIMDALL_NATS_URL", heimdall_bus::testing::nats_url()),
+            ("HEIMDALL_NATS_NAMESPACE", namespace.to_string()),
+            ("HEIMDALL_NATS_MEMORY_STORAGE", "true".into()),
+            ("HEIMDALL_NATS_MAX_BYTES_SCALE", "0.05".into()),
+            ("HEIMDALL_NATS_ACK_WAIT", "2s".into()),
+            ("HEIMDALL_TELEMETRY_LISTEN", addr.to_string()),
+            ("HEIMDALL_TELEMETRY_LOG", "info".into()),
+            ("HEIMDALL_TELEMETRY_LOG_FORMAT", "json".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Ok(ServiceProcess {
+            binary: binary.to_path_buf(),
+            env,
+            addr,
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// One more setting (a later one wins over an earlier one).
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// Starts it and waits until it is ready; panics with its log if it
+    /// is not within 30 s.
+    pub async fn start(&self) -> Child {
+        let name = self
+            .binary
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("service");
+        let mut child = spawn(&self.binary, &self.env, &self.log)
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        if let Err(e) = wait_ready(&mut child, self.addr, Duration::from_secs(30)).await {
+            panic!(
+                "{name}: {e}\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        child
+    }
+}
+
 /// Poll `GET /readyz` on `addr` until it answers 200, the child exits, or
 /// `timeout` passes.
 pub async fn wait_ready(

@@ -2,7 +2,7 @@
 //! consumer process killed hard (SIGKILL) twice along the way: at the end
 //! every record is in the table exactly once.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use heimdall_bus::{Bus, BusConfig, Kind};
@@ -35,27 +35,6 @@ fn batch(n: usize) -> ConnBatch {
     }
 }
 
-struct Sink {
-    binary: PathBuf,
-    env: Vec<(String, String)>,
-    addr: std::net::SocketAddr,
-    log: PathBuf,
-}
-
-impl Sink {
-    async fn start(&self) -> tokio::process::Child {
-        let mut child =
-            process::spawn(&self.binary, &self.env, &self.log).expect("start heimdall-sink");
-        if let Err(e) = process::wait_ready(&mut child, self.addr, Duration::from_secs(30)).await {
-            panic!(
-                "heimdall-sink: {e}\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-        child
-    }
-}
-
 async fn count(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM sink.conn_records")
         .fetch_one(pool)
@@ -69,29 +48,15 @@ async fn every_record_lands_exactly_once_through_consumer_crashes() {
         .await
         .expect("PostgreSQL must be running (make setup)");
     let namespace = format!("e2e{}", uuid::Uuid::new_v4().simple());
-    let addr = process::free_port().expect("port");
     let log = std::env::temp_dir().join(format!("{namespace}-sink.log"));
-    let env: Vec<(String, String)> = [
-        ("HEIMDALL_NATS_URL", heimdall_bus::testing::nats_url()),
-        ("HEIMDALL_NATS_NAMESPACE", namespace.clone()),
-        ("HEIMDALL_NATS_MEMORY_STORAGE", "true".into()),
-        ("HEIMDALL_NATS_MAX_BYTES_SCALE", "0.05".into()),
-        ("HEIMDALL_NATS_ACK_WAIT", "2s".into()),
-        ("HEIMDALL_NATS_MAX_ACK_PENDING", "16".into()),
-        ("HEIMDALL_DATABASE_URL", db.url().to_string()),
-        ("HEIMDALL_TELEMETRY_LISTEN", addr.to_string()),
-        ("HEIMDALL_TELEMETRY_LOG", "info".into()),
-        ("HEIMDALL_TELEMETRY_LOG_FORMAT", "json".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let sink = Sink {
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_heimdall-sink")),
-        env,
-        addr,
-        log: log.clone(),
-    };
+    let sink = process::ServiceProcess::new(
+        Path::new(env!("CARGO_BIN_EXE_heimdall-sink")),
+        &namespace,
+        &log,
+    )
+    .expect("port")
+    .with("HEIMDALL_NATS_MAX_ACK_PENDING", "16")
+    .with("HEIMDALL_DATABASE_URL", db.url());
 
     let bus_config = BusConfig {
         namespace: namespace.clone(),

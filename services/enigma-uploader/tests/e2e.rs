@@ -115,66 +115,31 @@ impl Rig {
         }
     }
 
-    fn uploader_env(&self, key: &str, telemetry: std::net::SocketAddr) -> Vec<(String, String)> {
+    /// The uploader process with `key`, sending to the reference server.
+    fn uploader(&self, key: &str) -> process::ServiceProcess {
         std::fs::write(self.dir.join("api-key"), format!("{key}\n")).expect("key file");
-        [
-            (
-                "HEIMDALL_ENIGMA_URL",
-                format!("https://localhost:{}", self.grpc.port()),
-            ),
-            (
-                "HEIMDALL_ENIGMA_API_KEY_FILE",
-                self.dir.join("api-key").display().to_string(),
-            ),
-            (
-                "HEIMDALL_ENIGMA_CA_FILE",
-                self.pki.ca_cert.display().to_string(),
-            ),
-            (
-                "HEIMDALL_ENIGMA_SPOOL_DIR",
-                self.dir.join("spool").display().to_string(),
-            ),
-            (
-                "HEIMDALL_ENIGMA_ARCHIVE_DIR",
-                self.dir.join("archive").display().to_string(),
-            ),
-            ("HEIMDALL_ENIGMA_BATCH_RECORDS", "5000".into()),
-            ("HEIMDALL_ENIGMA_BATCH_AGE", "500ms".into()),
-            ("HEIMDALL_ENIGMA_BACKOFF_MIN", "100ms".into()),
-            ("HEIMDALL_ENIGMA_BACKOFF_MAX", "2s".into()),
-            ("HEIMDALL_NATS_URL", heimdall_bus::testing::nats_url()),
-            ("HEIMDALL_NATS_NAMESPACE", self.namespace.clone()),
-            ("HEIMDALL_NATS_MEMORY_STORAGE", "true".into()),
-            ("HEIMDALL_NATS_MAX_BYTES_SCALE", "0.05".into()),
-            ("HEIMDALL_NATS_ACK_WAIT", "2s".into()),
-            ("HEIMDALL_TELEMETRY_LISTEN", telemetry.to_string()),
-            ("HEIMDALL_TELEMETRY_LOG", "info".into()),
-            ("HEIMDALL_TELEMETRY_LOG_FORMAT", "json".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
-    }
-
-    async fn start_uploader(
-        &self,
-        env: &[(String, String)],
-        addr: std::net::SocketAddr,
-    ) -> tokio::process::Child {
-        let log = self.dir.join("uploader.log");
-        let mut child = process::spawn(
+        let path = |p: &str| self.dir.join(p).display().to_string();
+        process::ServiceProcess::new(
             Path::new(env!("CARGO_BIN_EXE_heimdall-enigma-uploader")),
-            env,
-            &log,
+            &self.namespace,
+            &self.dir.join("uploader.log"),
         )
-        .expect("start uploader");
-        if let Err(e) = process::wait_ready(&mut child, addr, Duration::from_secs(30)).await {
-            panic!(
-                "uploader: {e}\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        child
+        .expect("port")
+        .with(
+            "HEIMDALL_ENIGMA_URL",
+            format!("https://localhost:{}", self.grpc.port()),
+        )
+        .with("HEIMDALL_ENIGMA_API_KEY_FILE", path("api-key"))
+        .with(
+            "HEIMDALL_ENIGMA_CA_FILE",
+            self.pki.ca_cert.display().to_string(),
+        )
+        .with("HEIMDALL_ENIGMA_SPOOL_DIR", path("spool"))
+        .with("HEIMDALL_ENIGMA_ARCHIVE_DIR", path("archive"))
+        .with("HEIMDALL_ENIGMA_BATCH_RECORDS", "5000")
+        .with("HEIMDALL_ENIGMA_BATCH_AGE", "500ms")
+        .with("HEIMDALL_ENIGMA_BACKOFF_MIN", "100ms")
+        .with("HEIMDALL_ENIGMA_BACKOFF_MAX", "2s")
     }
 
     async fn publish(&self, conns: usize, dns: usize, per: usize) {
@@ -310,9 +275,8 @@ async fn records_arrive_exactly_once_through_an_outage_and_uploader_crashes() {
         ("HEIMDALL_INGEST_RETRY_AFTER_MS", "300"),
     ])
     .await;
-    let addr = process::free_port().expect("port");
-    let env = rig.uploader_env(&rig.key, addr);
-    let mut up = rig.start_uploader(&env, addr).await;
+    let uploader = rig.uploader(&rig.key);
+    let mut up = uploader.start().await;
     let pool = rig.pool().await;
 
     let publisher = rig.publish(CONNS, DNS, 500);
@@ -322,7 +286,7 @@ async fn records_arrive_exactly_once_through_an_outage_and_uploader_crashes() {
             tokio::time::sleep(Duration::from_millis(wait_ms)).await;
             up.start_kill().expect("SIGKILL");
             let _ = up.wait().await;
-            up = rig.start_uploader(&env, addr).await;
+            up = uploader.start().await;
         }
     };
     tokio::join!(publisher, killer);
@@ -394,10 +358,9 @@ async fn records_arrive_exactly_once_through_an_outage_and_uploader_crashes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_key_stops_uploads_with_a_clear_error_and_the_key_is_never_shown() {
     let rig = Rig::new(&[]).await;
-    let addr = process::free_port().expect("port");
     let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
-    let env = rig.uploader_env(&wrong, addr);
-    let mut up = rig.start_uploader(&env, addr).await;
+    let uploader = rig.uploader(&wrong);
+    let mut up = uploader.start().await;
     let pool = rig.pool().await;
     rig.publish(2_000, 0, 500).await;
 
@@ -417,7 +380,9 @@ async fn a_wrong_key_stops_uploads_with_a_clear_error_and_the_key_is_never_shown
             .await
             .expect("calls");
     assert_eq!(refused, 1, "one refused call, then the uploader stops");
-    let (status, body) = process::http_get(addr, "/readyz").await.expect("readyz");
+    let (status, body) = process::http_get(uploader.addr, "/readyz")
+        .await
+        .expect("readyz");
     assert_eq!(status, 503);
     assert!(body.contains("refused the API key"), "{body}");
     // Nothing stored, everything still in the spool.
@@ -453,7 +418,7 @@ async fn a_wrong_key_stops_uploads_with_a_clear_error_and_the_key_is_never_shown
     let printed = std::process::Command::new(env!("CARGO_BIN_EXE_heimdall-enigma-uploader"))
         .arg("--print-config")
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(uploader.env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("print-config");
     let text = String::from_utf8_lossy(&printed.stdout);

@@ -4,7 +4,7 @@
 //! delivered again: no device is lost, none is made twice, no event is
 //! announced twice.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use heimdall_bus::{Bus, Kind, Received};
@@ -71,26 +71,6 @@ fn obs_batch(id: &str, records: &[Observation]) -> ObservationBatch {
     }
 }
 
-struct Service {
-    binary: PathBuf,
-    env: Vec<(String, String)>,
-    addr: std::net::SocketAddr,
-    log: PathBuf,
-}
-
-impl Service {
-    async fn start(&self) -> tokio::process::Child {
-        let mut child = process::spawn(&self.binary, &self.env, &self.log).expect("start");
-        if let Err(e) = process::wait_ready(&mut child, self.addr, Duration::from_secs(30)).await {
-            panic!(
-                "heimdall-fingerprint: {e}\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-        child
-    }
-}
-
 async fn wait_for(pool: &sqlx::PgPool, sql: &str, want: i64, log: &std::path::Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -113,31 +93,17 @@ async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
         .await
         .expect("PostgreSQL must be running (make setup)");
     let bus_config = heimdall_bus::testing::config("fp");
-    let addr = process::free_port().expect("port");
     let log = std::env::temp_dir().join(format!("{}-fingerprint.log", bus_config.namespace));
-    let env: Vec<(String, String)> = [
-        ("HEIMDALL_NATS_URL", heimdall_bus::testing::nats_url()),
-        ("HEIMDALL_NATS_NAMESPACE", bus_config.namespace.clone()),
-        ("HEIMDALL_NATS_MEMORY_STORAGE", "true".into()),
-        ("HEIMDALL_NATS_MAX_BYTES_SCALE", "0.05".into()),
-        ("HEIMDALL_NATS_ACK_WAIT", "2s".into()),
-        ("HEIMDALL_DATABASE_URL", db.url().to_string()),
-        ("HEIMDALL_FINGERPRINT_SENSORS", SENSOR.into()),
-        ("HEIMDALL_FINGERPRINT_GRACE", "1s".into()),
-        ("HEIMDALL_FINGERPRINT_FLUSH_INTERVAL", "500ms".into()),
-        ("HEIMDALL_TELEMETRY_LISTEN", addr.to_string()),
-        ("HEIMDALL_TELEMETRY_LOG", "info".into()),
-        ("HEIMDALL_TELEMETRY_LOG_FORMAT", "json".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let svc = Service {
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_heimdall-fingerprint")),
-        env,
-        addr,
-        log: log.clone(),
-    };
+    let svc = process::ServiceProcess::new(
+        Path::new(env!("CARGO_BIN_EXE_heimdall-fingerprint")),
+        &bus_config.namespace,
+        &log,
+    )
+    .expect("port")
+    .with("HEIMDALL_DATABASE_URL", db.url())
+    .with("HEIMDALL_FINGERPRINT_SENSORS", SENSOR)
+    .with("HEIMDALL_FINGERPRINT_GRACE", "1s")
+    .with("HEIMDALL_FINGERPRINT_FLUSH_INTERVAL", "500ms");
     let bus = Bus::connect(&bus_config, "fp-test")
         .await
         .expect("NATS must be running (make setup)");
