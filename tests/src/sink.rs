@@ -98,8 +98,7 @@ pub async fn run(
         heimdall_telemetry::Served::start(listener, &["nats", "database"], shutdown.clone());
     let (metrics, health) = (served.metrics.clone(), served.health.clone());
 
-    let pool = heimdall_store::connect(&config.database, SCHEMA).await?;
-    migrate(&pool).await?;
+    let pool = heimdall_store::open(&config.database, SCHEMA, &MIGRATIONS).await?;
     health.ready("database", "migrated");
 
     let bus = Bus::connect(&config.nats, "heimdall-sink")

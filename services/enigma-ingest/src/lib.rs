@@ -569,8 +569,7 @@ pub async fn run(
     let served =
         heimdall_telemetry::Served::start(listener, &["database", "grpc"], shutdown.clone());
     let (metrics, health) = (served.metrics.clone(), served.health.clone());
-    let pool = heimdall_store::connect(&config.database, SCHEMA).await?;
-    migrate(&pool).await?;
+    let pool = heimdall_store::open(&config.database, SCHEMA, &MIGRATIONS).await?;
     health.ready("database", "migrated");
     let keys = load_keys(&config.ingest.keys_file).map_err(anyhow::Error::msg)?;
     let svc = Arc::new(IngestService {

@@ -608,8 +608,7 @@ pub async fn run(
         heimdall_telemetry::Served::start(listener, &["nats", "database"], shutdown.clone());
     let (metrics, health) = (served.metrics.clone(), served.health.clone());
 
-    let pool = heimdall_store::connect(&config.database, SCHEMA).await?;
-    migrate(&pool).await?;
+    let pool = heimdall_store::open(&config.database, SCHEMA, &MIGRATIONS).await?;
     health.ready("database", "migrated");
     let svc = Arc::new(Service::new(config.fingerprint.clone(), pool).map_err(anyhow::Error::msg)?);
     svc.metrics.register(&metrics);

@@ -87,6 +87,15 @@ async fn wait_for(pool: &sqlx::PgPool, sql: &str, want: i64, log: &std::path::Pa
     }
 }
 
+/// `devices` device rows, one NEW event each, every event published.
+async fn settled(pool: &sqlx::PgPool, devices: i64, log: &std::path::Path) {
+    wait_for(pool, "SELECT count(*) FROM devices", devices, log).await;
+    let new = "SELECT count(*) FROM device_events WHERE kind = 'new'";
+    wait_for(pool, new, devices, log).await;
+    let unpublished = "SELECT count(*) FROM device_events WHERE NOT published";
+    wait_for(pool, unpublished, 0, log).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
     let db = TestDb::new()
@@ -160,21 +169,7 @@ async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
     .expect("publish");
 
     // Phone, plug, router: three devices, three NEW events, all published.
-    wait_for(&pool, "SELECT count(*) FROM devices", 3, &log).await;
-    wait_for(
-        &pool,
-        "SELECT count(*) FROM device_events WHERE kind = 'new'",
-        3,
-        &log,
-    )
-    .await;
-    wait_for(
-        &pool,
-        "SELECT count(*) FROM device_events WHERE NOT published",
-        0,
-        &log,
-    )
-    .await;
+    settled(&pool, 3, &log).await;
     let phone_macs: Vec<String> =
         sqlx::query_scalar("SELECT unnest(macs) FROM devices WHERE $1 = ANY(macs) ORDER BY 1")
             .bind("da:a1:19:4e:21:07")
@@ -225,21 +220,7 @@ async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
         .expect("publish");
     let mut child = svc.start().await;
 
-    wait_for(&pool, "SELECT count(*) FROM devices", 4, &log).await;
-    wait_for(
-        &pool,
-        "SELECT count(*) FROM device_events WHERE kind = 'new'",
-        4,
-        &log,
-    )
-    .await;
-    wait_for(
-        &pool,
-        "SELECT count(*) FROM device_events WHERE NOT published",
-        0,
-        &log,
-    )
-    .await;
+    settled(&pool, 4, &log).await;
     // Let any late redelivery land before judging.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (mac_rows, distinct_macs): (i64, i64) =

@@ -9,6 +9,7 @@
 //! - [`migrate`] creates the schema if needed and applies the service's
 //!   embedded migrations, recording them in a migrations table inside that
 //!   schema, so services migrate independently and concurrently.
+//! - [`open`] does both, as every service does at start.
 //! - [`testing::TestDb`] creates a fresh database for one test on the server
 //!   named by `HEIMDALL_TEST_DATABASE_URL` (default the local server) and drops
 //!   it afterwards. Tests never share state and never mock the database.
@@ -235,6 +236,18 @@ pub async fn migrate(pool: &PgPool, schema: &str, migrations: &Migrator) -> Resu
         .execute(&mut *conn)
         .await?;
     result
+}
+
+/// [`connect`] and [`migrate`]: the pool of a service whose schema is up
+/// to date, as every service opens it at start.
+pub async fn open(
+    config: &StoreConfig,
+    schema: &str,
+    migrations: &Migrator,
+) -> Result<PgPool, Error> {
+    let pool = connect(config, schema).await?;
+    migrate(&pool, schema, migrations).await?;
+    Ok(pool)
 }
 
 #[cfg(test)]
