@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use heimdall_engine::{Engine, EngineConfig, Stats};
@@ -13,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::metrics::CaptureMetrics;
 use crate::outbox::{Batcher, Outbox};
 use crate::source::{KernelStats, Next, Source};
+use crate::steer::{SourceChange, Steering};
 
 /// When packets are taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +90,9 @@ pub struct Driver {
     /// True when no capability was kept: a reopen refused for lack of
     /// privileges then ends the thread (the supervisor restarts the service).
     pub reopen_without_caps_fails: bool,
+    /// Enigma's capture settings as they arrive (`HEIMDALL_CAPTURE_STEERING`),
+    /// with what the source runs now.
+    pub steering: Option<(Receiver<Steering>, SourceChange)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -156,6 +161,7 @@ impl Driver {
                 }
                 std::thread::sleep(wait.min(Duration::from_millis(100)));
                 self.batcher.flush(false, &self.outbox);
+                self.follow();
                 continue;
             }
             if !in_window {
@@ -207,6 +213,7 @@ impl Driver {
                 self.drain(&mut engine);
                 self.batcher.flush(false, &self.outbox);
                 self.count(&engine, &mut seen);
+                self.follow();
             }
             if now - last_stats >= self.stats_interval {
                 last_stats = now;
@@ -230,6 +237,48 @@ impl Driver {
             "capture stopped; every open connection was logged"
         );
         ended
+    }
+
+    /// Apply the newest of Enigma's settings that arrived, if any. The
+    /// schedule takes effect at the top of the loop: a window closing now
+    /// logs what is open, as any window end does.
+    fn follow(&mut self) {
+        let Some((rx, current)) = self.steering.as_mut() else {
+            return;
+        };
+        let Some(next) = rx.try_iter().last() else {
+            return;
+        };
+        if next.source != *current {
+            if let Err(e) = self.source.steer(&next.source) {
+                self.metrics.steering_refused.inc();
+                error!(
+                    version = %next.version,
+                    error = %e,
+                    "capture settings from Enigma not applied; the capture goes on as it was"
+                );
+                return;
+            }
+            *current = next.source.clone();
+        }
+        self.schedule =
+            if next.schedule != Schedule::Continuous && self.source.keep_schedule(next.schedule) {
+                Schedule::Continuous
+            } else {
+                next.schedule
+            };
+        if !next.ignored_interfaces.is_empty() {
+            warn!(ignored = ?next.ignored_interfaces, "one capture serves one interface; run another for the others");
+        }
+        self.metrics.steering_applied.inc();
+        info!(
+            version = %next.version,
+            schedule = ?next.schedule,
+            interface = %next.source.interface,
+            filter = %next.source.filter,
+            snaplen = next.source.snaplen,
+            "capture settings from Enigma applied"
+        );
     }
 
     /// On stop: what the kernel (or a converted pktmon window) already

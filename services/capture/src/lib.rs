@@ -37,6 +37,7 @@ pub mod privileges;
 mod publish;
 pub mod settings;
 pub mod source;
+pub mod steer;
 pub mod tcpdump;
 
 pub use driver::{Ended, Schedule};
@@ -143,6 +144,21 @@ pub async fn run(
         hard.clone(),
     ));
 
+    let steering = match c.steering {
+        settings::SteeringKind::Off => None,
+        settings::SteeringKind::Enigma => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            tokio::spawn(steer::listen(
+                config.nats.clone(),
+                c.clone(),
+                tx,
+                metrics.clone(),
+                health.clone(),
+                hard.clone(),
+            ));
+            Some((rx, steer::SourceChange::local(c)))
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let schedule = match c.schedule {
         settings::ScheduleKind::Continuous => Schedule::Continuous,
@@ -174,6 +190,7 @@ pub async fn run(
         health: health.clone(),
         stats_interval: c.stats_interval,
         reopen_without_caps_fails: !c.keep_reopen_caps,
+        steering,
         archive: match c.archive() {
             Some(opts) => Some(
                 archive::Archive::new(opts.clone())

@@ -42,6 +42,8 @@ pub struct CaptureMetrics {
     pub archive_errors: Counter,
     pub files_dropped: Counter,
     pub archive_removed: Counter,
+    pub steering_applied: Counter,
+    pub steering_refused: Counter,
 }
 
 impl CaptureMetrics {
@@ -161,6 +163,16 @@ impl CaptureMetrics {
             "capture_archive_removed",
             "Archive files removed by retention or quota",
             &self.archive_removed,
+        );
+        c(
+            "capture_steering_applied",
+            "Capture settings from Enigma applied",
+            &self.steering_applied,
+        );
+        c(
+            "capture_steering_refused",
+            "Capture settings from Enigma refused (invalid, or the source could not take them)",
+            &self.steering_refused,
         );
         c(
             "capture_publish_failures",

@@ -49,6 +49,17 @@ pub enum ScheduleKind {
     Windowed,
 }
 
+/// Who else may change how the capture runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SteeringKind {
+    /// Only these settings (the default).
+    #[default]
+    Off,
+    /// Enigma's capture settings, as the enigma-uploader publishes them.
+    Enigma,
+}
+
 /// Which checksums the engine verifies (see docs/decisions.md #16).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -156,6 +167,11 @@ pub struct CaptureSettings {
     /// `HEIMDALL_CAPTURE_WINDOW`: how long each window stays open. Default `30s`.
     #[serde(with = "heimdall_config::duration")]
     pub window: Duration,
+    /// `HEIMDALL_CAPTURE_STEERING`: `off` (default) or `enigma`: follow the
+    /// capture settings Enigma gives this sensor (schedule, filter, snap
+    /// length, interface), which the enigma-uploader fetches and publishes on
+    /// the bus. See [`crate::steer`].
+    pub steering: SteeringKind,
     /// `HEIMDALL_CAPTURE_BATCH_RECORDS`: records per bus message at most.
     /// Default 1000.
     pub batch_records: usize,
@@ -227,6 +243,7 @@ impl Default for CaptureSettings {
             schedule: ScheduleKind::Continuous,
             interval: Duration::from_secs(120),
             window: Duration::from_secs(30),
+            steering: SteeringKind::Off,
             batch_records: 1000,
             batch_interval: Duration::from_secs(1),
             buffer_records: 500_000,

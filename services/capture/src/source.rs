@@ -34,6 +34,9 @@ pub enum Error {
     /// Reading failed: the interface went down or away.
     #[error("capture on {interface} failed: {message}")]
     Read { interface: String, message: String },
+    /// A source that cannot change how it captures while it runs.
+    #[error("{0}")]
+    Steer(String),
     /// No capture file to read.
     #[error("no capture files in {0}")]
     NoFiles(PathBuf),
@@ -97,6 +100,15 @@ pub trait Source: Send {
     fn keep_schedule(&mut self, _schedule: crate::driver::Schedule) -> bool {
         false
     }
+    /// Capture on `to.interface` with `to.filter` and `to.snaplen` from now
+    /// on (Enigma's settings, see [`crate::steer`]). On an error nothing
+    /// changed. Sources that take these only from their own settings say so.
+    fn steer(&mut self, _to: &crate::steer::SourceChange) -> Result<(), Error> {
+        Err(Error::Steer(format!(
+            "{} takes its interface, filter and snap length only from its own settings",
+            self.describe()
+        )))
+    }
 }
 
 /// How a live capture is opened.
@@ -135,6 +147,8 @@ pub struct LiveSource {
     last: KernelStats,
     /// The last read found nothing: wait for the handle before the next.
     quiet: bool,
+    /// Between windows: the installed filter passes nothing.
+    paused: bool,
 }
 
 impl std::fmt::Debug for LiveSource {
@@ -167,7 +181,19 @@ impl LiveSource {
             before: KernelStats::default(),
             last: KernelStats::default(),
             quiet: false,
+            paused: false,
         })
+    }
+
+    /// Capture from `cap` from now on; the old handle's counters are kept
+    /// so totals never go back.
+    fn replace_handle(&mut self, cap: pcap::Capture<pcap::Active>, linktype: u16) {
+        self.before.received += self.last.received;
+        self.before.dropped += self.last.dropped;
+        self.before.if_dropped += self.last.if_dropped;
+        self.last = KernelStats::default();
+        self.cap = cap;
+        self.linktype = linktype;
     }
 
     fn set_filter(&mut self, filter: &str) -> Result<(), Error> {
@@ -275,22 +301,57 @@ impl Source for LiveSource {
     fn reopen(&mut self) -> Result<(), Error> {
         let _ = self.kernel_stats();
         let (cap, linktype) = crate::privileges::with_capture_caps(|| open_handle(&self.opts))?;
-        self.before.received += self.last.received;
-        self.before.dropped += self.last.dropped;
-        self.before.if_dropped += self.last.if_dropped;
-        self.last = KernelStats::default();
-        self.cap = cap;
-        self.linktype = linktype;
+        self.replace_handle(cap, linktype);
         Ok(())
     }
 
     fn pause(&mut self) -> Result<(), Error> {
-        self.set_filter(NOTHING)
+        self.set_filter(NOTHING)?;
+        self.paused = true;
+        Ok(())
     }
 
     fn resume(&mut self) -> Result<(), Error> {
         let filter = self.opts.filter.clone();
-        self.set_filter(&filter)
+        self.set_filter(&filter)?;
+        self.paused = false;
+        Ok(())
+    }
+
+    fn steer(&mut self, to: &crate::steer::SourceChange) -> Result<(), Error> {
+        let mut next = self.opts.clone();
+        next.interface.clone_from(&to.interface);
+        next.filter.clone_from(&to.filter);
+        next.snaplen = to.snaplen;
+        if next.interface == self.opts.interface && next.snaplen == self.opts.snaplen {
+            // Only the filter: compile it for this link type first, so a
+            // bad one changes nothing, then install it (unless between
+            // windows, where resume installs it).
+            let dead = pcap::Capture::dead(pcap::Linktype(i32::from(self.linktype)))
+                .map_err(|e| Error::Steer(e.to_string()))?;
+            if !next.filter.is_empty() {
+                dead.compile(&next.filter, true)
+                    .map_err(|e| Error::Filter {
+                        filter: next.filter.clone(),
+                        message: e.to_string(),
+                    })?;
+            }
+            if !self.paused {
+                self.set_filter(&next.filter)?;
+            }
+            self.opts = next;
+            return Ok(());
+        }
+        // Another interface or snap length: a new handle, taken only once
+        // it is open (with its filter) so a failure keeps the old one.
+        let (cap, linktype) = crate::privileges::with_capture_caps(|| open_handle(&next))?;
+        let _ = self.kernel_stats();
+        self.replace_handle(cap, linktype);
+        self.opts = next;
+        if self.paused {
+            self.set_filter(NOTHING)?;
+        }
+        Ok(())
     }
 
     fn is_live(&self) -> bool {

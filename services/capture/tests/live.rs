@@ -216,17 +216,7 @@ async fn windowed_schedule_analyzes_only_inside_its_windows() {
     let veth = Veth::setup();
     let tmp = tempfile::tempdir().expect("tempdir");
     // Six seconds of one UDP packet every 50 ms, each its own connection.
-    let pcap = tmp.path().join("steady.pcap");
-    {
-        let f = std::fs::File::create(&pcap).expect("create");
-        let mut w = heimdall_engine::reader::PcapWriter::new(f, 1, 65535).expect("writer");
-        for i in 0..120u16 {
-            let frame = udp_frame(40_000 + i);
-            w.write(1_700_000_000_000_000 + i as i64 * 50_000, &frame)
-                .expect("write");
-        }
-        w.finish().expect("finish");
-    }
+    let pcap = udp_burst(tmp.path(), 40_000, 120, 50_000);
     let bus = bus_config(&heimdall_bus::testing::nats_url());
     let listen = process::free_port().expect("port");
     let log = tmp.path().join("capture.log");
@@ -264,6 +254,176 @@ async fn windowed_schedule_analyzes_only_inside_its_windows() {
             r.ts_us
         );
     }
+}
+
+/// A capture of `n` UDP packets `gap_us` apart, from source ports `first`,
+/// `first + 1`, ...: each its own connection.
+fn udp_burst(dir: &std::path::Path, first: u16, n: u16, gap_us: i64) -> PathBuf {
+    let pcap = dir.join(format!("udp-{first}.pcap"));
+    let f = std::fs::File::create(&pcap).expect("create");
+    let mut w = heimdall_engine::reader::PcapWriter::new(f, 1, 65535).expect("writer");
+    for i in 0..n {
+        w.write(
+            1_700_000_000_000_000 + i64::from(i) * gap_us,
+            &udp_frame(first + i),
+        )
+        .expect("write");
+    }
+    w.finish().expect("finish");
+    pcap
+}
+
+/// Enigma's settings move a running capture: a filter, a refused filter
+/// that changes nothing, a windowed schedule; a restarted capture takes the
+/// latest settings again. The settings arrive on the control subject as the
+/// enigma-uploader publishes them (its own test covers Enigma to NATS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enigma_settings_steer_the_filter_and_schedule_of_a_running_capture() {
+    use heimdall_bus::{Bus, Kind};
+    use heimdall_proto::enigma::v1::CaptureSettings;
+    let veth = Veth::setup();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bus = bus_config(&heimdall_bus::testing::nats_url());
+    let listen = process::free_port().expect("port");
+    let log = tmp.path().join("capture.log");
+    let env = env(
+        &bus,
+        listen,
+        &[
+            ("HEIMDALL_CAPTURE_INTERFACE", &veth.outer),
+            ("HEIMDALL_CAPTURE_STEERING", "enigma"),
+        ],
+    );
+    let mut child = start(&env, listen, &log).await;
+    let control = Bus::connect(&bus, "steering-test").await.expect("NATS");
+    control
+        .ensure_streams(&[Kind::Control])
+        .await
+        .expect("stream");
+    let subject = control.subjects().publish(Kind::Control, SENSOR, 0);
+    let send = |settings: CaptureSettings| {
+        let (control, subject) = (control.clone(), subject.clone());
+        async move {
+            control
+                .publish(&subject, &settings.version.clone(), &settings)
+                .await
+                .expect("publish settings");
+        }
+    };
+    let applied = "heimdall_capture_steering_applied_total";
+    let refused = "heimdall_capture_steering_refused_total";
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    send(CaptureSettings {
+        version: "v1".into(),
+        interval_seconds: 60,
+        window_seconds: 60,
+        bpf_filter:
+            "udp dst port 9999 and (src portrange 40000-40009 or src portrange 41000-41009)".into(),
+        ..Default::default()
+    })
+    .await;
+    let n = wait_metric(listen, applied, Duration::from_secs(10), |v| v >= 1.0).await;
+    assert_eq!(n, 1.0, "{}", log_text());
+    veth.replay(&udp_burst(tmp.path(), 40_000, 40, 10_000));
+
+    send(CaptureSettings {
+        version: "v2".into(),
+        bpf_filter: "udp port nope".into(),
+        ..Default::default()
+    })
+    .await;
+    let n = wait_metric(listen, refused, Duration::from_secs(10), |v| v >= 1.0).await;
+    assert_eq!(n, 1.0, "{}", log_text());
+    veth.replay(&udp_burst(tmp.path(), 41_000, 40, 10_000));
+
+    send(CaptureSettings {
+        version: "v3".into(),
+        interval_seconds: 2,
+        window_seconds: 1,
+        ..Default::default()
+    })
+    .await;
+    let n = wait_metric(listen, applied, Duration::from_secs(10), |v| v >= 2.0).await;
+    assert_eq!(n, 2.0, "{}", log_text());
+    veth.replay(&udp_burst(tmp.path(), 42_000, 120, 50_000));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    process::terminate(&child);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(30), &log)
+            .await
+            .success()
+    );
+
+    let got = collect(&bus, Duration::from_secs(5), |_| false).await;
+    let ports = |lo: u32, hi: u32| -> Vec<u32> {
+        let mut p: Vec<u32> = got
+            .conns
+            .iter()
+            .map(|r| r.id_orig_p)
+            .filter(|p| (lo..=hi).contains(p))
+            .collect();
+        p.sort_unstable();
+        p
+    };
+    assert_eq!(
+        ports(40_000, 40_999),
+        (40_000..=40_009).collect::<Vec<_>>(),
+        "v1's filter"
+    );
+    assert_eq!(
+        ports(41_000, 41_999),
+        (41_000..=41_009).collect::<Vec<_>>(),
+        "v2 was refused: v1's filter still held"
+    );
+    let windowed = ports(42_000, 42_999).len();
+    assert!(
+        (30..=90).contains(&windowed),
+        "v3: about half of 120 in windows: {windowed}"
+    );
+    for r in got.conns.iter().filter(|r| r.id_orig_p >= 42_000) {
+        assert!(
+            r.ts_us.rem_euclid(2_000_000) < 1_000_000,
+            "outside v3's windows: {}",
+            r.ts_us
+        );
+    }
+    assert_eq!(got.conns.len(), 20 + windowed, "nothing else was captured");
+    let why = log_text()
+        .lines()
+        .find(|l| l.contains("not applied"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        why.contains("v2") && why.contains("does not compile"),
+        "{why}"
+    );
+
+    // Started again, the capture reads the latest settings (v3) at once.
+    let listen = process::free_port().expect("port");
+    let env2: Vec<(String, String)> = env
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "HEIMDALL_TELEMETRY_LISTEN" => (k, listen.to_string()),
+            _ => (k, v),
+        })
+        .collect();
+    let mut child = start(&env2, listen, &log).await;
+    let n = wait_metric(listen, applied, Duration::from_secs(10), |v| v >= 1.0).await;
+    process::terminate(&child);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(30), &log)
+            .await
+            .success()
+    );
+    assert_eq!(n, 1.0, "{}", log_text());
+    let last = log_text()
+        .lines()
+        .rev()
+        .find(|l| l.contains("capture settings from Enigma applied"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(last.contains("v3"), "{last}");
 }
 
 /// An Ethernet/IPv4/UDP frame from 10.9.0.1:`sport` to 10.9.0.2:9999.

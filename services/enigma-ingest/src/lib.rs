@@ -33,6 +33,7 @@ use heimdall_store::{PgPool, StoreConfig};
 use heimdall_telemetry::TelemetryConfig;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prost::Message;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -530,26 +531,128 @@ impl Ingest for Handler {
         }
         self.chaos().await?;
         let s = &self.settings;
-        let mut version = Sha256::new();
-        version.update(format!(
-            "{}|{}|{}",
-            s.capture_interval_seconds, s.capture_window_seconds, s.capture_filter
-        ));
-        let version: String = version.finalize()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let row: Option<(i32, i32, String, Vec<String>, i32)> = sqlx::query_as(
+            "SELECT interval_seconds, window_seconds, bpf_filter, interfaces, snaplen \
+             FROM capture_settings WHERE sensor_id = $1",
+        )
+        .bind(&sensor)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| {
+            warn!(error = %e, "cannot read capture settings");
+            Status::unavailable("capture settings are unavailable; retry later")
+        })?;
+        let mut out = match row {
+            Some((interval, window, filter, interfaces, snaplen)) => CaptureSettings {
+                interval_seconds: interval as u32,
+                window_seconds: window as u32,
+                bpf_filter: filter,
+                interfaces,
+                snaplen: snaplen as u32,
+                ..Default::default()
+            },
+            None => CaptureSettings {
+                interval_seconds: s.capture_interval_seconds,
+                window_seconds: s.capture_window_seconds,
+                bpf_filter: s.capture_filter.clone(),
+                ..Default::default()
+            },
+        };
+        out.retention_days = 7;
+        out.preferred_compression = Compression::Zstd as i32;
+        // The version is a digest of everything else: it changes exactly
+        // when the settings do.
+        let digest = Sha256::digest(out.encode_to_vec());
+        out.version = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         self.record("get_capture_settings", &sensor, "", "ok").await;
-        Ok(Response::new(CaptureSettings {
-            version,
-            interval_seconds: s.capture_interval_seconds,
-            window_seconds: s.capture_window_seconds,
-            bpf_filter: s.capture_filter.clone(),
-            retention_days: 7,
-            preferred_compression: Compression::Zstd as i32,
-            ..Default::default()
-        }))
+        Ok(Response::new(out))
     }
+}
+
+/// What an operator sets for one sensor's capture.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptureRow {
+    pub interval_seconds: u32,
+    pub window_seconds: u32,
+    pub bpf_filter: String,
+    pub interfaces: Vec<String>,
+    pub snaplen: u32,
+}
+
+/// Set `sensor`'s capture settings; agents get them on their next fetch.
+pub async fn set_capture_settings(
+    pool: &PgPool,
+    sensor: &str,
+    row: &CaptureRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO capture_settings \
+         (sensor_id, interval_seconds, window_seconds, bpf_filter, interfaces, snaplen) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (sensor_id) DO UPDATE SET interval_seconds = $2, window_seconds = $3, \
+         bpf_filter = $4, interfaces = $5, snaplen = $6, updated_at = now()",
+    )
+    .bind(sensor)
+    .bind(i32::try_from(row.interval_seconds).unwrap_or(i32::MAX))
+    .bind(i32::try_from(row.window_seconds).unwrap_or(i32::MAX))
+    .bind(&row.bpf_filter)
+    .bind(&row.interfaces)
+    .bind(i32::try_from(row.snaplen).unwrap_or(i32::MAX))
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+/// `heimdall-enigma-ingest set-capture-settings SENSOR [--interval S]
+/// [--window S] [--filter EXPR] [--snaplen N] [--interface NAME]...`:
+/// parse the arguments after the subcommand.
+pub fn parse_capture_args(args: &[String]) -> Result<(String, CaptureRow), String> {
+    let usage = "usage: heimdall-enigma-ingest set-capture-settings SENSOR [--interval SECONDS] \
+                 [--window SECONDS] [--filter BPF] [--snaplen BYTES] [--interface NAME]...";
+    let mut it = args.iter();
+    let sensor = it.next().filter(|s| !s.starts_with("--")).ok_or(usage)?;
+    let mut row = CaptureRow {
+        interval_seconds: 120,
+        window_seconds: 30,
+        ..Default::default()
+    };
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value; {usage}"))?;
+        let number = || {
+            value
+                .parse::<u32>()
+                .map_err(|_| format!("{flag} takes a whole number, not {value:?}"))
+        };
+        match flag.as_str() {
+            "--interval" => row.interval_seconds = number()?,
+            "--window" => row.window_seconds = number()?,
+            "--snaplen" => row.snaplen = number()?,
+            "--filter" => row.bpf_filter.clone_from(value),
+            "--interface" => row.interfaces.push(value.clone()),
+            _ => return Err(format!("unknown option {flag}; {usage}")),
+        }
+    }
+    if row.interval_seconds == 0 || row.window_seconds == 0 {
+        return Err("--interval and --window must be at least 1 second".into());
+    }
+    if row.window_seconds > row.interval_seconds {
+        return Err(format!(
+            "--window {} is longer than --interval {}",
+            row.window_seconds, row.interval_seconds
+        ));
+    }
+    Ok((sensor.clone(), row))
+}
+
+/// The server's schema, migrated, from the `HEIMDALL_DATABASE_*` settings
+/// alone (for the operator's subcommands).
+pub async fn open_database() -> anyhow::Result<PgPool> {
+    let mut loader = Loader::from_env()?;
+    let store: StoreConfig = loader.section(heimdall_store::PREFIX);
+    loader.finish()?;
+    Ok(heimdall_store::open(&store, SCHEMA, &MIGRATIONS).await?)
 }
 
 /// Bring the schema up to date.
@@ -622,4 +725,48 @@ pub async fn run(
     shutdown.cancel();
     served.finish().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn capture_settings_arguments_are_parsed_and_checked() {
+        let (sensor, row) = parse_capture_args(&args(&[
+            "pi-1",
+            "--interval",
+            "60",
+            "--window",
+            "15",
+            "--filter",
+            "not port 22",
+            "--interface",
+            "eth0",
+            "--snaplen",
+            "512",
+        ]))
+        .expect("valid");
+        assert_eq!(sensor, "pi-1");
+        assert_eq!(
+            row,
+            CaptureRow {
+                interval_seconds: 60,
+                window_seconds: 15,
+                bpf_filter: "not port 22".into(),
+                interfaces: vec!["eth0".into()],
+                snaplen: 512,
+            }
+        );
+        let err = |a: &[&str]| parse_capture_args(&args(a)).expect_err("refused");
+        assert!(err(&[]).starts_with("usage"));
+        assert!(err(&["pi-1", "--window", "200"]).contains("longer than --interval"));
+        assert!(err(&["pi-1", "--interval", "x"]).contains("whole number"));
+        assert!(err(&["pi-1", "--colour", "red"]).contains("unknown option --colour"));
+        assert!(err(&["pi-1", "--filter"]).contains("needs a value"));
+    }
 }

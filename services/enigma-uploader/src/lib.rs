@@ -23,6 +23,7 @@
 //! - Every attempt is logged: batch, bytes, records, outcome, latency.
 
 pub mod spool;
+mod steering;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -104,6 +105,14 @@ pub struct UploaderSettings {
     /// `HEIMDALL_ENIGMA_DURABLE`: consumer name prefix. Default
     /// `enigma-uploader`.
     pub durable: String,
+    /// `HEIMDALL_ENIGMA_SENSORS`: sensors (comma-separated) whose capture
+    /// settings are fetched even before their first record arrives.
+    pub sensors: String,
+    /// `HEIMDALL_ENIGMA_SETTINGS_EVERY`: how often each sensor's capture
+    /// settings are fetched from Enigma and, when new, published for the
+    /// capture service. Default `5m`; `0s` turns steering off.
+    #[serde(with = "heimdall_config::duration")]
+    pub settings_every: Duration,
 }
 
 impl Default for UploaderSettings {
@@ -125,6 +134,8 @@ impl Default for UploaderSettings {
             backoff_max: Duration::from_secs(60),
             timeout: Duration::from_secs(30),
             durable: "enigma-uploader".into(),
+            sensors: String::new(),
+            settings_every: Duration::from_secs(300),
         }
     }
 }
@@ -227,6 +238,7 @@ struct UploaderMetrics {
     uploaded_records: Counter,
     removed: Family<Vec<(String, String)>, Counter>,
     ready: Gauge,
+    settings_fetches: Family<Vec<(String, String)>, Counter>,
 }
 
 impl UploaderMetrics {
@@ -257,6 +269,11 @@ impl UploaderMetrics {
             self.removed.clone(),
         );
         m.register(
+            "enigma_capture_settings_fetches",
+            "GetCaptureSettings calls by outcome",
+            self.settings_fetches.clone(),
+        );
+        m.register(
             "enigma_ready_batches",
             "Sealed batches waiting for upload",
             self.ready.clone(),
@@ -273,6 +290,8 @@ pub struct Uploader {
     health: Health,
     /// Uploads stopped: the server refused the key.
     refused: AtomicBool,
+    /// Sensors whose records were spooled since start.
+    seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// `LogWriter::conn` or `LogWriter::dns`.
@@ -308,6 +327,11 @@ impl Uploader {
         if records == 0 {
             return Ok(());
         }
+        if let Ok(mut seen) = self.seen.lock()
+            && !seen.contains(sensor)
+        {
+            seen.insert(sensor.to_string());
+        }
         let mut spool = self.spool.lock().await;
         if spool.seen(msg_id) {
             self.metrics.duplicates.inc();
@@ -336,6 +360,39 @@ impl Uploader {
                 .map_err(|e| format!("cannot seal a batch: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Enigma refused the key: say which setting to fix, and stop calling.
+    fn refuse(&self, st: &tonic::Status) {
+        error!(
+            code = ?st.code(),
+            reason = %st.message(),
+            "Enigma refused the API key: check HEIMDALL_ENIGMA_API_KEY_FILE (and that the key belongs to this sensor); uploads stopped, batches stay in the spool"
+        );
+        self.health.not_ready(
+            "enigma",
+            format!(
+                "Enigma refused the API key ({:?}); uploads stopped",
+                st.code()
+            ),
+        );
+        self.refused.store(true, Ordering::Relaxed);
+    }
+
+    /// The configured sensors and those seen in records.
+    fn sensors(&self) -> std::collections::BTreeSet<String> {
+        let mut all: std::collections::BTreeSet<String> = self
+            .settings
+            .sensors
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if let Ok(seen) = self.seen.lock() {
+            all.extend(seen.iter().cloned());
+        }
+        all
     }
 
     async fn seal_due(&self, all: bool) {
@@ -474,27 +531,33 @@ fn backoff(s: &UploaderSettings, attempt: u32) -> Duration {
     Duration::from_millis(rand::random_range(0..=ms)).max(s.backoff_min)
 }
 
+/// The `authorization` metadata value, marked sensitive (never logged by
+/// tonic or hyper). `None`, with the reason logged, when the key holds
+/// characters a header cannot carry.
+fn bearer(s: &UploaderSettings) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    match format!("Bearer {}", s.api_key.expose()).parse::<tonic::metadata::MetadataValue<_>>() {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            Some(v)
+        }
+        Err(_) => {
+            error!(
+                "HEIMDALL_ENIGMA_API_KEY holds characters a gRPC header cannot carry; nothing is sent to Enigma"
+            );
+            None
+        }
+    }
+}
+
 /// The upload loop: the oldest ready batch first, until shutdown.
 async fn upload_loop(up: Arc<Uploader>, channel: Channel, shutdown: CancellationToken) {
     let s = up.settings.clone();
     let mut client = IngestClient::new(channel).max_decoding_message_size(1 << 20);
-    let mut auth: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = match format!(
-        "Bearer {}",
-        s.api_key.expose()
-    )
-    .parse()
-    {
-        Ok(v) => v,
-        Err(_) => {
-            error!(
-                "HEIMDALL_ENIGMA_API_KEY holds characters a gRPC header cannot carry; uploads stopped"
-            );
-            up.health
-                .not_ready("enigma", "the API key cannot be sent (invalid characters)");
-            return;
-        }
+    let Some(auth) = bearer(&s) else {
+        up.health
+            .not_ready("enigma", "the API key cannot be sent (invalid characters)");
+        return;
     };
-    auth.set_sensitive(true);
     let mut attempt: u32 = 0;
     loop {
         if shutdown.is_cancelled() || up.refused.load(Ordering::Relaxed) {
@@ -588,19 +651,7 @@ async fn upload_loop(up: Arc<Uploader>, channel: Channel, shutdown: Cancellation
             Err(st) => {
                 let wait = match st.code() {
                     Code::Unauthenticated | Code::PermissionDenied => {
-                        error!(
-                            code = ?st.code(),
-                            reason = %st.message(),
-                            "Enigma refused the API key: check HEIMDALL_ENIGMA_API_KEY_FILE (and that the key belongs to this sensor); uploads stopped, batches stay in the spool"
-                        );
-                        up.health.not_ready(
-                            "enigma",
-                            format!(
-                                "Enigma refused the API key ({:?}); uploads stopped",
-                                st.code()
-                            ),
-                        );
-                        up.refused.store(true, Ordering::Relaxed);
+                        up.refuse(&st);
                         return;
                     }
                     Code::InvalidArgument => {
@@ -668,6 +719,7 @@ pub async fn run(
         metrics: UploaderMetrics::default(),
         health: health.clone(),
         refused: AtomicBool::new(false),
+        seen: std::sync::Mutex::default(),
     });
     up.metrics.register(&metrics);
     up.sweep();
@@ -704,11 +756,18 @@ pub async fn run(
             Ok(())
         });
     }
+    let ch = channel(&s)?;
     {
-        let ch = channel(&s)?;
-        let (up, stop) = (up.clone(), shutdown.clone());
+        let (up, ch, stop) = (up.clone(), ch.clone(), shutdown.clone());
         tasks.spawn(async move {
             upload_loop(up, ch, stop).await;
+            Ok(())
+        });
+    }
+    {
+        let (up, bus, stop) = (up.clone(), bus.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            steering::run(up, ch, bus, stop).await;
             Ok(())
         });
     }

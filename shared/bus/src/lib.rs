@@ -420,6 +420,7 @@ impl Bus {
             max_age: kind.default_max_age().mul_f64(c.max_age_scale),
             max_bytes: (kind.default_max_bytes() as f64 * c.max_bytes_scale) as i64,
             max_msg_size: MAX_MESSAGE_BYTES as i32,
+            max_msgs_per_subject: kind.max_msgs_per_subject(),
             duplicate_window: c
                 .duplicate_window
                 .min(kind.default_max_age().mul_f64(c.max_age_scale)),
@@ -526,6 +527,7 @@ impl Bus {
             ack_wait: self.config.ack_wait,
             max_ack_pending: self.config.max_ack_pending,
             max_deliver: -1,
+            latest: false,
         }
     }
 

@@ -182,6 +182,27 @@ impl Transport for MemoryTransport {
                 let seq = stream.next_seq;
                 stream.next_seq += 1;
                 stream.seen_ids.insert(msg.msg_id.clone(), (now, seq));
+                if stream.spec.max_msgs_per_subject > 0 {
+                    let keep = usize::try_from(stream.spec.max_msgs_per_subject - 1).unwrap_or(0);
+                    let same: Vec<u64> = stream
+                        .messages
+                        .iter()
+                        .filter(|m| m.msg.subject == msg.subject)
+                        .map(|m| m.seq)
+                        .collect();
+                    let drop = same.len().saturating_sub(keep);
+                    let gone: std::collections::HashSet<u64> =
+                        same.into_iter().take(drop).collect();
+                    let mut freed = 0;
+                    stream.messages.retain(|m| {
+                        let keep = !gone.contains(&m.seq);
+                        if !keep {
+                            freed += size_of(&m.msg);
+                        }
+                        keep
+                    });
+                    stream.bytes -= freed;
+                }
                 stream.bytes += size_of(&msg);
                 stream.messages.push_back(Stored { seq, at: now, msg });
                 stream.enforce_limits(now);
@@ -217,6 +238,19 @@ impl Transport for MemoryTransport {
                         existing.spec.filter, spec.filter
                     ),
                 });
+            }
+            if spec.latest {
+                // The stream keeps one message per subject (documented on
+                // ConsumerSpec::latest): start afresh at the oldest of them.
+                let first = stream.messages.front().map_or(stream.next_seq, |m| m.seq);
+                stream.consumers.insert(
+                    spec.durable.clone(),
+                    MemConsumer {
+                        spec: spec.clone(),
+                        cursor: first,
+                        pending: BTreeMap::new(),
+                    },
+                );
             }
             stream
                 .consumers
@@ -293,8 +327,9 @@ impl MemInbox {
             .ok_or_else(|| Error::Delivery(format!("consumer {} was deleted", self.durable)))?;
         // Messages removed by retention cannot be redelivered.
         consumer.pending.retain(|seq, _| *seq >= first_seq);
+        // Sequences have gaps where a per-subject limit removed a message.
         let get = |seq: u64| -> Option<&Stored> {
-            let idx = usize::try_from(seq.checked_sub(messages.front()?.seq)?).ok()?;
+            let idx = messages.binary_search_by_key(&seq, |m| m.seq).ok()?;
             messages.get(idx)
         };
 
@@ -316,8 +351,9 @@ impl MemInbox {
         // 2. The next new message, if the consumer may take more.
         if (consumer.pending.len() as i64) < consumer.spec.max_ack_pending {
             consumer.cursor = consumer.cursor.max(first_seq);
-            while let Some(stored) = get(consumer.cursor) {
-                consumer.cursor += 1;
+            let from = messages.partition_point(|m| m.seq < consumer.cursor);
+            for stored in messages.range(from..) {
+                consumer.cursor = stored.seq + 1;
                 if matches(&consumer.spec.filter, &stored.msg.subject) {
                     consumer
                         .pending

@@ -95,6 +95,7 @@ impl Transport for NatsTransport {
                 max_age: spec.max_age,
                 max_bytes: spec.max_bytes,
                 max_message_size: spec.max_msg_size,
+                max_messages_per_subject: spec.max_msgs_per_subject,
                 duplicate_window: spec.duplicate_window,
                 num_replicas: spec.replicas,
                 storage: if spec.memory {
@@ -157,9 +158,17 @@ impl Transport for NatsTransport {
                 ack_wait: spec.ack_wait,
                 max_ack_pending: spec.max_ack_pending,
                 max_deliver: spec.max_deliver,
-                deliver_policy: consumer::DeliverPolicy::All,
+                deliver_policy: if spec.latest {
+                    consumer::DeliverPolicy::LastPerSubject
+                } else {
+                    consumer::DeliverPolicy::All
+                },
                 ..Default::default()
             };
+            if spec.latest {
+                // Read the current state again: a fresh consumer each bind.
+                let _ = stream.delete_consumer(&spec.durable).await;
+            }
             // Create, or update an existing durable to these settings (ack
             // wait, pending limit). A durable whose filter differs is an
             // error: two configurations are fighting over one name.

@@ -31,11 +31,15 @@ pub enum Kind {
     Intel,
     /// Enforcement rules from Asgard, for a gateway enforcer.
     Enforcement,
+    /// Settings for one sensor's services (`heimdall.enigma.v1.CaptureSettings`
+    /// from Enigma, published by the enigma-uploader). The stream keeps only
+    /// the latest message of each subject: it is the sensor's current state.
+    Control,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Flows,
         Kind::Dns,
         Kind::Observations,
@@ -43,6 +47,7 @@ impl Kind {
         Kind::Alerts,
         Kind::Intel,
         Kind::Enforcement,
+        Kind::Control,
     ];
 
     /// The subject token of this kind (`flows`, `dns`, ...).
@@ -55,6 +60,7 @@ impl Kind {
             Kind::Alerts => "alerts",
             Kind::Intel => "intel",
             Kind::Enforcement => "enforcement",
+            Kind::Control => "control",
         }
     }
 
@@ -72,7 +78,7 @@ impl Kind {
         match self {
             Kind::Flows | Kind::Dns | Kind::Observations => Duration::from_secs(DAY),
             Kind::Devices | Kind::Alerts => Duration::from_secs(7 * DAY),
-            Kind::Intel | Kind::Enforcement => Duration::from_secs(30 * DAY),
+            Kind::Intel | Kind::Enforcement | Kind::Control => Duration::from_secs(30 * DAY),
         }
     }
 
@@ -85,6 +91,16 @@ impl Kind {
             Kind::Dns | Kind::Observations => 256 * MIB,
             Kind::Devices | Kind::Alerts => 128 * MIB,
             Kind::Intel | Kind::Enforcement => 64 * MIB,
+            Kind::Control => 16 * MIB,
+        }
+    }
+
+    /// Messages a stream of this kind keeps per subject (-1: no limit).
+    /// Control messages are state, not history: only the newest counts.
+    pub fn max_msgs_per_subject(self) -> i64 {
+        match self {
+            Kind::Control => 1,
+            _ => -1,
         }
     }
 }

@@ -433,3 +433,60 @@ async fn a_consumer_whose_stream_vanished_binds_again_and_says_so_on_readyz() {
         bus.delete_streams(&Kind::ALL).await.expect("clean up");
     }
 }
+
+/// Read `kind` under `spec` until `n` messages arrived; their batch ids.
+async fn read_latest(bus: &Bus, spec: ConsumerSpec, n: usize) -> Vec<String> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let (seen2, stop2) = (seen.clone(), stop.clone());
+    let run = bus.consume::<ConnBatch, _, _, String>(spec, stop.clone(), move |m| {
+        let mut s = seen2.lock().expect("lock");
+        s.push(m.message.batch_id.clone());
+        if s.len() >= n {
+            stop2.cancel();
+        }
+        async { Ok(()) }
+    });
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("consumer finished in time")
+        .expect("consumer ran");
+    let mut got = seen.lock().expect("lock").clone();
+    got.sort();
+    got
+}
+
+#[tokio::test]
+async fn control_keeps_the_latest_message_per_subject_and_every_bind_reads_it_again() {
+    for (name, bus) in backends().await {
+        bus.ensure_streams(&[Kind::Control]).await.expect("streams");
+        let (a, b) = (
+            bus.subjects().publish(Kind::Control, "sa", 0),
+            bus.subjects().publish(Kind::Control, "sb", 0),
+        );
+        for (subject, id) in [(&a, "a1"), (&b, "b1"), (&a, "a2"), (&a, "a3")] {
+            bus.publish(subject, id, &batch(id, 1))
+                .await
+                .expect("publish");
+        }
+        assert_eq!(
+            bus.stream_len(Kind::Control).await.expect("len"),
+            2,
+            "{name}"
+        );
+        let mut spec = bus.consumer_spec(Kind::Control, "steer", None);
+        spec.latest = true;
+        assert_eq!(
+            read_latest(&bus, spec.clone(), 2).await,
+            ["a3", "b1"],
+            "{name}"
+        );
+        // A restarted reader (same durable name) gets the state again, and
+        // then what changes after it.
+        bus.publish(&b, "b2", &batch("b2", 1))
+            .await
+            .expect("publish");
+        assert_eq!(read_latest(&bus, spec, 2).await, ["a3", "b2"], "{name}");
+        bus.delete_streams(&Kind::ALL).await.expect("clean up");
+    }
+}

@@ -46,6 +46,8 @@ pub struct StreamSpec {
     pub max_bytes: i64,
     /// Largest single message accepted.
     pub max_msg_size: i32,
+    /// Messages kept per subject, the oldest removed first (-1: no limit).
+    pub max_msgs_per_subject: i64,
     /// Window in which a repeated message id is recognised as a duplicate.
     pub duplicate_window: Duration,
     /// Number of replicas in a NATS cluster (1 on a single server).
@@ -70,6 +72,11 @@ pub struct ConsumerSpec {
     pub max_ack_pending: i64,
     /// Give up on a message after this many deliveries (-1: never).
     pub max_deliver: i64,
+    /// Start from the newest message of each subject, afresh on every bind,
+    /// instead of resuming the durable position: for state kept one message
+    /// per subject ([`crate::Kind::Control`]), which a restarted service must
+    /// read again.
+    pub latest: bool,
 }
 
 /// A pulled message, waiting for its verdict.
