@@ -20,13 +20,22 @@ demo: setup ## Run the split system locally and push a stream of records through
 
 test: setup deploy-check test-rust score ## Everything CI checks: setup, deploy-check, all tests, scoring suites
 
+# Service logs and exported spans of the whole suite, for the secret scan.
+export HEIMDALL_TEST_LOG_DIR ?= $(or $(TMPDIR),/tmp)/heimdall-test-logs
+
 test-rust:
+	@rm -rf "$(HEIMDALL_TEST_LOG_DIR)" && mkdir -p "$(HEIMDALL_TEST_LOG_DIR)"
 	@if command -v cargo-nextest >/dev/null; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 	  echo "cargo-nextest not found: running cargo test"; $(CARGO) test --workspace --no-fail-fast; \
 	fi
 	@$(CARGO) test --workspace --doc
+	@if command -v cargo-nextest >/dev/null; then \
+	  bash scripts/secret-scan.sh "$(HEIMDALL_TEST_LOG_DIR)" target/nextest/default/junit.xml; \
+	else \
+	  bash scripts/secret-scan.sh "$(HEIMDALL_TEST_LOG_DIR)"; \
+	fi
 
 score: ## Score `heimdall analyze` against the reference data in ../shared (SCORE lines)
 	@bash scripts/score.sh "$(SHARED)"

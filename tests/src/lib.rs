@@ -13,11 +13,16 @@
 //!   127.0.0.1.
 //! - [`phones`] writes a capture of a phone that rejoins the network with a
 //!   new randomized MAC, for the re-identification tests.
+//! - [`secrets`] makes test secrets with one marker and keeps what services
+//!   wrote for the suite-wide secret scan; [`otlp`] is a real OTLP trace
+//!   receiver, so exported spans can be read back and scanned.
 //! - The tests in `tests/` use only these and the shared crates; nothing is
 //!   mocked.
 
+pub mod otlp;
 pub mod phones;
 pub mod process;
+pub mod secrets;
 pub mod sink;
 pub mod tls;
 pub mod veth;

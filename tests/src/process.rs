@@ -18,11 +18,31 @@ pub fn free_port() -> std::io::Result<SocketAddr> {
 
 /// Start `binary` with exactly `env` on top of a clean environment (plus
 /// PATH), its stderr going to `log` so a failing test can show it.
+/// With `HEIMDALL_TEST_LOG_DIR` set, the log is also linked into that
+/// folder (a hard link: it outlives the test's temporary folder), for the
+/// suite's secret scan ([`crate::secrets`]).
 pub fn spawn(binary: &Path, env: &[(String, String)], log: &Path) -> std::io::Result<Child> {
+    let path = log;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(log)?;
+        .open(path)?;
+    if let Some(dir) = crate::secrets::log_dir() {
+        let name = binary
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("service");
+        let link = dir.join(format!("{}.log", crate::secrets::unique(name)));
+        if let Err(e) = std::fs::hard_link(path, &link) {
+            // Another file system: copy what is there when the test ends
+            // is not possible, so say it; the scan counts the logs it saw.
+            eprintln!(
+                "cannot link {} into {} for the secret scan: {e}",
+                path.display(),
+                dir.display()
+            );
+        }
+    }
     Command::new(binary)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

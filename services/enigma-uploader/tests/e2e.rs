@@ -10,7 +10,7 @@ use heimdall_proto::enigma::v1::CaptureSettings;
 use heimdall_proto::sensor::v1::{ConnBatch, ConnRecord, DnsBatch, DnsRecord};
 use heimdall_store::testing::TestDb;
 use heimdall_telemetry::ServiceConfig;
-use heimdall_tests::{process, tls};
+use heimdall_tests::{process, secrets, tls};
 
 const SENSOR: &str = "pi-1";
 
@@ -33,7 +33,7 @@ impl Rig {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().to_path_buf();
         let pki = tls::make(&path).expect("test certificates (openssl; make setup installs it)");
-        let key = format!("key-{}", uuid::Uuid::new_v4().simple());
+        let key = secrets::secret("enigma-key");
         std::fs::write(
             path.join("keys"),
             format!("# test keys\n{SENSOR} {key}\nother-sensor other-{key}\n"),
@@ -359,8 +359,14 @@ async fn records_arrive_exactly_once_through_an_outage_and_uploader_crashes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_key_stops_uploads_with_a_clear_error_and_the_key_is_never_shown() {
     let rig = Rig::new(&[]).await;
-    let wrong = format!("wrong-{}", uuid::Uuid::new_v4().simple());
-    let uploader = rig.uploader(&wrong);
+    let wrong = secrets::secret("wrong-enigma-key");
+    // Its spans go to a real OTLP receiver, to be searched for the key too.
+    let traces = heimdall_tests::otlp::Receiver::start()
+        .await
+        .expect("OTLP receiver");
+    let uploader = rig
+        .uploader(&wrong)
+        .with("HEIMDALL_TELEMETRY_OTLP_ENDPOINT", traces.endpoint());
     let mut up = uploader.start().await;
     let pool = rig.pool().await;
     rig.publish(2_000, 0, 500).await;
@@ -401,11 +407,26 @@ async fn a_wrong_key_stops_uploads_with_a_clear_error_and_the_key_is_never_shown
         .map(|d| d.count())
         .unwrap_or(0);
     assert!(ready > 0, "batches wait in the spool");
-    up.start_kill().expect("stop");
-    let _ = up.wait().await;
+    // SIGTERM, so the exporter flushes its last spans.
+    process::terminate(&up);
+    let _ = tokio::time::timeout(Duration::from_secs(20), up.wait()).await;
 
-    // Neither key, the wrong one or the right one, appears in the log or
-    // anything the server stored about the calls.
+    // Neither key, the wrong one or the right one, appears in the log, the
+    // exported spans, or anything the server stored about the calls.
+    let spans = traces.spans();
+    assert!(
+        spans.iter().any(|(name, _)| name == "bus.consume"),
+        "the uploader's spans were exported: {spans:?}"
+    );
+    let exported = traces.dump("enigma-uploader-spans");
+    assert!(
+        !exported.contains(&wrong),
+        "the wrong key leaked into a span"
+    );
+    assert!(
+        !exported.contains(&rig.key),
+        "the server's key leaked into a span"
+    );
     let logs = rig.logs();
     assert!(!logs.is_empty());
     assert!(!logs.contains(&wrong), "the wrong key leaked into a log");
