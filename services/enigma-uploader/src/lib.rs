@@ -559,6 +559,8 @@ async fn upload_loop(up: Arc<Uploader>, channel: Channel, shutdown: Cancellation
         return;
     };
     let mut attempt: u32 = 0;
+    // The batch last rebuilt after INVALID_ARGUMENT.
+    let mut rebuilt: Option<String> = None;
     loop {
         if shutdown.is_cancelled() || up.refused.load(Ordering::Relaxed) {
             return;
@@ -654,8 +656,19 @@ async fn upload_loop(up: Arc<Uploader>, channel: Channel, shutdown: Cancellation
                         up.refuse(&st);
                         return;
                     }
+                    Code::InvalidArgument
+                        if rebuilt.as_deref() != Some(m.batch_id.as_str())
+                            && batch.verify().is_ok() =>
+                    {
+                        // Once: the spooled batch checks out, so it is read
+                        // again from its file and sent anew.
+                        warn!(batch = %m.batch_id, reason = %st.message(), "Enigma calls the batch malformed; it checks out on disk, sending it once more");
+                        rebuilt = Some(m.batch_id.clone());
+                        continue;
+                    }
                     Code::InvalidArgument => {
-                        error!(batch = %m.batch_id, reason = %st.message(), "Enigma calls the batch malformed; quarantined");
+                        let local = batch.verify().err().map(|e| e.to_string()).unwrap_or_default();
+                        error!(batch = %m.batch_id, reason = %st.message(), damaged = %local, "Enigma calls the batch malformed; quarantined");
                         let q = up.spool.lock().await.quarantine_dir();
                         let _ =
                             std::fs::rename(&path, q.join(path.file_name().unwrap_or_default()));

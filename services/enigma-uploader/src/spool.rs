@@ -536,6 +536,37 @@ pub fn read_batch(path: &Path) -> io::Result<Batch> {
     })
 }
 
+impl Batch {
+    /// Check the payload against what the batch says it holds: it
+    /// decompresses to `uncompressed` bytes of `records` lines. The answer
+    /// to INVALID_ARGUMENT: a batch that passes is sent once more, one that
+    /// fails was damaged on disk and is quarantined.
+    pub fn verify(&self) -> io::Result<()> {
+        let plain = match self.meta.codec {
+            Codec::Zstd => zstd::stream::decode_all(self.payload.as_slice())?,
+            Codec::Gzip => {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(self.payload.as_slice()).read_to_end(&mut out)?;
+                out
+            }
+        };
+        let lines = plain.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() as u64;
+        if plain.len() as u64 != self.meta.uncompressed || lines != self.meta.records {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "batch {} holds {} bytes in {lines} lines, not the {} bytes in {} records it was sealed with",
+                    self.meta.batch_id,
+                    plain.len(),
+                    self.meta.uncompressed,
+                    self.meta.records
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Moves an uploaded batch to the archive (or deletes it).
 pub fn retire(path: &Path, archive: Option<&Path>) -> io::Result<()> {
     match archive {
@@ -635,6 +666,13 @@ mod tests {
         assert_eq!(b.meta.message_ids, vec!["m1", "m2"]);
         let plain = zstd::bulk::decompress(&b.payload, 1 << 20).expect("zstd");
         assert_eq!(plain, b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
+        b.verify().expect("the sealed batch checks out");
+        let mut damaged = read_batch(&ready[0]).expect("batch");
+        damaged.meta.records = 4;
+        let why = damaged.verify().expect_err("records disagree").to_string();
+        assert!(why.contains("3 lines") && why.contains("4 records"), "{why}");
+        damaged.payload.truncate(damaged.payload.len() / 2);
+        assert!(damaged.verify().is_err(), "a torn payload does not decompress");
         assert!(s.seen("m1") && s.seen("m2"), "sealed ids are remembered");
         // Reopened again: the ids survive, nothing is sealed twice.
         drop(s);

@@ -563,3 +563,66 @@ async fn enigma_capture_settings_reach_the_capture_and_follow_an_operator_change
         .delete_streams(&[Kind::Flows, Kind::Dns, Kind::Control])
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_the_oldest_by_age_then_quota_and_logs_and_counts_each() {
+    let rig = Rig::new(&[]).await;
+    let archive = rig.dir.join("archive");
+    std::fs::create_dir_all(&archive).expect("archive");
+    let now = std::time::SystemTime::now();
+    // Two hours old (past a one-hour limit), then three recent files that
+    // together pass a 3000-byte quota by one file.
+    for (name, age_min, bytes) in [
+        ("a.conn.zst", 120, 1000),
+        ("b.conn.zst", 10, 1500),
+        ("c.dns.zst", 5, 1500),
+        ("d.conn.zst", 1, 1500),
+    ] {
+        let p = archive.join(name);
+        std::fs::write(&p, vec![7u8; bytes]).expect("write");
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .expect("open")
+            .set_modified(now - Duration::from_secs(age_min * 60))
+            .expect("mtime");
+    }
+    let uploader = rig
+        .uploader(&rig.key)
+        .with("HEIMDALL_ENIGMA_RETENTION", "1h")
+        .with("HEIMDALL_ENIGMA_QUOTA_BYTES", "3000");
+    let mut up = uploader.start().await;
+    let mut left: Vec<String> = std::fs::read_dir(&archive)
+        .expect("archive")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["c.dns.zst", "d.conn.zst"], "oldest first");
+    let (_, metrics) = process::http_get(uploader.addr, "/metrics")
+        .await
+        .expect("metrics");
+    let count = |reason: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("heimdall_enigma_removed_files_total")
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+    };
+    assert_eq!(count("age"), Some(1.0), "{metrics}");
+    assert_eq!(count("quota"), Some(1.0), "{metrics}");
+    let logs = rig.logs();
+    let removals: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("removed by retention"))
+        .collect();
+    assert_eq!(removals.len(), 2, "{logs}");
+    assert!(removals[0].contains("a.conn.zst") && removals[0].contains("\"age\""));
+    assert!(removals[1].contains("b.conn.zst") && removals[1].contains("\"quota\""));
+    process::terminate(&up);
+    let _ = tokio::time::timeout(Duration::from_secs(20), up.wait()).await;
+    let _ = rig.bus.delete_streams(&[Kind::Flows, Kind::Dns]).await;
+}
