@@ -667,7 +667,11 @@ async fn upload_loop(up: Arc<Uploader>, channel: Channel, shutdown: Cancellation
                         continue;
                     }
                     Code::InvalidArgument => {
-                        let local = batch.verify().err().map(|e| e.to_string()).unwrap_or_default();
+                        let local = batch
+                            .verify()
+                            .err()
+                            .map(|e| e.to_string())
+                            .unwrap_or_default();
                         error!(batch = %m.batch_id, reason = %st.message(), damaged = %local, "Enigma calls the batch malformed; quarantined");
                         let q = up.spool.lock().await.quarantine_dir();
                         let _ =

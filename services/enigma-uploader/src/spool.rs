@@ -550,7 +550,10 @@ impl Batch {
                 out
             }
         };
-        let lines = plain.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() as u64;
+        let lines = plain
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as u64;
         if plain.len() as u64 != self.meta.uncompressed || lines != self.meta.records {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -670,9 +673,15 @@ mod tests {
         let mut damaged = read_batch(&ready[0]).expect("batch");
         damaged.meta.records = 4;
         let why = damaged.verify().expect_err("records disagree").to_string();
-        assert!(why.contains("3 lines") && why.contains("4 records"), "{why}");
+        assert!(
+            why.contains("3 lines") && why.contains("4 records"),
+            "{why}"
+        );
         damaged.payload.truncate(damaged.payload.len() / 2);
-        assert!(damaged.verify().is_err(), "a torn payload does not decompress");
+        assert!(
+            damaged.verify().is_err(),
+            "a torn payload does not decompress"
+        );
         assert!(s.seen("m1") && s.seen("m2"), "sealed ids are remembered");
         // Reopened again: the ids survive, nothing is sealed twice.
         drop(s);
