@@ -16,6 +16,10 @@
 //!   `/readyz`.
 //! - It keeps no privilege it does not need (see [`privileges`]).
 //! - The windowed schedule analyzes only packets inside its windows.
+//! - With `HEIMDALL_CAPTURE_STEERING=enigma` it follows Enigma's capture
+//!   settings (schedule, filter, snap length, interface) without a restart,
+//!   and refuses settings that cannot apply whole, leaving the capture as it
+//!   was (see [`steer`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

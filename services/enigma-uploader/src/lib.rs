@@ -21,6 +21,9 @@
 //!   request metadata (marked sensitive) and never a log, error, trace,
 //!   metric or panic message.
 //! - Every attempt is logged: batch, bytes, records, outcome, latency.
+//! - Each sensor's capture settings are fetched from Enigma and every new
+//!   version is published on the sensor's control subject for the capture
+//!   service (see the `steering` module).
 
 pub mod spool;
 mod steering;
