@@ -45,9 +45,7 @@ async fn live_capture_publishes_what_the_engine_gives_for_the_files() {
     let (conns, dns, packets) = engine_records(&files);
     let tmp = tempfile::tempdir().expect("tempdir");
     let bus = bus_config(&heimdall_bus::testing::nats_url());
-    let listen = process::free_port().expect("port");
-    let log = tmp.path().join("capture.log");
-    let env = env(&bus, listen, &[("HEIMDALL_CAPTURE_INTERFACE", &veth.outer)]);
+    let Live { listen, log, env } = live(&veth, &bus, tmp.path(), &[]);
     let mut child = start(&env, listen, &log).await;
     for f in &files {
         veth.replay(f);
@@ -85,16 +83,12 @@ async fn link_flaps_interface_loss_and_nats_restarts_lose_nothing() {
     let mut nats = NatsServer::start(&tmp.path().join("nats")).expect("nats-server");
     let mut bus = bus_config(&nats.url());
     bus.memory_storage = false;
-    let listen = process::free_port().expect("port");
-    let log = tmp.path().join("capture.log");
     // As an unprivileged user, keeping only what reopening needs.
-    let env = env(
+    let Live { listen, log, env } = live(
+        &veth,
         &bus,
-        listen,
-        &[
-            ("HEIMDALL_CAPTURE_INTERFACE", &veth.outer),
-            ("HEIMDALL_CAPTURE_USER", "nobody"),
-        ],
+        tmp.path(),
+        &[("HEIMDALL_CAPTURE_USER", "nobody")],
     );
     let mut child = start(&env, listen, &log).await;
     let pid = child.id().expect("pid");
@@ -218,13 +212,11 @@ async fn windowed_schedule_analyzes_only_inside_its_windows() {
     // Six seconds of one UDP packet every 50 ms, each its own connection.
     let pcap = udp_burst(tmp.path(), 40_000, 120, 50_000);
     let bus = bus_config(&heimdall_bus::testing::nats_url());
-    let listen = process::free_port().expect("port");
-    let log = tmp.path().join("capture.log");
-    let env = env(
+    let Live { listen, log, env } = live(
+        &veth,
         &bus,
-        listen,
+        tmp.path(),
         &[
-            ("HEIMDALL_CAPTURE_INTERFACE", &veth.outer),
             ("HEIMDALL_CAPTURE_SCHEDULE", "windowed"),
             ("HEIMDALL_CAPTURE_INTERVAL", "2s"),
             ("HEIMDALL_CAPTURE_WINDOW", "1s"),
@@ -256,6 +248,30 @@ async fn windowed_schedule_analyzes_only_inside_its_windows() {
     }
 }
 
+/// A capture service on `veth`'s outer end: where its telemetry listens,
+/// its log file, and its settings (`extra` on top of the interface).
+struct Live {
+    listen: std::net::SocketAddr,
+    log: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+fn live(
+    veth: &Veth,
+    bus: &heimdall_bus::BusConfig,
+    dir: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> Live {
+    let listen = process::free_port().expect("port");
+    let mut settings = vec![("HEIMDALL_CAPTURE_INTERFACE", veth.outer.as_str())];
+    settings.extend_from_slice(extra);
+    Live {
+        listen,
+        log: dir.join("capture.log"),
+        env: env(bus, listen, &settings),
+    }
+}
+
 /// A capture of `n` UDP packets `gap_us` apart, from source ports `first`,
 /// `first + 1`, ...: each its own connection.
 fn udp_burst(dir: &std::path::Path, first: u16, n: u16, gap_us: i64) -> PathBuf {
@@ -284,15 +300,11 @@ async fn enigma_settings_steer_the_filter_and_schedule_of_a_running_capture() {
     let veth = Veth::setup();
     let tmp = tempfile::tempdir().expect("tempdir");
     let bus = bus_config(&heimdall_bus::testing::nats_url());
-    let listen = process::free_port().expect("port");
-    let log = tmp.path().join("capture.log");
-    let env = env(
+    let Live { listen, log, env } = live(
+        &veth,
         &bus,
-        listen,
-        &[
-            ("HEIMDALL_CAPTURE_INTERFACE", &veth.outer),
-            ("HEIMDALL_CAPTURE_STEERING", "enigma"),
-        ],
+        tmp.path(),
+        &[("HEIMDALL_CAPTURE_STEERING", "enigma")],
     );
     let mut child = start(&env, listen, &log).await;
     let control = Bus::connect(&bus, "steering-test").await.expect("NATS");
@@ -496,14 +508,12 @@ async fn tcpdump_backend_reads_rotated_files_and_restarts_tcpdump() {
     let dir = tmp.path().join("tcpdump");
     let dir_text = dir.to_string_lossy().into_owned();
     let bus = bus_config(&heimdall_bus::testing::nats_url());
-    let listen = process::free_port().expect("port");
-    let log = tmp.path().join("capture.log");
-    let env = env(
+    let Live { listen, log, env } = live(
+        &veth,
         &bus,
-        listen,
+        tmp.path(),
         &[
             ("HEIMDALL_CAPTURE_SOURCE", "tcpdump"),
-            ("HEIMDALL_CAPTURE_INTERFACE", &veth.outer),
             ("HEIMDALL_CAPTURE_TCPDUMP_DIR", &dir_text),
             ("HEIMDALL_CAPTURE_TCPDUMP_ROTATE", "1s"),
             ("HEIMDALL_CAPTURE_TCPDUMP_USER", "nobody"),
@@ -590,9 +600,7 @@ async fn runs_as_a_non_root_user_with_only_the_capture_capabilities() {
     let (conns, dns, packets) = engine_records(&files[..1]);
     let tmp = tempfile::tempdir().expect("tempdir");
     let bus = bus_config(&heimdall_bus::testing::nats_url());
-    let listen = process::free_port().expect("port");
-    let log = tmp.path().join("capture.log");
-    let env = env(&bus, listen, &[("HEIMDALL_CAPTURE_INTERFACE", &veth.outer)]);
+    let Live { listen, log, env } = live(&veth, &bus, tmp.path(), &[]);
     // As systemd's AmbientCapabilities= would start it: user nobody with
     // CAP_NET_RAW and CAP_NET_ADMIN, nothing else.
     let mut child = tokio::process::Command::new("setpriv")
