@@ -85,6 +85,15 @@ for _ in $(seq 1 200); do
 done
 psql -X -h 127.0.0.1 -U heimdall -d heimdall -c \
   "SELECT log_type, count(*) AS batches, sum(records) AS records, pg_size_pretty(sum(payload_bytes)) AS compressed FROM enigma_ingest.batches WHERE sensor_id = 'demo-sensor' GROUP BY log_type ORDER BY log_type"
+echo "== Asgard: the devices as the bridge sent them to the reference server (anonymized; schema asgard_dev)"
+devices="$(psql_ -c "SELECT count(*) FROM fingerprint.devices WHERE sensor_id = 'demo-sensor'")"
+for _ in $(seq 1 200); do
+  got="$(psql_ -c "SELECT count(DISTINCT s->>'anon_device_id') FROM asgard_dev.batches b, jsonb_array_elements(b.body->'signatures') s WHERE b.kind = 'signatures'")"
+  [ "$got" -ge "$devices" ] && break
+  sleep 0.1
+done
+psql -X -h 127.0.0.1 -U heimdall -d heimdall -c \
+  "SELECT DISTINCT ON (s->>'anon_device_id') s->>'anon_device_id' AS anon_device_id, s->>'device_type' AS type, s->>'vendor' AS vendor, s->>'oui' AS oui FROM asgard_dev.batches b, jsonb_array_elements(b.body->'signatures') s WHERE b.kind = 'signatures' ORDER BY s->>'anon_device_id', b.received_at DESC"
 echo "== bus metrics of the sink (http://127.0.0.1:9101/metrics)"
 curl -s http://127.0.0.1:9101/metrics | grep -E '^heimdall_bus_(handled|poison|handler_errors)' || true
 echo "== readiness (http://127.0.0.1:9101/readyz)"

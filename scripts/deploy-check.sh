@@ -12,7 +12,7 @@
 #   HEIMDALL_K8S_VERSIONS   Kubernetes versions to validate against
 #                           (default "1.29.0 1.37.0": oldest supported, newest known)
 #   HEIMDALL_EXTERNAL_SECRETS  Secrets a render may reference without defining
-#                           (default "postgres-credentials enigma-api-key", provided per cluster)
+#                           (default "postgres-credentials enigma-api-key asgard-enrollment asgard-anon-key", provided per cluster)
 #   VERBOSE=1               show every tool's output, not only on failure
 set -uo pipefail
 
@@ -20,7 +20,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.tools/venv/bin"
 BIN="$ROOT/.tools/bin"
 K8S_VERSIONS="${HEIMDALL_K8S_VERSIONS:-1.29.0 1.37.0}"
-export HEIMDALL_EXTERNAL_SECRETS="${HEIMDALL_EXTERNAL_SECRETS:-postgres-credentials enigma-api-key}"
+export HEIMDALL_EXTERNAL_SECRETS="${HEIMDALL_EXTERNAL_SECRETS:-postgres-credentials enigma-api-key asgard-enrollment asgard-anon-key}"
 cd "$ROOT"
 
 WORK="$(mktemp -d)"

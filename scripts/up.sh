@@ -12,6 +12,8 @@ SERVICES=(
   "fingerprint:heimdall-fingerprint:9103"
   "enigma-ingest:heimdall-enigma-ingest:9104"
   "enigma-uploader:heimdall-enigma-uploader:9105"
+  "asgard-dev:heimdall-asgard-dev:9106"
+  "asgard-bridge:heimdall-asgard-bridge:9107"
 )
 
 mkdir -p "$RUN"

@@ -48,17 +48,17 @@ impl Rig {
         let https = process::free_port().expect("port");
         let telemetry = process::free_port().expect("port");
         let mut env: Vec<(String, String)> = [
-            ("HEIMDALL_ASGARD_DEV_LISTEN", https.to_string()),
+            ("HEIMDALL_ASGARDDEV_LISTEN", https.to_string()),
             (
-                "HEIMDALL_ASGARD_DEV_TLS_CERT_FILE",
+                "HEIMDALL_ASGARDDEV_TLS_CERT_FILE",
                 pki.server_cert.display().to_string(),
             ),
             (
-                "HEIMDALL_ASGARD_DEV_TLS_KEY_FILE",
+                "HEIMDALL_ASGARDDEV_TLS_KEY_FILE",
                 pki.server_key.display().to_string(),
             ),
             (
-                "HEIMDALL_ASGARD_DEV_ENROLLMENT_TOKENS_FILE",
+                "HEIMDALL_ASGARDDEV_ENROLLMENT_TOKENS_FILE",
                 path.join("enroll").display().to_string(),
             ),
             ("HEIMDALL_DATABASE_URL", db.url().to_string()),
@@ -363,10 +363,10 @@ async fn only_anonymized_behaviour_reaches_asgard_and_subnets_keep_their_prefix(
 async fn an_outage_and_revoked_tokens_lose_and_double_nothing() {
     // Down for the first 4 s: enrollment and uploads wait.
     let rig = Rig::new(&[
-        ("HEIMDALL_ASGARD_DEV_OUTAGE_AFTER", "0s"),
-        ("HEIMDALL_ASGARD_DEV_OUTAGE_FOR", "4s"),
-        ("HEIMDALL_ASGARD_DEV_FAIL_SHARE", "0.2"),
-        ("HEIMDALL_ASGARD_DEV_RETRY_AFTER_S", "1"),
+        ("HEIMDALL_ASGARDDEV_OUTAGE_AFTER", "0s"),
+        ("HEIMDALL_ASGARDDEV_OUTAGE_FOR", "4s"),
+        ("HEIMDALL_ASGARDDEV_FAIL_SHARE", "0.2"),
+        ("HEIMDALL_ASGARDDEV_RETRY_AFTER_S", "1"),
     ])
     .await;
     let bridge = rig.bridge();

@@ -48,8 +48,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// The variable prefix of [`DevSettings`].
-pub const PREFIX: &str = "HEIMDALL_ASGARD_DEV_";
+/// The variable prefix of [`DevSettings`]: `HEIMDALL_ASGARDDEV_`, apart from
+/// the bridge's `HEIMDALL_ASGARD_` so one environment can hold both.
+pub const PREFIX: &str = "HEIMDALL_ASGARDDEV_";
 /// The server's schema.
 pub const SCHEMA: &str = "asgard_dev";
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -59,7 +60,7 @@ const PAGE: i64 = 500;
 /// Items per upload batch, as the contract bounds them.
 const MAX_ITEMS: usize = 1000;
 
-/// `HEIMDALL_ASGARD_DEV_*`.
+/// `HEIMDALL_ASGARDDEV_*`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct DevSettings {
@@ -760,7 +761,7 @@ async fn around(State(app): State<Arc<App>>, request: Request, next: Next) -> Re
         problem_with(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            "down on purpose (HEIMDALL_ASGARD_DEV_OUTAGE_*)",
+            "down on purpose (HEIMDALL_ASGARDDEV_OUTAGE_*)",
             Vec::new(),
             Some(s.retry_after_s),
         )
@@ -774,7 +775,7 @@ async fn around(State(app): State<Arc<App>>, request: Request, next: Next) -> Re
             } else {
                 "unavailable"
             },
-            "failing on purpose (HEIMDALL_ASGARD_DEV_FAIL_SHARE)",
+            "failing on purpose (HEIMDALL_ASGARDDEV_FAIL_SHARE)",
             Vec::new(),
             retry,
         )

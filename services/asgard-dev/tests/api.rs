@@ -40,17 +40,17 @@ impl Server {
         let https = process::free_port().expect("port");
         let telemetry = process::free_port().expect("port");
         let mut env: Vec<(String, String)> = [
-            ("HEIMDALL_ASGARD_DEV_LISTEN", https.to_string()),
+            ("HEIMDALL_ASGARDDEV_LISTEN", https.to_string()),
             (
-                "HEIMDALL_ASGARD_DEV_TLS_CERT_FILE",
+                "HEIMDALL_ASGARDDEV_TLS_CERT_FILE",
                 pki.server_cert.display().to_string(),
             ),
             (
-                "HEIMDALL_ASGARD_DEV_TLS_KEY_FILE",
+                "HEIMDALL_ASGARDDEV_TLS_KEY_FILE",
                 pki.server_key.display().to_string(),
             ),
             (
-                "HEIMDALL_ASGARD_DEV_ENROLLMENT_TOKENS_FILE",
+                "HEIMDALL_ASGARDDEV_ENROLLMENT_TOKENS_FILE",
                 path.join("enroll").display().to_string(),
             ),
             ("HEIMDALL_DATABASE_URL", db.url().to_string()),
@@ -155,7 +155,7 @@ fn problem(text: &str) -> Problem {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollment_tokens_uploads_and_refresh_follow_the_contract() {
-    let s = Server::start(&[("HEIMDALL_ASGARD_DEV_MAX_BODY_BYTES", "65536")]).await;
+    let s = Server::start(&[("HEIMDALL_ASGARDDEV_MAX_BODY_BYTES", "65536")]).await;
     let (status, body) = s.register("no-such-token", "hw-1").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(problem(&body).code, "invalid_token");
@@ -348,9 +348,9 @@ async fn intelligence_comes_as_snapshot_then_deltas_with_etags() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn it_fails_on_request_with_retry_after() {
     let s = Server::start(&[
-        ("HEIMDALL_ASGARD_DEV_FAIL_SHARE", "1"),
-        ("HEIMDALL_ASGARD_DEV_FAIL_STATUS", "429"),
-        ("HEIMDALL_ASGARD_DEV_RETRY_AFTER_S", "7"),
+        ("HEIMDALL_ASGARDDEV_FAIL_SHARE", "1"),
+        ("HEIMDALL_ASGARDDEV_FAIL_STATUS", "429"),
+        ("HEIMDALL_ASGARDDEV_RETRY_AFTER_S", "7"),
     ])
     .await;
     let r = s
