@@ -45,7 +45,7 @@ measure() { # name, command...
 measure pcaploop target/release/heimdall-pcaploop "$CAP"
 # Connection and DNS logs only, as the tools it is compared with; device
 # identification is measured on its own below.
-measure heimdall target/release/heimdall analyze "$CAP" --logs "$OUT/logs" --no-progress --no-devices
+measure heimdall target/release/heimdall analyze "$CAP" --logs "$OUT/logs" --no-progress --no-devices --no-alerts
 RUNS=1 measure tshark tshark -r "$CAP" -q -z conv,tcp -z conv,udp
 
 packets="$(sed -n 's/^pcaploop: \([0-9]*\) packets.*/\1/p' "$OUT/pcaploop.out")"

@@ -36,6 +36,9 @@ pub struct AnalyzeOptions {
     /// Identify devices and write devices.jsonl (turns the engine's
     /// observations on).
     pub devices: bool,
+    /// Run the detectors and write alerts.jsonl (turns the engine's
+    /// observations on: ARP feeds the host sweep detector).
+    pub alerts: bool,
 }
 
 /// Failures that stop the run (an unreadable input does not: it is a problem).
@@ -89,6 +92,8 @@ pub struct Report {
     pub dns_rows: u64,
     /// Devices written to devices.jsonl; `None` with `--no-devices`.
     pub devices: Option<usize>,
+    /// Alerts written to alerts.jsonl; `None` with `--no-alerts`.
+    pub alerts: Option<usize>,
     pub elapsed: Duration,
     pub problems: Vec<Problem>,
     /// Live capture: what the kernel counted, and why it stopped.
@@ -128,7 +133,7 @@ impl Report {
             ),
         };
         format!(
-            "heimdall analyze: {what}, {} packets ({}), {} connections, {} DNS transactions{}, {} decode errors, {} bad checksums, {:.2} s ({}/s)",
+            "heimdall analyze: {what}, {} packets ({}), {} connections, {} DNS transactions{}{}, {} decode errors, {} bad checksums, {:.2} s ({}/s)",
             group(self.stats.packets),
             bytes(self.stats.bytes),
             group(self.conn_rows),
@@ -136,6 +141,13 @@ impl Report {
             self.devices
                 .map(|n| format!(
                     ", {} device{}",
+                    group(n as u64),
+                    if n == 1 { "" } else { "s" }
+                ))
+                .unwrap_or_default(),
+            self.alerts
+                .map(|n| format!(
+                    ", {} alert{}",
                     group(n as u64),
                     if n == 1 { "" } else { "s" }
                 ))
@@ -231,6 +243,15 @@ struct Logs {
     conn_path: PathBuf,
     dns_path: PathBuf,
     devices: Option<Devices>,
+    alerts: Option<Alerts>,
+}
+
+/// The detectors `analyze` runs when alerts are on, and their output.
+struct Alerts {
+    detector: heimdall_detect::Detector,
+    out: std::io::BufWriter<File>,
+    path: PathBuf,
+    written: usize,
 }
 
 /// The device registry `analyze` keeps when devices are on.
@@ -283,18 +304,30 @@ impl Logs {
         } else {
             None
         };
+        let alerts = if opts.alerts {
+            let path = dir.join("alerts.jsonl");
+            Some(Alerts {
+                detector: heimdall_detect::Detector::new(heimdall_detect::DetectConfig::default()),
+                out: std::io::BufWriter::new(open(&path)?),
+                path,
+                written: 0,
+            })
+        } else {
+            None
+        };
         Ok(Logs {
             conn,
             dns,
             conn_path,
             dns_path,
             devices,
+            alerts,
         })
     }
 
     /// Writes the closing lines, flushes both logs and writes devices.jsonl;
     /// returns how many devices it holds.
-    fn close(self) -> Result<Option<usize>, AnalyzeError> {
+    fn close(self) -> Result<(Option<usize>, Option<usize>), AnalyzeError> {
         let now = wall_now_s();
         let Logs {
             conn,
@@ -302,9 +335,14 @@ impl Logs {
             conn_path,
             dns_path,
             devices,
+            alerts,
         } = self;
         let count = match devices {
             Some(d) => Some(d.write()?),
+            None => None,
+        };
+        let alerts = match alerts {
+            Some(a) => Some(a.finish()?),
             None => None,
         };
         conn.finish(now).map_err(|source| AnalyzeError::Write {
@@ -315,7 +353,7 @@ impl Logs {
             path: dns_path,
             source,
         })?;
-        Ok(count)
+        Ok((count, alerts))
     }
 
     fn drain(&mut self, engine: &mut Engine) -> Result<(), AnalyzeError> {
@@ -354,6 +392,31 @@ impl Logs {
             // pending work small.
             reg.flush(latest);
         }
+        if let Some(a) = &mut self.alerts {
+            let d = &mut a.detector;
+            for o in &engine.out.observations {
+                d.observation(o);
+            }
+            for r in &engine.out.conns {
+                d.flow(&heimdall_detect::Flow {
+                    ts_us: r.ts_us,
+                    src: r.orig.ip(),
+                    src_mac: (r.orig_l2 != [0; 6]).then_some(r.orig_l2),
+                    dst: r.resp.ip(),
+                    dst_port: r.resp_p,
+                    transport: r.transport,
+                    state: r.conn_state,
+                    orig_bytes: r.orig_bytes.unwrap_or(0),
+                    resp_pkts: r.resp_pkts,
+                });
+            }
+            for r in &engine.out.dns {
+                if let Some(q) = r.info.query() {
+                    d.dns(r.ts_us(), r.orig.ip(), q, r.info.qtype);
+                }
+            }
+            a.write()?;
+        }
         engine.clear_output();
         Ok(())
     }
@@ -387,6 +450,35 @@ fn dns_sighting(r: &heimdall_engine::DnsRow) -> heimdall_proto::sensor::v1::DnsR
         id_resp_p: u32::from(r.resp_p),
         query: r.info.query().map(str::to_string),
         ..Default::default()
+    }
+}
+
+impl Alerts {
+    /// Writes the alerts raised so far to alerts.jsonl.
+    fn write(&mut self) -> Result<(), AnalyzeError> {
+        use std::io::Write;
+        for alert in self.detector.take() {
+            let line = crate::alerts::json(&alert);
+            serde_json::to_writer(&mut self.out, &line)
+                .map_err(std::io::Error::from)
+                .and_then(|()| self.out.write_all(b"\n"))
+                .map_err(|source| AnalyzeError::Write {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            self.written += 1;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<usize, AnalyzeError> {
+        use std::io::Write;
+        self.write()?;
+        self.out.flush().map_err(|source| AnalyzeError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(self.written)
     }
 }
 
@@ -499,13 +591,14 @@ pub fn analyze(opts: &AnalyzeOptions, stop: &AtomicBool) -> Result<Report, Analy
     }
     let conn_rows = logs.conn.rows();
     let dns_rows = logs.dns.rows();
-    let devices = logs.close()?;
+    let (devices, alerts) = logs.close()?;
     Ok(Report {
         files: opts.inputs.len(),
         stats: engine.stats(),
         conn_rows,
         dns_rows,
         devices,
+        alerts,
         elapsed: started.elapsed(),
         problems,
         live: None,
@@ -562,13 +655,14 @@ fn analyze_live(
     logs.drain(&mut engine)?;
     let conn_rows = logs.conn.rows();
     let dns_rows = logs.dns.rows();
-    let devices = logs.close()?;
+    let (devices, alerts) = logs.close()?;
     Ok(Report {
         files: 0,
         stats: engine.stats(),
         conn_rows,
         dns_rows,
         devices,
+        alerts,
         elapsed: started.elapsed(),
         problems: Vec::new(),
         live: Some(LiveReport {

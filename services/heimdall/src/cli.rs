@@ -116,6 +116,9 @@ pub enum Command {
         /// device observations)
         #[arg(long)]
         no_devices: bool,
+        /// Do not run the detectors (no alerts.jsonl)
+        #[arg(long)]
+        no_alerts: bool,
     },
     /// Write a realistic home-network capture (pcap) made by Heimdall's own generator
     Generate {
@@ -151,6 +154,7 @@ pub fn run(cli: Cli) -> Result<u8, String> {
             uid_seed,
             no_progress,
             no_devices,
+            no_alerts,
         } => {
             let mut engine = EngineConfig::default();
             let mut nets: Vec<String> = Vec::new();
@@ -171,7 +175,7 @@ pub fn run(cli: Cli) -> Result<u8, String> {
                 return Err("--max-connections must be at least 1".into());
             }
             engine.max_connections = max_connections;
-            engine.observations = !no_devices;
+            engine.observations = !no_devices || !no_alerts;
             engine.sensor_id = sensor_id;
             if let Some(seed) = uid_seed {
                 engine.uid_seed = seed;
@@ -214,6 +218,7 @@ pub fn run(cli: Cli) -> Result<u8, String> {
                 engine,
                 progress: !no_progress,
                 devices: !no_devices,
+                alerts: !no_alerts,
             };
             let report = analyze(&opts, &stop).map_err(|e| e.to_string())?;
             for problem in &report.problems {

@@ -9,9 +9,13 @@
 //!   ([`EXIT_UNREADABLE`], [`EXIT_DAMAGED`]).
 //! - On a terminal, large inputs show progress; every run ends with a
 //!   one-line summary.
+//! - Beside the logs it writes devices.jsonl (what each device is) and
+//!   alerts.jsonl (port scans, host sweeps, beaconing, DNS tunnels; one
+//!   JSON object per alert, see [`alerts`]).
 //! - `heimdall generate` writes a realistic home-network capture, the same
 //!   bytes for the same seed, for demos, benchmarks and tests.
 
+pub mod alerts;
 pub mod analyze;
 pub mod cli;
 pub mod homegen;

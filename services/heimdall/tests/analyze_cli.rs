@@ -177,3 +177,39 @@ fn live_options_say_what_they_need() {
         "the error names the interface: {stderr}"
     );
 }
+
+#[test]
+fn a_quiet_home_raises_nothing_above_low() {
+    // Ten minutes of the generator's home: phones, a laptop, a TV, a plug,
+    // a printer and a speaker, with their keep-alives, discovery and DNS.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pcap = dir.path().join("home.pcap");
+    let mut f = std::fs::File::create(&pcap).expect("create capture");
+    generate(
+        &HomeSpec {
+            minutes: 10,
+            ..Default::default()
+        },
+        &mut f,
+    )
+    .expect("generate");
+    drop(f);
+    let logs = dir.path().join("logs");
+    let (code, stderr) = analyze(&[
+        pcap.to_str().expect("utf8"),
+        "--logs",
+        logs.to_str().expect("utf8"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(" alert"),
+        "the summary counts alerts: {stderr}"
+    );
+    let alerts = std::fs::read_to_string(logs.join("alerts.jsonl")).expect("alerts.jsonl");
+    for line in alerts.lines() {
+        assert!(
+            line.contains("\"severity\":\"info\"") || line.contains("\"severity\":\"low\""),
+            "a benign home raised {line}"
+        );
+    }
+}

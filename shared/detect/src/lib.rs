@@ -1,0 +1,956 @@
+//! Behaviour detectors that need no baseline: they recognise the shape of
+//! an attack in the records themselves.
+//!
+//! What this crate promises:
+//! - Four detectors, each with thresholds in [`DetectConfig`]:
+//!   `port_scan` (one source probing many ports of one host, fast or slow),
+//!   `host_sweep` (one source probing one port, or ARP-asking for, many
+//!   hosts), `beaconing` (connections to one destination at a regular
+//!   interval, robust to jitter and to a few missed beats), and
+//!   `dns_tunneling` (many long, high-entropy names, or NULL-type queries,
+//!   from one device).
+//! - Every alert says what was expected, what was observed and the
+//!   evidence, names the source (IP and MAC when known) and the
+//!   destination, and carries a suppression key: one cause gives one
+//!   alert per suppression period, not one per packet.
+//! - Alerts from one device within an hour of each other share an incident.
+//! - State is bounded: windows expire, and the number of tracked keys is
+//!   capped ([`DetectConfig::max_keys`]); nothing grows with the length of
+//!   a capture.
+//! - Records may arrive in any order within a window; time is the records'
+//!   own (`ts_us`), so a capture analyzed later gives the same alerts.
+//!
+//! Baselines (what a device normally does) refine these in the anomaly
+//! service; these detectors stand alone so `heimdall analyze` raises them
+//! on any capture.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+
+use heimdall_proto::sensor::v1::{
+    Alert, ArpOp, ConnState, KeyValue, Observation, Severity, Transport, observation,
+};
+use sha2::{Digest, Sha256};
+
+const MINUTE: i64 = 60_000_000;
+const HOUR: i64 = 60 * MINUTE;
+
+/// Thresholds of every detector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectConfig {
+    /// Distinct probed ports of one host: in `fast_window`, in `slow_window`.
+    pub scan_ports_fast: usize,
+    pub scan_ports_slow: usize,
+    /// Distinct probed hosts on one port (or ARP targets) likewise.
+    pub sweep_hosts_fast: usize,
+    pub sweep_hosts_slow: usize,
+    pub fast_window_us: i64,
+    pub slow_window_us: i64,
+    /// Beaconing: at least this many connections to one destination ...
+    pub beacon_min_connections: usize,
+    /// ... this share of the intervals within `beacon_tolerance` of the
+    /// median interval ...
+    pub beacon_regular_share: f64,
+    pub beacon_tolerance: f64,
+    /// ... and a median interval in this range (µs) ...
+    pub beacon_min_interval_us: i64,
+    pub beacon_max_interval_us: i64,
+    /// ... kept up for at least this long (a device's setup burst of
+    /// polling is not a beacon; a beacon persists).
+    pub beacon_min_span_us: i64,
+    /// Host sweeps of addresses outside the private ranges need this many
+    /// times the hosts (devices retry many cloud addresses when offline).
+    pub sweep_external_factor: usize,
+    /// DNS tunnels: suspicious names (or NULL-type queries) from one device
+    /// within `dns_window_us`.
+    pub dns_suspicious_names: usize,
+    pub dns_null_queries: usize,
+    pub dns_window_us: i64,
+    /// One alert per suppression key per this long.
+    pub suppress_us: i64,
+    /// Keys tracked per detector at most.
+    pub max_keys: usize,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            scan_ports_fast: 20,
+            scan_ports_slow: 60,
+            sweep_hosts_fast: 20,
+            sweep_hosts_slow: 60,
+            fast_window_us: MINUTE,
+            slow_window_us: HOUR,
+            beacon_min_connections: 12,
+            beacon_regular_share: 0.8,
+            beacon_tolerance: 0.25,
+            beacon_min_interval_us: 1_000_000,
+            beacon_max_interval_us: 2 * HOUR,
+            beacon_min_span_us: 5 * MINUTE,
+            sweep_external_factor: 3,
+            dns_suspicious_names: 20,
+            dns_null_queries: 10,
+            dns_window_us: 5 * MINUTE,
+            suppress_us: HOUR,
+            max_keys: 100_000,
+        }
+    }
+}
+
+/// One finished connection, as the detectors read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flow {
+    pub ts_us: i64,
+    pub src: IpAddr,
+    pub src_mac: Option<[u8; 6]>,
+    pub dst: IpAddr,
+    pub dst_port: u16,
+    pub transport: Transport,
+    pub state: ConnState,
+    pub orig_bytes: u64,
+    pub resp_pkts: u64,
+}
+
+impl Flow {
+    /// A probe: the originator sent no payload and no session followed.
+    fn is_probe(&self) -> bool {
+        self.orig_bytes == 0
+            && matches!(
+                self.state,
+                ConnState::S0
+                    | ConnState::Rej
+                    | ConnState::Rsto
+                    | ConnState::Rstos0
+                    | ConnState::Rstr
+                    | ConnState::Rstrh
+                    | ConnState::Sh
+                    | ConnState::Shr
+                    | ConnState::Oth
+            )
+    }
+}
+
+/// Who did it, for alerts and incidents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Source {
+    ip: Option<IpAddr>,
+    mac: Option<[u8; 6]>,
+}
+
+impl Source {
+    fn key(&self) -> String {
+        match (self.ip, self.mac) {
+            (Some(ip), _) => ip.to_string(),
+            (None, Some(m)) => mac_text(&m),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+fn mac_text(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn ip_of(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+fn unicast(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_unspecified()
+                || v4.octets()[3] == 255)
+        }
+        IpAddr::V6(v6) => !(v6.is_multicast() || v6.is_unspecified()),
+    }
+}
+
+/// An address inside the home or an organisation (RFC 1918, link-local,
+/// unique local): sweeping these is mapping the local network.
+fn private(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Distinct values seen per key, each with when it was last seen.
+#[derive(Debug)]
+struct Spread<V> {
+    seen: HashMap<V, i64>,
+    first_us: i64,
+    last_us: i64,
+}
+
+impl<V> Default for Spread<V> {
+    fn default() -> Self {
+        Spread {
+            seen: HashMap::new(),
+            first_us: 0,
+            last_us: 0,
+        }
+    }
+}
+
+impl<V: std::hash::Hash + Eq + Copy> Spread<V> {
+    fn add(&mut self, v: V, ts: i64) {
+        if self.seen.is_empty() {
+            self.first_us = ts;
+        }
+        self.seen.insert(v, ts);
+        self.last_us = self.last_us.max(ts);
+    }
+
+    /// Distinct values within `window` before the latest.
+    fn within(&self, window: i64) -> usize {
+        self.seen
+            .values()
+            .filter(|t| **t >= self.last_us - window)
+            .count()
+    }
+
+    fn expire(&mut self, before: i64) {
+        self.seen.retain(|_, t| *t >= before);
+    }
+}
+
+/// Connection starts and sizes to one destination.
+#[derive(Debug, Default)]
+struct Beats {
+    starts: VecDeque<(i64, u64)>,
+    alerted: bool,
+}
+
+/// DNS behaviour of one device in the current window.
+#[derive(Debug, Default)]
+struct DnsWindow {
+    start_us: i64,
+    suspicious: HashSet<String>,
+    nulls: usize,
+    example: String,
+    bases: HashMap<String, usize>,
+}
+
+/// The detectors' state. Feed records, then take the alerts.
+#[derive(Debug, Default)]
+pub struct Detector {
+    cfg: DetectConfig,
+    ports: HashMap<(IpAddr, IpAddr), Spread<(u16, i32)>>,
+    hosts: HashMap<(IpAddr, u16, i32), Spread<IpAddr>>,
+    arp: HashMap<Source, Spread<IpAddr>>,
+    beats: HashMap<(IpAddr, IpAddr, u16, i32), Beats>,
+    dns: HashMap<IpAddr, DnsWindow>,
+    macs: HashMap<IpAddr, [u8; 6]>,
+    suppressed: HashMap<String, i64>,
+    incidents: HashMap<String, (String, i64)>,
+    latest_us: i64,
+    events: u64,
+    out: Vec<Alert>,
+}
+
+impl Detector {
+    pub fn new(cfg: DetectConfig) -> Self {
+        Detector {
+            cfg,
+            ..Detector::default()
+        }
+    }
+
+    /// The alerts raised since the last call.
+    pub fn take(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn tick(&mut self, ts: i64) {
+        self.latest_us = self.latest_us.max(ts);
+        self.events += 1;
+        if self.events.is_multiple_of(4096) {
+            self.expire();
+        }
+    }
+
+    /// Forget what no window can use any more, and keep key counts bounded.
+    fn expire(&mut self) {
+        let before = self.latest_us - self.cfg.slow_window_us;
+        for s in self.ports.values_mut() {
+            s.expire(before);
+        }
+        self.ports.retain(|_, s| !s.seen.is_empty());
+        for s in self.hosts.values_mut() {
+            s.expire(before);
+        }
+        self.hosts.retain(|_, s| !s.seen.is_empty());
+        for s in self.arp.values_mut() {
+            s.expire(before);
+        }
+        self.arp.retain(|_, s| !s.seen.is_empty());
+        let idle = self.latest_us - self.cfg.beacon_max_interval_us * 2;
+        self.beats
+            .retain(|_, b| b.starts.back().is_some_and(|(t, _)| *t >= idle));
+        let dns_before = self.latest_us - self.cfg.dns_window_us;
+        self.dns.retain(|_, w| w.start_us >= dns_before);
+        let sup = self.latest_us - self.cfg.suppress_us;
+        self.suppressed.retain(|_, t| *t >= sup);
+        let cap = self.cfg.max_keys;
+        if self.ports.len() > cap {
+            self.ports.clear();
+        }
+        if self.hosts.len() > cap {
+            self.hosts.clear();
+        }
+        if self.beats.len() > cap {
+            self.beats.retain(|_, b| b.starts.len() >= 4);
+        }
+        if self.macs.len() > cap {
+            self.macs.clear();
+        }
+    }
+
+    /// Raise `alert` unless its key fired within the suppression period;
+    /// it joins the source's open incident (within an hour) or opens one.
+    fn raise(&mut self, mut alert: Alert, src: Source) {
+        let key = alert.suppression_key.clone();
+        if let Some(t) = self.suppressed.get(&key)
+            && alert.ts_us - *t < self.cfg.suppress_us
+        {
+            return;
+        }
+        self.suppressed.insert(key, alert.ts_us);
+        let who = src.key();
+        let incident = match self.incidents.get(&who) {
+            Some((id, last)) if alert.ts_us - *last <= HOUR => id.clone(),
+            _ => {
+                let d = Sha256::digest(format!("{who}|{}", alert.ts_us));
+                format!(
+                    "I{}",
+                    d[..8]
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                )
+            }
+        };
+        self.incidents.insert(who, (incident.clone(), alert.ts_us));
+        let d = Sha256::digest(format!("{}|{}", alert.suppression_key, alert.ts_us));
+        alert.alert_id = format!(
+            "A{}",
+            d[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        alert.incident_id = incident;
+        if let Some(ip) = src.ip {
+            alert.src_ip = ip_bytes(&ip).into();
+        }
+        if let Some(mac) = src
+            .mac
+            .or_else(|| src.ip.and_then(|ip| self.macs.get(&ip).copied()))
+        {
+            alert.src_mac = mac.to_vec().into();
+        }
+        self.out.push(alert);
+    }
+
+    /// One finished connection.
+    pub fn flow(&mut self, f: &Flow) {
+        self.tick(f.ts_us);
+        if let Some(m) = f.src_mac {
+            self.macs.insert(f.src, m);
+        }
+        let proto = f.transport as i32;
+        if f.is_probe() && unicast(&f.dst) {
+            let cfg = self.cfg.clone();
+            let s = self.ports.entry((f.src, f.dst)).or_default();
+            s.add((f.dst_port, proto), f.ts_us);
+            let (fast, slow) = (s.within(cfg.fast_window_us), s.within(cfg.slow_window_us));
+            if fast >= cfg.scan_ports_fast || slow >= cfg.scan_ports_slow {
+                let (n, window, limit) = if fast >= cfg.scan_ports_fast {
+                    (fast, cfg.fast_window_us, cfg.scan_ports_fast)
+                } else {
+                    (slow, cfg.slow_window_us, cfg.scan_ports_slow)
+                };
+                let first = s.first_us;
+                let alert = scan_alert(
+                    "port_scan",
+                    f,
+                    n,
+                    limit,
+                    window,
+                    first,
+                    format!("{} ports of {}", n, f.dst),
+                    format!("port_scan|{}|{}", f.src, f.dst),
+                );
+                self.raise(
+                    alert,
+                    Source {
+                        ip: Some(f.src),
+                        mac: f.src_mac,
+                    },
+                );
+            }
+            let factor = if private(&f.dst) {
+                1
+            } else {
+                cfg.sweep_external_factor
+            };
+            let (hosts_fast, hosts_slow) =
+                (cfg.sweep_hosts_fast * factor, cfg.sweep_hosts_slow * factor);
+            let s = self.hosts.entry((f.src, f.dst_port, proto)).or_default();
+            s.add(f.dst, f.ts_us);
+            let (fast, slow) = (s.within(cfg.fast_window_us), s.within(cfg.slow_window_us));
+            if fast >= hosts_fast || slow >= hosts_slow {
+                let (n, window, limit) = if fast >= hosts_fast {
+                    (fast, cfg.fast_window_us, hosts_fast)
+                } else {
+                    (slow, cfg.slow_window_us, hosts_slow)
+                };
+                let first = s.first_us;
+                let mut alert = scan_alert(
+                    "host_sweep",
+                    f,
+                    n,
+                    limit,
+                    window,
+                    first,
+                    format!("{n} hosts on port {}", f.dst_port),
+                    format!("host_sweep|{}|{}|{proto}", f.src, f.dst_port),
+                );
+                alert.dst_ip = Default::default();
+                self.raise(
+                    alert,
+                    Source {
+                        ip: Some(f.src),
+                        mac: f.src_mac,
+                    },
+                );
+            }
+        }
+        if unicast(&f.dst) && f.ts_us > 0 {
+            self.beat(f);
+        }
+    }
+
+    fn beat(&mut self, f: &Flow) {
+        let cfg = self.cfg.clone();
+        let key = (f.src, f.dst, f.dst_port, f.transport as i32);
+        if !self.beats.contains_key(&key) && self.beats.len() >= cfg.max_keys {
+            return;
+        }
+        let b = self.beats.entry(key).or_default();
+        b.starts.push_back((f.ts_us, f.orig_bytes));
+        if b.starts.len() > 512 {
+            b.starts.pop_front();
+        }
+        if b.alerted || b.starts.len() < cfg.beacon_min_connections {
+            return;
+        }
+        let mut times: Vec<i64> = b.starts.iter().map(|(t, _)| *t).collect();
+        times.sort_unstable();
+        if times[times.len() - 1] - times[0] < cfg.beacon_min_span_us {
+            return;
+        }
+        let intervals: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        let Some(period) = median(&intervals) else {
+            return;
+        };
+        if period < cfg.beacon_min_interval_us || period > cfg.beacon_max_interval_us {
+            return;
+        }
+        let tol = (period as f64 * cfg.beacon_tolerance) as i64;
+        let regular = intervals
+            .iter()
+            .filter(|i| (**i - period).abs() <= tol)
+            .count() as f64
+            / intervals.len() as f64;
+        if regular < cfg.beacon_regular_share {
+            return;
+        }
+        let mut sizes: Vec<i64> = b.starts.iter().map(|(_, s)| *s as i64).collect();
+        sizes.sort_unstable();
+        let size_median = median(&sizes).unwrap_or(0);
+        let size_tol = (size_median as f64 * 0.25) as i64 + 64;
+        let same_size = sizes
+            .iter()
+            .filter(|s| (**s - size_median).abs() <= size_tol)
+            .count() as f64
+            / sizes.len() as f64;
+        b.alerted = true;
+        let n = b.starts.len();
+        let first = times[0];
+        // Regular in time and size, and often: the shape of automated
+        // check-ins. Severity grows with the rate; slow check-ins to one
+        // host are usual for devices and stay informational without a
+        // baseline to say otherwise.
+        let per_hour = HOUR as f64 / period as f64;
+        let severity = if per_hour >= 60.0 && same_size >= 0.7 {
+            Severity::High
+        } else if per_hour >= 12.0 {
+            Severity::Medium
+        } else {
+            Severity::Low
+        };
+        let secs = period as f64 / 1e6;
+        let alert = Alert {
+            ts_us: f.ts_us,
+            alert_type: "beaconing".into(),
+            severity: severity as i32,
+            score: (regular * 0.6 + same_size * 0.4).min(1.0),
+            dst_ip: ip_bytes(&f.dst).into(),
+            dst_port: Some(u32::from(f.dst_port)),
+            transport: f.transport as i32,
+            description: format!(
+                "{} connected to {}:{} {n} times at a regular {secs:.1} s interval ({:.0}% of intervals within {:.0}% of it)",
+                f.src,
+                f.dst,
+                f.dst_port,
+                regular * 100.0,
+                cfg.beacon_tolerance * 100.0
+            ),
+            expected: "connections to one destination at irregular times, as people and most apps make them".into(),
+            observed: format!("{n} connections every {secs:.1} s, {:.0}% of them the same size", same_size * 100.0),
+            evidence: vec![
+                kv("connections", n.to_string()),
+                kv("median_interval_s", format!("{secs:.3}")),
+                kv("regular_share", format!("{regular:.2}")),
+                kv("same_size_share", format!("{same_size:.2}")),
+                kv("median_orig_bytes", size_median.to_string()),
+            ],
+            suppression_key: format!("beaconing|{}|{}|{}", f.src, f.dst, f.dst_port),
+            first_ts_us: first,
+            last_ts_us: f.ts_us,
+            count: n as u64,
+            ..Default::default()
+        };
+        self.raise(
+            alert,
+            Source {
+                ip: Some(f.src),
+                mac: f.src_mac,
+            },
+        );
+    }
+
+    /// One DNS query.
+    pub fn dns(&mut self, ts_us: i64, src: IpAddr, name: &str, qtype: Option<u16>) {
+        self.tick(ts_us);
+        let cfg = self.cfg.clone();
+        let w = self.dns.entry(src).or_default();
+        if ts_us - w.start_us > cfg.dns_window_us {
+            *w = DnsWindow {
+                start_us: ts_us,
+                ..DnsWindow::default()
+            };
+        }
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let base = heimdall_anonymize::registered_domain(&name).unwrap_or_else(|| {
+            let labels: Vec<&str> = name.rsplitn(3, '.').collect();
+            labels
+                .iter()
+                .take(2)
+                .rev()
+                .copied()
+                .collect::<Vec<_>>()
+                .join(".")
+        });
+        let null = qtype == Some(10);
+        if null {
+            w.nulls += 1;
+        }
+        if suspicious_name(&name, &base) || null {
+            if w.suspicious.len() < 10_000 {
+                w.suspicious.insert(name.clone());
+            }
+            *w.bases.entry(base).or_insert(0) += 1;
+            if w.example.is_empty() || name.len() > w.example.len() {
+                w.example = name.clone();
+            }
+        }
+        let names = w.suspicious.len();
+        if names >= cfg.dns_suspicious_names
+            || (w.nulls >= cfg.dns_null_queries && names >= cfg.dns_null_queries)
+        {
+            let top = w
+                .bases
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(b, _)| b.clone())
+                .unwrap_or_default();
+            let (nulls, example, start) = (w.nulls, w.example.clone(), w.start_us);
+            let alert = Alert {
+                ts_us,
+                alert_type: "dns_tunneling".into(),
+                severity: Severity::High as i32,
+                score: (names as f64 / (cfg.dns_suspicious_names as f64 * 2.0)).clamp(0.5, 1.0),
+                dst_domain: (top.len() <= 64 && top.split('.').count() <= 3).then(|| top.clone()),
+                description: format!(
+                    "{src} sent {names} DNS queries with long random-looking names ({nulls} of type NULL) in {:.0} s, mostly under {top}, e.g. {example}",
+                    (ts_us - start) as f64 / 1e6
+                ),
+                expected:
+                    "a few short, readable names per domain, of ordinary types (A, AAAA, HTTPS)"
+                        .into(),
+                observed: format!(
+                    "{names} distinct encoded-looking names within {} s",
+                    cfg.dns_window_us / 1_000_000
+                ),
+                evidence: vec![
+                    kv("suspicious_names", names.to_string()),
+                    kv("null_queries", nulls.to_string()),
+                    kv("top_domain", top.clone()),
+                    kv("example", example),
+                ],
+                // One device, one tunnel alert per period: encoded names
+                // without a real domain (dnscat's direct mode) differ in
+                // every "domain".
+                suppression_key: format!("dns_tunneling|{src}"),
+                first_ts_us: start,
+                last_ts_us: ts_us,
+                count: names as u64,
+                ..Default::default()
+            };
+            self.raise(
+                alert,
+                Source {
+                    ip: Some(src),
+                    mac: None,
+                },
+            );
+        }
+    }
+
+    /// One device observation; ARP requests feed the host sweep detector.
+    pub fn observation(&mut self, o: &Observation) {
+        let Some(observation::Kind::Arp(a)) = &o.kind else {
+            return;
+        };
+        self.tick(o.ts_us);
+        if a.op() != ArpOp::Request || a.gratuitous || a.probe {
+            return;
+        }
+        let (Some(target), mac) = (
+            ip_of(&a.target_ip),
+            <[u8; 6]>::try_from(a.sender_mac.as_ref()).ok(),
+        ) else {
+            return;
+        };
+        let src = Source {
+            ip: ip_of(&a.sender_ip).filter(|ip| !ip.is_unspecified()),
+            mac,
+        };
+        let cfg = self.cfg.clone();
+        let s = self.arp.entry(src).or_default();
+        s.add(target, o.ts_us);
+        let fast = s.within(cfg.fast_window_us);
+        if fast >= cfg.sweep_hosts_fast {
+            let first = s.first_us;
+            let alert = Alert {
+                ts_us: o.ts_us,
+                alert_type: "host_sweep".into(),
+                severity: Severity::High as i32,
+                score: (fast as f64 / (cfg.sweep_hosts_fast as f64 * 4.0)).clamp(0.5, 1.0),
+                description: format!(
+                    "{} asked ARP for {fast} different addresses within {} s: it is mapping the local network",
+                    src.key(),
+                    cfg.fast_window_us / 1_000_000
+                ),
+                expected: "ARP requests for the gateway and the few hosts a device talks to".into(),
+                observed: format!("ARP who-has for {fast} addresses"),
+                evidence: vec![
+                    kv("arp_targets", fast.to_string()),
+                    kv("method", "arp".into()),
+                ],
+                suppression_key: format!("host_sweep|arp|{}", src.key()),
+                first_ts_us: first,
+                last_ts_us: o.ts_us,
+                count: fast as u64,
+                ..Default::default()
+            };
+            self.raise(alert, src);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan_alert(
+    kind: &str,
+    f: &Flow,
+    n: usize,
+    limit: usize,
+    window: i64,
+    first: i64,
+    what: String,
+    key: String,
+) -> Alert {
+    let severity = if n >= limit * 5 {
+        Severity::High
+    } else {
+        Severity::Medium
+    };
+    let mins = window as f64 / MINUTE as f64;
+    Alert {
+        ts_us: f.ts_us,
+        alert_type: kind.into(),
+        severity: severity as i32,
+        score: (n as f64 / (limit as f64 * 5.0)).clamp(0.5, 1.0),
+        dst_ip: ip_bytes(&f.dst).into(),
+        dst_port: Some(u32::from(f.dst_port)),
+        transport: f.transport as i32,
+        description: format!(
+            "{} probed {what} within {mins:.0} min without opening a session (unanswered or refused)",
+            f.src
+        ),
+        expected: format!("fewer than {limit} probes of that kind within {mins:.0} min"),
+        observed: format!("{n} probed"),
+        evidence: vec![
+            kv("distinct", n.to_string()),
+            kv("window_s", (window / 1_000_000).to_string()),
+        ],
+        suppression_key: key,
+        first_ts_us: first,
+        last_ts_us: f.ts_us,
+        count: n as u64,
+        ..Default::default()
+    }
+}
+
+fn kv(k: &str, v: String) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: v,
+    }
+}
+
+fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+fn median(v: &[i64]) -> Option<i64> {
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    s.get(s.len() / 2).copied()
+}
+
+/// Shannon entropy of the characters of `s`, in bits per character.
+fn entropy(s: &str) -> f64 {
+    let mut counts = [0u32; 256];
+    let mut n = 0u32;
+    for b in s.bytes().filter(|b| *b != b'.') {
+        counts[b as usize] += 1;
+        n += 1;
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = f64::from(*c) / f64::from(n);
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// A name that looks like encoded data: the part below its registered
+/// domain is long, or has a long label, and is random-looking.
+fn suspicious_name(name: &str, base: &str) -> bool {
+    let sub = name
+        .strip_suffix(base)
+        .unwrap_or(name)
+        .trim_end_matches('.');
+    let longest = sub.split('.').map(str::len).max().unwrap_or(0);
+    (sub.len() >= 30 || longest >= 24) && entropy(sub) >= 3.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(ts_s: f64, src: &str, dst: &str, port: u16, state: ConnState, bytes: u64) -> Flow {
+        Flow {
+            ts_us: (ts_s * 1e6) as i64,
+            src: src.parse().expect("ip"),
+            src_mac: None,
+            dst: dst.parse().expect("ip"),
+            dst_port: port,
+            transport: Transport::Tcp,
+            state,
+            orig_bytes: bytes,
+            resp_pkts: 1,
+        }
+    }
+
+    #[test]
+    fn a_fast_port_scan_is_one_alert_and_normal_browsing_none() {
+        let mut d = Detector::new(DetectConfig::default());
+        for p in 0..200u16 {
+            d.flow(&flow(
+                1.0 + f64::from(p) * 0.01,
+                "10.0.0.5",
+                "10.0.0.9",
+                1000 + p,
+                ConnState::S0,
+                0,
+            ));
+        }
+        // Browsing: sessions with payload, at irregular times.
+        let mut t = 10.0;
+        for i in 0..30u32 {
+            t += f64::from((i * 53) % 40 + 1) / 3.0;
+            let bytes = 500 + u64::from(i) * 211;
+            d.flow(&flow(
+                t,
+                "10.0.0.6",
+                "93.184.216.34",
+                443,
+                ConnState::Sf,
+                bytes,
+            ));
+        }
+        let alerts = d.take();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].alert_type, "port_scan");
+        assert!(!alerts[0].incident_id.is_empty());
+        assert!(alerts[0].description.contains("10.0.0.5"));
+    }
+
+    #[test]
+    fn jittered_beacons_are_found_and_irregular_use_is_not() {
+        let mut d = Detector::new(DetectConfig::default());
+        let mut t = 0.0;
+        for i in 0..40 {
+            // 30 s ± 3 s, one missed beat.
+            if i != 17 {
+                d.flow(&flow(
+                    t,
+                    "192.168.1.20",
+                    "198.51.100.7",
+                    443,
+                    ConnState::Sf,
+                    320,
+                ));
+            }
+            t += 30.0 + f64::from((i * 7) % 7) - 3.0;
+        }
+        let mut t = 0.0;
+        for i in 0..40u32 {
+            d.flow(&flow(
+                t,
+                "192.168.1.21",
+                "198.51.100.8",
+                443,
+                ConnState::Sf,
+                1000 + u64::from(i) * 97,
+            ));
+            t += f64::from((i * 37) % 300 + 1);
+        }
+        let alerts = d.take();
+        let types: Vec<_> = alerts
+            .iter()
+            .map(|a| (a.alert_type.as_str(), a.src_ip.to_vec()))
+            .collect();
+        assert_eq!(types, [("beaconing", vec![192, 168, 1, 20])], "{alerts:?}");
+        assert_eq!(alerts[0].severity, Severity::High as i32);
+    }
+
+    #[test]
+    fn encoded_names_are_a_tunnel_and_ordinary_names_are_not() {
+        let mut d = Detector::new(DetectConfig::default());
+        let src: IpAddr = "10.0.0.30".parse().expect("ip");
+        for i in 0..40 {
+            d.dns(1_000_000 + i * 100_000, src, "www.example.com", Some(1));
+            d.dns(
+                1_000_000 + i * 100_000,
+                src,
+                &format!("cdn-{i}.images.example.net"),
+                Some(1),
+            );
+        }
+        assert!(d.take().is_empty());
+        for i in 0..25u64 {
+            let label: String = format!("{:x}", Sha256::digest(i.to_le_bytes()))[..40].to_string();
+            d.dns(
+                5_000_000 + i as i64 * 100_000,
+                src,
+                &format!("{label}.t.evil.example"),
+                Some(16),
+            );
+        }
+        let alerts = d.take();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].alert_type, "dns_tunneling");
+        assert_eq!(alerts[0].dst_domain.as_deref(), Some("evil.example"));
+    }
+
+    #[test]
+    fn broadcast_discovery_is_neither_a_beacon_nor_a_sweep() {
+        let mut d = Detector::new(DetectConfig::default());
+        for i in 0..40 {
+            let mut f = flow(
+                f64::from(i) * 90.0,
+                "192.168.1.40",
+                "255.255.255.255",
+                9999,
+                ConnState::S0,
+                0,
+            );
+            f.transport = Transport::Udp;
+            d.flow(&f);
+        }
+        assert!(d.take().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn a_short_burst_of_polling_is_not_a_beacon_and_offline_retries_are_not_a_sweep() {
+        let mut d = Detector::new(DetectConfig::default());
+        // A device polling its cloud every 2 s for a minute while it is set up.
+        for i in 0..30 {
+            d.flow(&Flow {
+                ts_us: i * 2_000_000,
+                src: "10.10.10.6".parse().expect("ip"),
+                src_mac: None,
+                dst: "130.211.93.93".parse().expect("ip"),
+                dst_port: 80,
+                transport: Transport::Tcp,
+                state: ConnState::Sf,
+                orig_bytes: 200,
+                resp_pkts: 3,
+            });
+        }
+        // Offline: SYNs to 30 cloud addresses on 443 within a minute.
+        for i in 0..30u8 {
+            d.flow(&Flow {
+                ts_us: 100_000_000 + i64::from(i) * 1_000_000,
+                src: "10.22.22.2".parse().expect("ip"),
+                src_mac: None,
+                dst: IpAddr::from([34, 120, 5, i]),
+                dst_port: 443,
+                transport: Transport::Tcp,
+                state: ConnState::S0,
+                orig_bytes: 0,
+                resp_pkts: 0,
+            });
+        }
+        assert!(d.take().is_empty());
+    }
+}
