@@ -271,3 +271,44 @@ pub fn terminate(child: &tokio::process::Child) {
             .status();
     }
 }
+
+/// Runs a service's `run(listener, shutdown)` in this process, on a thread
+/// with a runtime of its own as its binary would have, its telemetry on
+/// `telemetry`; returns once `/readyz` answers 200 (panics after 30 s),
+/// with the token that stops it. For reference servers the tests talk to
+/// over the network.
+pub async fn serve_in_thread<F, Fut>(
+    telemetry: SocketAddr,
+    run: F,
+) -> tokio_util::sync::CancellationToken
+where
+    F: FnOnce(tokio::net::TcpListener, tokio_util::sync::CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stop2 = stop.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(telemetry)
+                .await
+                .expect("bind the telemetry port");
+            if let Err(e) = run(listener, stop2).await {
+                eprintln!("in-process service: {e:#}");
+            }
+        });
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_status(telemetry, "/readyz").await != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "the in-process service did not become ready on {telemetry}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop
+}

@@ -4,7 +4,7 @@
 //! service follows, and the bus tests use it as the process they kill.
 
 use heimdall_bus::{Bus, BusConfig, Kind, Received};
-use heimdall_config::{Loader, Problem, Validate};
+use heimdall_config::{Problem, Validate};
 use heimdall_proto::sensor::v1::ConnBatch;
 use heimdall_store::{PgPool, StoreConfig};
 use heimdall_telemetry::TelemetryConfig;
@@ -45,44 +45,17 @@ impl Validate for SinkSettings {
     }
 }
 
-/// Everything the sink needs, loaded and validated as one.
-#[derive(Debug, Clone, Serialize)]
-pub struct Config {
-    /// Own settings.
-    pub sink: SinkSettings,
-    /// Bus connection.
-    pub nats: BusConfig,
-    /// Database connection.
-    pub database: StoreConfig,
-    /// Logs, traces, metrics listener.
-    pub telemetry: TelemetryConfig,
-}
-
-impl heimdall_telemetry::ServiceConfig for Config {
-    /// Load every section from `loader`, reporting all problems at once.
-    fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
-        let config = Config {
-            sink: loader.section("HEIMDALL_SINK_"),
-            nats: loader.section(heimdall_bus::PREFIX),
-            database: loader.section(heimdall_store::PREFIX),
-            telemetry: loader.section(heimdall_telemetry::PREFIX),
-        };
-        loader.finish().map(|()| config)
-    }
-
-    /// The effective configuration with secrets redacted.
-    fn render(&self) -> String {
-        [
-            heimdall_config::render("HEIMDALL_SINK_", &self.sink),
-            heimdall_config::render(heimdall_bus::PREFIX, &self.nats),
-            heimdall_config::render(heimdall_store::PREFIX, &self.database),
-            heimdall_config::render(heimdall_telemetry::PREFIX, &self.telemetry),
-        ]
-        .concat()
-    }
-
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
+heimdall_telemetry::service_config! {
+    /// Everything the sink needs, loaded and validated as one.
+    pub struct Config {
+        /// Own settings.
+        sink: SinkSettings = "HEIMDALL_SINK_",
+        /// Bus connection.
+        nats: BusConfig = heimdall_bus::PREFIX,
+        /// Database connection.
+        database: StoreConfig = heimdall_store::PREFIX,
+        /// Logs, traces, metrics listener.
+        telemetry: TelemetryConfig = heimdall_telemetry::PREFIX,
     }
 }
 

@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use heimdall_anonymize::Anonymizer;
 use heimdall_asgard_api::{AlertBatch, BatchResult, SignatureBatch};
 use heimdall_bus::{Bus, BusConfig, Kind, Received};
-use heimdall_config::{Loader, Problem, Validate};
+use heimdall_config::{Problem, Validate};
 use heimdall_proto::sensor::v1::{self as pb, alert_event};
 use heimdall_store::{PgPool, StoreConfig};
 use heimdall_telemetry::{Health, Metrics, TelemetryConfig};
@@ -124,21 +124,18 @@ impl Default for BridgeSettings {
 
 impl Validate for BridgeSettings {
     fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
+        heimdall_config::check::endpoint_url(
+            problems,
+            format!("{prefix}URL"),
+            &self.url,
+            "Asgard's base URL",
+        );
         let mut bad = |var: &str, message: String| {
             problems.push(Problem {
                 variable: format!("{prefix}{var}"),
                 message,
             })
         };
-        let loopback = self.url.strip_prefix("http://").is_some_and(|h| {
-            h.starts_with("127.") || h.starts_with("localhost") || h.starts_with("[::1]")
-        });
-        if !(self.url.starts_with("https://") || loopback) {
-            bad(
-                "URL",
-                "give Asgard's base URL as https://host[:port] (http:// only on loopback)".into(),
-            );
-        }
         if self.anon_key_file.is_empty() {
             bad(
                 "ANON_KEY_FILE",
@@ -171,38 +168,13 @@ impl Validate for BridgeSettings {
     }
 }
 
-/// Everything the bridge needs, loaded and validated as one.
-#[derive(Debug, Clone, Serialize)]
-pub struct Config {
-    pub asgard: BridgeSettings,
-    pub nats: BusConfig,
-    pub database: StoreConfig,
-    pub telemetry: TelemetryConfig,
-}
-
-impl heimdall_telemetry::ServiceConfig for Config {
-    fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
-        let config = Config {
-            asgard: loader.section(PREFIX),
-            nats: loader.section(heimdall_bus::PREFIX),
-            database: loader.section(heimdall_store::PREFIX),
-            telemetry: loader.section(heimdall_telemetry::PREFIX),
-        };
-        loader.finish().map(|()| config)
-    }
-
-    fn render(&self) -> String {
-        [
-            heimdall_config::render(PREFIX, &self.asgard),
-            heimdall_config::render(heimdall_bus::PREFIX, &self.nats),
-            heimdall_config::render(heimdall_store::PREFIX, &self.database),
-            heimdall_config::render(heimdall_telemetry::PREFIX, &self.telemetry),
-        ]
-        .concat()
-    }
-
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
+heimdall_telemetry::service_config! {
+    /// Everything the bridge needs, loaded and validated as one.
+    pub struct Config {
+        asgard: BridgeSettings = PREFIX,
+        nats: BusConfig = heimdall_bus::PREFIX,
+        database: StoreConfig = heimdall_store::PREFIX,
+        telemetry: TelemetryConfig = heimdall_telemetry::PREFIX,
     }
 }
 
@@ -528,11 +500,7 @@ async fn intel_loop(b: Arc<Bridge>, bus: Bus, stop: CancellationToken) -> anyhow
                 attempt = 0;
                 let problems = update.validate();
                 if !problems.is_empty() {
-                    let list: Vec<String> = problems
-                        .iter()
-                        .map(|p| format!("{}: {}", p.field, p.message))
-                        .collect();
-                    error!(cursor = %update.cursor, problems = %list.join("; "), "Asgard sent intelligence that fails validation; not applied, asking again later");
+                    error!(cursor = %update.cursor, problems = %heimdall_asgard_api::describe(&problems), "Asgard sent intelligence that fails validation; not applied, asking again later");
                     b.metrics
                         .dropped
                         .get_or_create(&label("reason", "invalid_intel"))
@@ -604,6 +572,65 @@ async fn publish_intel(bus: &Bus, update: &heimdall_asgard_api::IntelUpdate) -> 
     Ok(())
 }
 
+/// A batch from the bus whose records become outgoing items.
+trait Outgoing: heimdall_bus::BusMessage {
+    /// The stream it comes from.
+    const KIND: Kind;
+    /// Its records, anonymized (see [`convert`]).
+    fn items(&self, anon: &Anonymizer) -> Vec<(ItemKind, serde_json::Value)>;
+}
+
+impl Outgoing for pb::DeviceEventBatch {
+    const KIND: Kind = Kind::Devices;
+    fn items(&self, anon: &Anonymizer) -> Vec<(ItemKind, serde_json::Value)> {
+        self.records
+            .iter()
+            .filter_map(|ev| convert::signature(anon, ev))
+            .filter_map(|sig| serde_json::to_value(sig).ok())
+            .map(|v| (ItemKind::Signature, v))
+            .collect()
+    }
+}
+
+impl Outgoing for pb::AlertBatch {
+    const KIND: Kind = Kind::Alerts;
+    fn items(&self, anon: &Anonymizer) -> Vec<(ItemKind, serde_json::Value)> {
+        self.records
+            .iter()
+            .filter_map(|ev| match &ev.payload {
+                Some(alert_event::Payload::Alert(a)) => Some(convert::alert(anon, a)),
+                _ => None,
+            })
+            .filter_map(|a| serde_json::to_value(a).ok())
+            .map(|v| (ItemKind::Alert, v))
+            .collect()
+    }
+}
+
+/// A consumer task that queues every batch of `M` (durable
+/// `<durable>-<kind>`), acknowledging it once its items are in the outbox.
+fn queue_from<M: Outgoing>(
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+    bus: &Bus,
+    bridge: &Arc<Bridge>,
+    stop: &CancellationToken,
+) {
+    let (b, bus, stop) = (bridge.clone(), bus.clone(), stop.clone());
+    let durable = format!("{}-{}", b.settings.durable, M::KIND.token());
+    let spec = bus.consumer_spec(M::KIND, &durable, None);
+    tasks.spawn(async move {
+        bus.consume::<M, _, _, String>(spec, stop, |m: Received<M>| {
+            let b = b.clone();
+            async move {
+                let items = m.message.items(&b.anon);
+                b.queue(&m.msg_id, items).await
+            }
+        })
+        .await
+        .map_err(anyhow::Error::from)
+    });
+}
+
 /// Run until `shutdown`.
 pub async fn run(
     config: Config,
@@ -644,63 +671,8 @@ pub async fn run(
     info!(url = %s.url, "asgard bridge ready");
 
     let mut tasks = tokio::task::JoinSet::new();
-    {
-        let (b, bus, stop) = (bridge.clone(), bus.clone(), shutdown.clone());
-        let spec = bus.consumer_spec(Kind::Devices, &format!("{}-devices", s.durable), None);
-        tasks.spawn(async move {
-            bus.consume::<pb::DeviceEventBatch, _, _, String>(
-                spec,
-                stop,
-                |m: Received<pb::DeviceEventBatch>| {
-                    let b = b.clone();
-                    async move {
-                        let items = m
-                            .message
-                            .records
-                            .iter()
-                            .filter_map(|ev| convert::signature(&b.anon, ev))
-                            .filter_map(|sig| serde_json::to_value(sig).ok())
-                            .map(|v| (ItemKind::Signature, v))
-                            .collect();
-                        b.queue(&m.msg_id, items).await
-                    }
-                },
-            )
-            .await
-            .map_err(anyhow::Error::from)
-        });
-    }
-    {
-        let (b, bus, stop) = (bridge.clone(), bus.clone(), shutdown.clone());
-        let spec = bus.consumer_spec(Kind::Alerts, &format!("{}-alerts", s.durable), None);
-        tasks.spawn(async move {
-            bus.consume::<pb::AlertBatch, _, _, String>(
-                spec,
-                stop,
-                |m: Received<pb::AlertBatch>| {
-                    let b = b.clone();
-                    async move {
-                        let items = m
-                            .message
-                            .records
-                            .iter()
-                            .filter_map(|ev| match &ev.payload {
-                                Some(alert_event::Payload::Alert(a)) => {
-                                    Some(convert::alert(&b.anon, a))
-                                }
-                                _ => None,
-                            })
-                            .filter_map(|a| serde_json::to_value(a).ok())
-                            .map(|v| (ItemKind::Alert, v))
-                            .collect();
-                        b.queue(&m.msg_id, items).await
-                    }
-                },
-            )
-            .await
-            .map_err(anyhow::Error::from)
-        });
-    }
+    queue_from::<pb::DeviceEventBatch>(&mut tasks, &bus, &bridge, &shutdown);
+    queue_from::<pb::AlertBatch>(&mut tasks, &bus, &bridge, &shutdown);
     tasks.spawn(send_loop(bridge.clone(), shutdown.clone()));
     tasks.spawn(intel_loop(bridge.clone(), bus.clone(), shutdown.clone()));
     while let Some(r) = tasks.join_next().await {

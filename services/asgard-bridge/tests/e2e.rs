@@ -47,26 +47,14 @@ impl Rig {
             .expect("streams");
         let https = process::free_port().expect("port");
         let telemetry = process::free_port().expect("port");
-        let mut env: Vec<(String, String)> = [
-            ("HEIMDALL_ASGARDDEV_LISTEN", https.to_string()),
-            (
-                "HEIMDALL_ASGARDDEV_TLS_CERT_FILE",
-                pki.server_cert.display().to_string(),
-            ),
-            (
-                "HEIMDALL_ASGARDDEV_TLS_KEY_FILE",
-                pki.server_key.display().to_string(),
-            ),
-            (
-                "HEIMDALL_ASGARDDEV_ENROLLMENT_TOKENS_FILE",
-                path.join("enroll").display().to_string(),
-            ),
-            ("HEIMDALL_DATABASE_URL", db.url().to_string()),
-            ("HEIMDALL_TELEMETRY_LISTEN", telemetry.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let mut env = heimdall_asgard_dev::settings_env(
+            https,
+            &pki.server_cert,
+            &pki.server_key,
+            &path.join("enroll"),
+        );
+        env.push(("HEIMDALL_DATABASE_URL".into(), db.url().to_string()));
+        env.push(("HEIMDALL_TELEMETRY_LISTEN".into(), telemetry.to_string()));
         env.extend(
             server_env
                 .iter()
@@ -74,31 +62,10 @@ impl Rig {
         );
         let loader = heimdall_config::Loader::from_parts(env, None).expect("settings");
         let config = heimdall_asgard_dev::Config::load(loader).expect("settings");
-        let stop = tokio_util::sync::CancellationToken::new();
-        let stop2 = stop.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(telemetry)
-                    .await
-                    .expect("bind");
-                if let Err(e) = heimdall_asgard_dev::run(config, listener, stop2).await {
-                    eprintln!("asgard-dev: {e}");
-                }
-            });
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while process::http_status(telemetry, "/readyz").await != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "the reference server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let stop = process::serve_in_thread(telemetry, move |listener, stop| {
+            heimdall_asgard_dev::run(config, listener, stop)
+        })
+        .await;
         Rig {
             _dir: dir,
             dir: path,

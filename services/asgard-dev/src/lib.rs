@@ -128,6 +128,13 @@ impl Default for DevSettings {
 
 impl Validate for DevSettings {
     fn validate(&self, prefix: &str, problems: &mut Vec<SettingProblem>) {
+        heimdall_config::check::tls_listener(
+            problems,
+            prefix,
+            self.listen,
+            &self.tls_cert_file,
+            &self.tls_key_file,
+        );
         let mut bad = |var: &str, message: String| {
             problems.push(SettingProblem {
                 variable: format!("{prefix}{var}"),
@@ -141,21 +148,6 @@ impl Validate for DevSettings {
             );
         } else if let Err(e) = load_enrollment_tokens(&self.enrollment_tokens_file) {
             bad("ENROLLMENT_TOKENS_FILE", e);
-        }
-        if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
-            bad(
-                "TLS_KEY_FILE",
-                "give both TLS_CERT_FILE and TLS_KEY_FILE, or neither".into(),
-            );
-        }
-        if self.tls_cert_file.is_empty() && !self.listen.ip().is_loopback() {
-            bad(
-                "TLS_CERT_FILE",
-                format!(
-                    "required when listening on {} (plain HTTP only on loopback)",
-                    self.listen
-                ),
-            );
         }
         if !self.intel_file.is_empty()
             && let Err(e) = read_intel(&self.intel_file)
@@ -200,44 +192,20 @@ pub fn read_intel(path: &str) -> Result<IntelUpdate, String> {
     intel.cursor = "file".into();
     let errors = intel.validate();
     if !errors.is_empty() {
-        let list: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{}: {}", e.field, e.message))
-            .collect();
-        return Err(format!("{path}: {}", list.join("; ")));
+        return Err(format!(
+            "{path}: {}",
+            heimdall_asgard_api::describe(&errors)
+        ));
     }
     Ok(intel)
 }
 
-/// Everything the server needs, loaded and validated as one.
-#[derive(Debug, Clone, Serialize)]
-pub struct Config {
-    pub asgard: DevSettings,
-    pub database: StoreConfig,
-    pub telemetry: TelemetryConfig,
-}
-
-impl heimdall_telemetry::ServiceConfig for Config {
-    fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
-        let config = Config {
-            asgard: loader.section(PREFIX),
-            database: loader.section(heimdall_store::PREFIX),
-            telemetry: loader.section(heimdall_telemetry::PREFIX),
-        };
-        loader.finish().map(|()| config)
-    }
-
-    fn render(&self) -> String {
-        [
-            heimdall_config::render(PREFIX, &self.asgard),
-            heimdall_config::render(heimdall_store::PREFIX, &self.database),
-            heimdall_config::render(heimdall_telemetry::PREFIX, &self.telemetry),
-        ]
-        .concat()
-    }
-
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
+heimdall_telemetry::service_config! {
+    /// Everything the server needs, loaded and validated as one.
+    pub struct Config {
+        asgard: DevSettings = PREFIX,
+        database: StoreConfig = heimdall_store::PREFIX,
+        telemetry: TelemetryConfig = heimdall_telemetry::PREFIX,
     }
 }
 
@@ -890,6 +858,26 @@ pub async fn revoke_tokens(pool: &PgPool, refresh_too: bool) -> Result<u64, sqlx
     .execute(pool)
     .await?
     .rows_affected())
+}
+
+/// The settings of a reference server on `listen` with the TLS identity
+/// `cert`/`key` and the enrollment tokens in `tokens`, as environment
+/// variables (for tests and scripts that start one).
+pub fn settings_env(
+    listen: SocketAddr,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    tokens: &std::path::Path,
+) -> Vec<(String, String)> {
+    [
+        ("LISTEN", listen.to_string()),
+        ("TLS_CERT_FILE", cert.display().to_string()),
+        ("TLS_KEY_FILE", key.display().to_string()),
+        ("ENROLLMENT_TOKENS_FILE", tokens.display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("{PREFIX}{k}"), v))
+    .collect()
 }
 
 /// The server's schema, migrated, from the `HEIMDALL_DATABASE_*` settings

@@ -120,6 +120,13 @@ impl Default for IngestSettings {
 
 impl Validate for IngestSettings {
     fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
+        heimdall_config::check::tls_listener(
+            problems,
+            prefix,
+            self.listen,
+            &self.tls_cert_file,
+            &self.tls_key_file,
+        );
         let mut bad = |var: &str, message: String| {
             problems.push(Problem {
                 variable: format!("{prefix}{var}"),
@@ -133,21 +140,6 @@ impl Validate for IngestSettings {
             );
         } else if let Err(e) = load_keys(&self.keys_file) {
             bad("KEYS_FILE", e);
-        }
-        if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
-            bad(
-                "TLS_KEY_FILE",
-                "give both TLS_CERT_FILE and TLS_KEY_FILE, or neither".into(),
-            );
-        }
-        if self.tls_cert_file.is_empty() && !self.listen.ip().is_loopback() {
-            bad(
-                "TLS_CERT_FILE",
-                format!(
-                    "required when listening on {} (plaintext only on loopback)",
-                    self.listen
-                ),
-            );
         }
         if !(0.0..=1.0).contains(&self.fail_share) {
             bad("FAIL_SHARE", "must be between 0 and 1".into());
@@ -214,35 +206,12 @@ fn digest(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
-/// Everything the server needs, loaded and validated as one.
-#[derive(Debug, Clone, Serialize)]
-pub struct Config {
-    pub ingest: IngestSettings,
-    pub database: StoreConfig,
-    pub telemetry: TelemetryConfig,
-}
-
-impl heimdall_telemetry::ServiceConfig for Config {
-    fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
-        let config = Config {
-            ingest: loader.section(PREFIX),
-            database: loader.section(heimdall_store::PREFIX),
-            telemetry: loader.section(heimdall_telemetry::PREFIX),
-        };
-        loader.finish().map(|()| config)
-    }
-
-    fn render(&self) -> String {
-        [
-            heimdall_config::render(PREFIX, &self.ingest),
-            heimdall_config::render(heimdall_store::PREFIX, &self.database),
-            heimdall_config::render(heimdall_telemetry::PREFIX, &self.telemetry),
-        ]
-        .concat()
-    }
-
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
+heimdall_telemetry::service_config! {
+    /// Everything the server needs, loaded and validated as one.
+    pub struct Config {
+        ingest: IngestSettings = PREFIX,
+        database: StoreConfig = heimdall_store::PREFIX,
+        telemetry: TelemetryConfig = heimdall_telemetry::PREFIX,
     }
 }
 

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use heimdall_bus::{Bus, BusConfig, Kind, Received};
-use heimdall_config::{Loader, Problem, Secret, Validate};
+use heimdall_config::{Problem, Secret, Validate};
 use heimdall_engine::zeeklog::{Format, LogWriter};
 use heimdall_proto::enigma::v1::ingest_client::IngestClient;
 use heimdall_proto::enigma::v1::{
@@ -155,21 +155,18 @@ impl UploaderSettings {
 
 impl Validate for UploaderSettings {
     fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
+        heimdall_config::check::endpoint_url(
+            problems,
+            format!("{prefix}URL"),
+            &self.url,
+            "the Ingest endpoint",
+        );
         let mut bad = |var: &str, message: String| {
             problems.push(Problem {
                 variable: format!("{prefix}{var}"),
                 message,
             })
         };
-        let loopback = self.url.strip_prefix("http://").is_some_and(|h| {
-            h.starts_with("127.") || h.starts_with("localhost") || h.starts_with("[::1]")
-        });
-        if !(self.url.starts_with("https://") || loopback) {
-            bad(
-                "URL",
-                "give the Ingest endpoint as https://host:port (http:// only on loopback)".into(),
-            );
-        }
         if self.api_key.is_empty() {
             bad(
                 "API_KEY",
@@ -200,36 +197,12 @@ impl Validate for UploaderSettings {
     }
 }
 
-/// Everything the uploader needs, loaded and validated as one.
-#[derive(Debug, Clone, Serialize)]
-pub struct Config {
-    pub enigma: UploaderSettings,
-    pub nats: BusConfig,
-    pub telemetry: TelemetryConfig,
-}
-
-impl heimdall_telemetry::ServiceConfig for Config {
-    fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
-        let config = Config {
-            enigma: loader.section(PREFIX),
-            nats: loader.section(heimdall_bus::PREFIX),
-            telemetry: loader.section(heimdall_telemetry::PREFIX),
-        };
-        loader.finish().map(|()| config)
-    }
-
-    /// The effective configuration, the key redacted.
-    fn render(&self) -> String {
-        [
-            heimdall_config::render(PREFIX, &self.enigma),
-            heimdall_config::render(heimdall_bus::PREFIX, &self.nats),
-            heimdall_config::render(heimdall_telemetry::PREFIX, &self.telemetry),
-        ]
-        .concat()
-    }
-
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
+heimdall_telemetry::service_config! {
+    /// Everything the uploader needs, loaded and validated as one.
+    pub struct Config {
+        enigma: UploaderSettings = PREFIX,
+        nats: BusConfig = heimdall_bus::PREFIX,
+        telemetry: TelemetryConfig = heimdall_telemetry::PREFIX,
     }
 }
 

@@ -90,30 +90,14 @@ impl Rig {
             ("HEIMDALL_TELEMETRY_LOG_FORMAT".into(), "json".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        // The reference server runs in this process (a real gRPC server on
-        // 127.0.0.1 all the same), configured as its binary would be.
         let loader = heimdall_config::Loader::from_parts(env, None).expect("ingest settings");
         let config = heimdall_enigma_ingest::Config::load(loader).expect("ingest settings");
-        let (addr, stop) = (self.ingest_addr, self.ingest.clone());
-        // A thread and runtime of its own (sqlx's futures are not `Send`
-        // for every lifetime, which tokio::spawn would need).
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-                if let Err(e) = heimdall_enigma_ingest::run(config, listener, stop).await {
-                    eprintln!("ingest server: {e}");
-                }
-            });
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while process::http_status(self.ingest_addr, "/readyz").await != Some(200) {
-            assert!(Instant::now() < deadline, "the ingest server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // The reference server runs in this process (a real gRPC server on
+        // 127.0.0.1 all the same), configured as its binary would be.
+        self.ingest = process::serve_in_thread(self.ingest_addr, move |listener, stop| {
+            heimdall_enigma_ingest::run(config, listener, stop)
+        })
+        .await;
     }
 
     /// The uploader process with `key`, sending to the reference server.

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use heimdall_bus::{Bus, BusConfig, ConsumerSpec, Kind};
-use heimdall_config::{Loader, Problem, Validate};
+use heimdall_config::{Problem, Validate};
 use heimdall_engine::ids::LocalNets;
 use heimdall_fingerprint::registry::{DeviceState, decide};
 use heimdall_fingerprint::rules::type_name;
@@ -200,40 +200,13 @@ impl Validate for FingerprintSettings {
     }
 }
 
-/// Everything the service needs, loaded and validated as one.
-#[derive(Debug, Clone, Serialize)]
-pub struct Config {
-    pub fingerprint: FingerprintSettings,
-    pub nats: BusConfig,
-    pub database: StoreConfig,
-    pub telemetry: TelemetryConfig,
-}
-
-impl heimdall_telemetry::ServiceConfig for Config {
-    /// Load every section from `loader`, reporting all problems at once.
-    fn load(mut loader: Loader) -> Result<Self, heimdall_config::Error> {
-        let config = Config {
-            fingerprint: loader.section(PREFIX),
-            nats: loader.section(heimdall_bus::PREFIX),
-            database: loader.section(heimdall_store::PREFIX),
-            telemetry: loader.section(heimdall_telemetry::PREFIX),
-        };
-        loader.finish().map(|()| config)
-    }
-
-    /// The effective configuration with secrets redacted.
-    fn render(&self) -> String {
-        [
-            heimdall_config::render(PREFIX, &self.fingerprint),
-            heimdall_config::render(heimdall_bus::PREFIX, &self.nats),
-            heimdall_config::render(heimdall_store::PREFIX, &self.database),
-            heimdall_config::render(heimdall_telemetry::PREFIX, &self.telemetry),
-        ]
-        .concat()
-    }
-
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
+heimdall_telemetry::service_config! {
+    /// Everything the service needs, loaded and validated as one.
+    pub struct Config {
+        fingerprint: FingerprintSettings = PREFIX,
+        nats: BusConfig = heimdall_bus::PREFIX,
+        database: StoreConfig = heimdall_store::PREFIX,
+        telemetry: TelemetryConfig = heimdall_telemetry::PREFIX,
     }
 }
 

@@ -7,11 +7,16 @@ use std::process::Command;
 use heimdall::homegen::{HomeSpec, generate};
 
 fn capture(dir: &Path) -> std::path::PathBuf {
+    home(dir, 2)
+}
+
+/// `minutes` of the generator's home network.
+fn home(dir: &Path, minutes: u32) -> std::path::PathBuf {
     let path = dir.join("home.pcap");
     let mut f = std::fs::File::create(&path).expect("create capture");
     generate(
         &HomeSpec {
-            minutes: 2,
+            minutes,
             ..Default::default()
         },
         &mut f,
@@ -183,17 +188,7 @@ fn a_quiet_home_raises_nothing_above_low() {
     // Ten minutes of the generator's home: phones, a laptop, a TV, a plug,
     // a printer and a speaker, with their keep-alives, discovery and DNS.
     let dir = tempfile::tempdir().expect("tempdir");
-    let pcap = dir.path().join("home.pcap");
-    let mut f = std::fs::File::create(&pcap).expect("create capture");
-    generate(
-        &HomeSpec {
-            minutes: 10,
-            ..Default::default()
-        },
-        &mut f,
-    )
-    .expect("generate");
-    drop(f);
+    let pcap = home(dir.path(), 10);
     let logs = dir.path().join("logs");
     let (code, stderr) = analyze(&[
         pcap.to_str().expect("utf8"),

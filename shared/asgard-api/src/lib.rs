@@ -71,6 +71,15 @@ fn is_zero_i64(v: &i64) -> bool {
     *v == 0
 }
 
+/// `field: message; field: message` for logs and errors.
+pub fn describe(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// `application/problem+json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -379,6 +379,45 @@ fn scalar(name: &str, v: &toml::Value) -> Result<String, String> {
 pub mod check {
     use super::Problem;
 
+    /// A client's endpoint: `https://...`, or `http://...` only on a
+    /// loopback address (`what` names the endpoint in the message).
+    pub fn endpoint_url(problems: &mut Vec<Problem>, variable: String, url: &str, what: &str) {
+        let loopback = url.strip_prefix("http://").is_some_and(|h| {
+            h.starts_with("127.") || h.starts_with("localhost") || h.starts_with("[::1]")
+        });
+        if !(url.starts_with("https://") || loopback) {
+            problems.push(Problem {
+                variable,
+                message: format!("give {what} as https://host[:port] (http:// only on loopback)"),
+            });
+        }
+    }
+
+    /// A server's TLS files: both `TLS_CERT_FILE` and `TLS_KEY_FILE` or
+    /// neither, and neither only when it listens on a loopback address.
+    pub fn tls_listener(
+        problems: &mut Vec<Problem>,
+        prefix: &str,
+        listen: std::net::SocketAddr,
+        cert: &str,
+        key: &str,
+    ) {
+        if cert.is_empty() != key.is_empty() {
+            problems.push(Problem {
+                variable: format!("{prefix}TLS_KEY_FILE"),
+                message: "give both TLS_CERT_FILE and TLS_KEY_FILE, or neither".into(),
+            });
+        }
+        if cert.is_empty() && !listen.ip().is_loopback() {
+            problems.push(Problem {
+                variable: format!("{prefix}TLS_CERT_FILE"),
+                message: format!(
+                    "required when listening on {listen} (plain text only on loopback)"
+                ),
+            });
+        }
+    }
+
     /// `value` must lie in `range`.
     pub fn in_range<T>(
         problems: &mut Vec<Problem>,

@@ -25,6 +25,8 @@ use std::net::SocketAddr;
 use heimdall_config::{Problem, Validate};
 use serde::{Deserialize, Serialize};
 
+#[doc(hidden)]
+pub use heimdall_config as __config;
 mod health;
 mod metrics;
 mod server;

@@ -97,3 +97,53 @@ impl Served {
         Ok(())
     }
 }
+
+/// Declares a service's settings: a struct with one field per section, each
+/// with its variable prefix, implementing [`ServiceConfig`] (load every
+/// section and report all problems at once; render them with secrets
+/// redacted). The struct needs a `telemetry` field.
+///
+/// ```text
+/// heimdall_telemetry::service_config! {
+///     /// Everything the bridge needs.
+///     pub struct Config {
+///         asgard: BridgeSettings = PREFIX,
+///         nats: BusConfig = heimdall_bus::PREFIX,
+///         telemetry: TelemetryConfig = heimdall_telemetry::PREFIX,
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! service_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$fmeta:meta])* $field:ident : $ty:ty = $prefix:expr),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Serialize)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty),+
+        }
+
+        impl $crate::ServiceConfig for $name {
+            fn load(
+                mut loader: $crate::__config::Loader,
+            ) -> Result<Self, $crate::__config::Error> {
+                let config = $name {
+                    $($field: loader.section($prefix)),+
+                };
+                loader.finish().map(|()| config)
+            }
+
+            fn render(&self) -> String {
+                [$($crate::__config::render($prefix, &self.$field)),+].concat()
+            }
+
+            fn telemetry(&self) -> &$crate::TelemetryConfig {
+                &self.telemetry
+            }
+        }
+    };
+}
