@@ -5,23 +5,12 @@
 //! domains (local names dropped), and host names, labels, MACs and
 //! evidence texts are never copied.
 
-use std::net::IpAddr;
-
 use heimdall_anonymize::{Anonymizer, registered_domain};
 use heimdall_asgard_api::{
     AnonymizedAlert, BehaviourSignature, FeatureSummary, device_type_name, severity_name,
     transport_name,
 };
 use heimdall_proto::sensor::v1::{Alert, DeviceEvent, DeviceEventKind};
-
-/// An address from the bus's bytes (4 or 16), if it is one.
-fn ip(bytes: &[u8]) -> Option<IpAddr> {
-    match bytes.len() {
-        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
-        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
-        _ => None,
-    }
-}
 
 /// The signature for a device event; `None` for a device that is gone or
 /// an event without a device.
@@ -73,7 +62,7 @@ pub fn alert(anon: &Anonymizer, a: &Alert) -> AnonymizedAlert {
         count: (a.count > 0).then_some(a.count),
         anon_device_id: device,
         device_type: String::new(),
-        anon_dst_ip: ip(&a.dst_ip)
+        anon_dst_ip: heimdall_proto::addr::ip(&a.dst_ip)
             .map(|i| anon.ip(i).to_string())
             .unwrap_or_default(),
         dst_port: a.dst_port,

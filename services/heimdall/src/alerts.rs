@@ -5,30 +5,17 @@
 //! destination), `description`, `expected`, `observed`, `evidence` (an
 //! object), `incident_id`, `first_ts`, `last_ts`, `count`.
 
-use std::net::IpAddr;
-
 use heimdall_proto::sensor::v1::{Alert, Severity};
 use serde_json::{Map, Value, json};
 
 fn ip_text(b: &[u8]) -> Option<String> {
-    match b.len() {
-        4 => <[u8; 4]>::try_from(b)
-            .ok()
-            .map(|a| IpAddr::from(a).to_string()),
-        16 => <[u8; 16]>::try_from(b)
-            .ok()
-            .map(|a| IpAddr::from(a).to_string()),
-        _ => None,
-    }
+    heimdall_proto::addr::ip(b).map(|ip| ip.to_string())
 }
 
 fn mac_text(b: &[u8]) -> Option<String> {
-    (b.len() == 6).then(|| {
-        b.iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    })
+    <[u8; 6]>::try_from(b)
+        .ok()
+        .map(heimdall_proto::addr::mac_text)
 }
 
 fn secs(us: i64) -> f64 {

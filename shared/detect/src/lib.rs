@@ -36,7 +36,7 @@ const MINUTE: i64 = 60_000_000;
 const HOUR: i64 = 60 * MINUTE;
 
 /// Thresholds of every detector.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DetectConfig {
     /// Distinct probed ports of one host: in `fast_window`, in `slow_window`.
     pub scan_ports_fast: usize,
@@ -141,24 +141,9 @@ impl Source {
     fn key(&self) -> String {
         match (self.ip, self.mac) {
             (Some(ip), _) => ip.to_string(),
-            (None, Some(m)) => mac_text(&m),
+            (None, Some(m)) => heimdall_proto::addr::mac_text(m),
             (None, None) => String::new(),
         }
-    }
-}
-
-fn mac_text(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn ip_of(b: &[u8]) -> Option<IpAddr> {
-    match b.len() {
-        4 => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
-        16 => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
-        _ => None,
     }
 }
 
@@ -371,7 +356,7 @@ impl Detector {
         }
         let proto = f.transport as i32;
         if f.is_probe() && unicast(&f.dst) {
-            let cfg = self.cfg.clone();
+            let cfg = self.cfg;
             let s = self.ports.entry((f.src, f.dst)).or_default();
             s.add((f.dst_port, proto), f.ts_us);
             let (fast, slow) = (s.within(cfg.fast_window_us), s.within(cfg.slow_window_us));
@@ -443,7 +428,7 @@ impl Detector {
     }
 
     fn beat(&mut self, f: &Flow) {
-        let cfg = self.cfg.clone();
+        let cfg = self.cfg;
         let key = (f.src, f.dst, f.dst_port, f.transport as i32);
         if !self.beats.contains_key(&key) && self.beats.len() >= cfg.max_keys {
             return;
@@ -545,7 +530,7 @@ impl Detector {
     /// One DNS query.
     pub fn dns(&mut self, ts_us: i64, src: IpAddr, name: &str, qtype: Option<u16>) {
         self.tick(ts_us);
-        let cfg = self.cfg.clone();
+        let cfg = self.cfg;
         let w = self.dns.entry(src).or_default();
         if ts_us - w.start_us > cfg.dns_window_us {
             *w = DnsWindow {
@@ -640,16 +625,16 @@ impl Detector {
             return;
         }
         let (Some(target), mac) = (
-            ip_of(&a.target_ip),
+            heimdall_proto::addr::ip(&a.target_ip),
             <[u8; 6]>::try_from(a.sender_mac.as_ref()).ok(),
         ) else {
             return;
         };
         let src = Source {
-            ip: ip_of(&a.sender_ip).filter(|ip| !ip.is_unspecified()),
+            ip: heimdall_proto::addr::ip(&a.sender_ip).filter(|ip| !ip.is_unspecified()),
             mac,
         };
-        let cfg = self.cfg.clone();
+        let cfg = self.cfg;
         let s = self.arp.entry(src).or_default();
         s.add(target, o.ts_us);
         let fast = s.within(cfg.fast_window_us);

@@ -109,14 +109,7 @@ pub fn group(mac: [u8; 6]) -> bool {
 
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn mac_text(mac: [u8; 6]) -> String {
-    let mut s = String::with_capacity(17);
-    for (i, b) in mac.iter().enumerate() {
-        if i > 0 {
-            s.push(':');
-        }
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    heimdall_proto::addr::mac_text(mac)
 }
 
 /// The six bytes of a MAC from a protobuf field, when it has six.

@@ -224,14 +224,6 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
     oui::mac_of(&v)
 }
 
-fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
-    match b.len() {
-        4 => Some(IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
-        16 => Some(IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
-        _ => None,
-    }
-}
-
 impl Registry {
     pub fn new(cfg: RegistryConfig, rules: Arc<Rules>) -> Self {
         Registry {
@@ -308,7 +300,7 @@ impl Registry {
             (&c.resp_l2_addr, &c.id_resp_h, false),
         ];
         for (mac, ip, is_orig) in ends {
-            let (Some(mac), Some(ip)) = (oui::mac_of(mac), ip_from_bytes(ip)) else {
+            let (Some(mac), Some(ip)) = (oui::mac_of(mac), heimdall_proto::addr::ip(ip)) else {
                 continue;
             };
             if oui::group(mac) || mac == [0; 6] || !signals::usable(ip) {
@@ -351,7 +343,7 @@ impl Registry {
         if q.is_empty() || q.ends_with(".arpa") || q.ends_with(".local") || d.id_resp_p == 5353 {
             return;
         }
-        let Some(ip) = ip_from_bytes(&d.id_orig_h) else {
+        let Some(ip) = heimdall_proto::addr::ip(&d.id_orig_h) else {
             return;
         };
         if !self.local(ip) {
@@ -1079,7 +1071,7 @@ pub fn device_json(d: &Device) -> serde_json::Value {
         "device_id": d.device_id,
         "mac": d.macs.first().map(|m| mac(&m.mac)).unwrap_or_default(),
         "macs": d.macs.iter().map(|m| mac(&m.mac)).collect::<Vec<_>>(),
-        "ips": d.ips.iter().filter_map(|i| ip_from_bytes(&i.ip)).map(|i| i.to_string()).collect::<Vec<_>>(),
+        "ips": d.ips.iter().filter_map(|i| heimdall_proto::addr::ip(&i.ip)).map(|i| i.to_string()).collect::<Vec<_>>(),
         "vendor": d.vendor,
         "device_type": type_name(DeviceType::try_from(d.device_type).unwrap_or(DeviceType::Unknown)),
         "model": d.model,

@@ -33,12 +33,7 @@ pub struct Facts {
 }
 
 fn ip_of(b: &[u8]) -> Option<IpAddr> {
-    let ip = match b.len() {
-        4 => IpAddr::from(<[u8; 4]>::try_from(b).ok()?),
-        16 => IpAddr::from(<[u8; 16]>::try_from(b).ok()?),
-        _ => return None,
-    };
-    usable(ip).then_some(ip)
+    heimdall_proto::addr::ip(b).filter(|ip| usable(*ip))
 }
 
 /// A unicast address a device can hold (not 0.0.0.0, ::, multicast or

@@ -34,6 +34,34 @@ pub mod enigma {
     }
 }
 
+/// Reading the address fields of the messages: IP addresses travel as 4 or
+/// 16 bytes, MACs as 6.
+pub mod addr {
+    use std::net::IpAddr;
+
+    /// The address in a `bytes` field (4 bytes IPv4, 16 bytes IPv6); `None`
+    /// for any other length.
+    pub fn ip(b: &[u8]) -> Option<IpAddr> {
+        match b.len() {
+            4 => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
+            _ => None,
+        }
+    }
+
+    /// `aa:bb:cc:dd:ee:ff`.
+    pub fn mac_text(mac: [u8; 6]) -> String {
+        let mut s = String::with_capacity(17);
+        for (i, b) in mac.iter().enumerate() {
+            if i > 0 {
+                s.push(':');
+            }
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+}
+
 /// The Asgard OpenAPI description, for servers that serve it and tests that
 /// check bodies against it.
 pub const ASGARD_OPENAPI_V1: &str = include_str!("../../../proto/asgard/v1/openapi.yaml");
