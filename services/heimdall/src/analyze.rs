@@ -39,6 +39,9 @@ pub struct AnalyzeOptions {
     /// Run the detectors and write alerts.jsonl (turns the engine's
     /// observations on: ARP feeds the host sweep detector).
     pub alerts: bool,
+    /// Baselines from an earlier run (its baselines.json) to judge devices
+    /// against; without it they are learnt from the start of the input.
+    pub baseline: Option<PathBuf>,
 }
 
 /// Failures that stop the run (an unreadable input does not: it is a problem).
@@ -58,6 +61,10 @@ pub enum AnalyzeError {
     Capture(#[from] heimdall_capture::source::Error),
     #[error("the device rules do not load: {0}")]
     Rules(heimdall_fingerprint::RulesError),
+    #[error(
+        "cannot use the baselines in {path}: {reason} (give the baselines.json an earlier `heimdall analyze` wrote)"
+    )]
+    Baseline { path: PathBuf, reason: String },
 }
 
 /// One input that did not read cleanly.
@@ -248,10 +255,19 @@ struct Logs {
 
 /// The detectors `analyze` runs when alerts are on, and their output.
 struct Alerts {
-    detector: heimdall_detect::Detector,
+    monitor: heimdall_detect::Monitor,
     out: std::io::BufWriter<File>,
     path: PathBuf,
+    /// Where the learnt baselines go (baselines.json).
+    baselines: PathBuf,
     written: usize,
+}
+
+/// baselines.json: every device's learnt profile, by device key (MAC, or
+/// address for devices seen without one).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BaselineFile {
+    devices: std::collections::BTreeMap<String, heimdall_detect::baseline::DeviceProfile>,
 }
 
 /// The device registry `analyze` keeps when devices are on.
@@ -306,10 +322,27 @@ impl Logs {
         };
         let alerts = if opts.alerts {
             let path = dir.join("alerts.jsonl");
+            let mut monitor = heimdall_detect::Monitor::new(
+                heimdall_detect::DetectConfig::default(),
+                heimdall_detect::baseline::BaselineConfig::default(),
+            );
+            if let Some(b) = &opts.baseline {
+                let bad = |reason: String| AnalyzeError::Baseline {
+                    path: b.clone(),
+                    reason,
+                };
+                let text = std::fs::read_to_string(b).map_err(|e| bad(e.to_string()))?;
+                let file: BaselineFile =
+                    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+                for (key, profile) in file.devices {
+                    monitor.profiler.restore(&key, profile);
+                }
+            }
             Some(Alerts {
-                detector: heimdall_detect::Detector::new(heimdall_detect::DetectConfig::default()),
+                monitor,
                 out: std::io::BufWriter::new(open(&path)?),
                 path,
+                baselines: dir.join("baselines.json"),
                 written: 0,
             })
         } else {
@@ -393,7 +426,7 @@ impl Logs {
             reg.flush(latest);
         }
         if let Some(a) = &mut self.alerts {
-            let d = &mut a.detector;
+            let d = &mut a.monitor;
             for o in &engine.out.observations {
                 d.observation(o);
             }
@@ -407,12 +440,24 @@ impl Logs {
                     transport: r.transport,
                     state: r.conn_state,
                     orig_bytes: r.orig_bytes.unwrap_or(0),
+                    resp_bytes: r.resp_bytes.unwrap_or(0),
                     resp_pkts: r.resp_pkts,
+                    duration_us: r.duration_us.unwrap_or(0),
                 });
             }
+            let mut answers = Vec::new();
             for r in &engine.out.dns {
                 if let Some(q) = r.info.query() {
-                    d.dns(r.ts_us(), r.orig.ip(), q, r.info.qtype);
+                    answers.clear();
+                    answers.extend(r.info.answer_addrs.iter().map(|a| a.ip()));
+                    d.dns(
+                        r.ts_us(),
+                        r.orig.ip(),
+                        q,
+                        r.info.qtype,
+                        r.info.rcode,
+                        &answers,
+                    );
                 }
             }
             a.write()?;
@@ -457,7 +502,7 @@ impl Alerts {
     /// Writes the alerts raised so far to alerts.jsonl.
     fn write(&mut self) -> Result<(), AnalyzeError> {
         use std::io::Write;
-        for alert in self.detector.take() {
+        for alert in self.monitor.take() {
             let line = crate::alerts::json(&alert);
             serde_json::to_writer(&mut self.out, &line)
                 .map_err(std::io::Error::from)
@@ -474,6 +519,24 @@ impl Alerts {
     fn finish(mut self) -> Result<usize, AnalyzeError> {
         use std::io::Write;
         self.write()?;
+        let file = BaselineFile {
+            devices: self
+                .monitor
+                .profiles_of()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        let err = |source| AnalyzeError::Write {
+            path: self.baselines.clone(),
+            source,
+        };
+        let tmp = self.baselines.with_extension("json.tmp");
+        let body = serde_json::to_vec(&file)
+            .map_err(std::io::Error::from)
+            .map_err(err)?;
+        std::fs::write(&tmp, body).map_err(err)?;
+        std::fs::rename(&tmp, &self.baselines).map_err(err)?;
         self.out.flush().map_err(|source| AnalyzeError::Write {
             path: self.path.clone(),
             source,

@@ -119,6 +119,10 @@ pub enum Command {
         /// Do not run the detectors (no alerts.jsonl)
         #[arg(long)]
         no_alerts: bool,
+        /// Judge devices against the baselines of an earlier run (its
+        /// baselines.json) instead of learning from the start of this input
+        #[arg(long, value_name = "FILE")]
+        baseline: Option<PathBuf>,
     },
     /// Write a realistic home-network capture (pcap) made by Heimdall's own generator
     Generate {
@@ -155,6 +159,7 @@ pub fn run(cli: Cli) -> Result<u8, String> {
             no_progress,
             no_devices,
             no_alerts,
+            baseline,
         } => {
             let mut engine = EngineConfig::default();
             let mut nets: Vec<String> = Vec::new();
@@ -176,6 +181,9 @@ pub fn run(cli: Cli) -> Result<u8, String> {
             }
             engine.max_connections = max_connections;
             engine.observations = !no_devices || !no_alerts;
+            if no_alerts && baseline.is_some() {
+                return Err("--baseline feeds the detectors; it cannot go with --no-alerts".into());
+            }
             engine.sensor_id = sensor_id;
             if let Some(seed) = uid_seed {
                 engine.uid_seed = seed;
@@ -219,6 +227,7 @@ pub fn run(cli: Cli) -> Result<u8, String> {
                 progress: !no_progress,
                 devices: !no_devices,
                 alerts: !no_alerts,
+                baseline,
             };
             let report = analyze(&opts, &stop).map_err(|e| e.to_string())?;
             for problem in &report.problems {

@@ -1,31 +1,45 @@
-//! Behaviour detectors that need no baseline: they recognise the shape of
-//! an attack in the records themselves.
+//! Heimdall's detectors: the shapes of attacks in the records themselves,
+//! each device's learnt normal, and threat signatures from intelligence.
 //!
 //! What this crate promises:
-//! - Four detectors, each with thresholds in [`DetectConfig`]:
-//!   `port_scan` (one source probing many ports of one host, fast or slow),
-//!   `host_sweep` (one source probing one port, or ARP-asking for, many
-//!   hosts), `beaconing` (connections to one destination at a regular
-//!   interval, robust to jitter and to a few missed beats), and
-//!   `dns_tunneling` (many long, high-entropy names, or NULL-type queries,
-//!   from one device).
+//! - Shape detectors that need no history, each with thresholds in
+//!   [`DetectConfig`]: `port_scan` (one source probing many ports of one
+//!   host, fast or slow), `host_sweep` (one source probing one port, or
+//!   ARP-asking for, many hosts), `beaconing` (connections to one
+//!   destination at a regular interval, robust to jitter and to a few
+//!   missed beats), `dns_tunneling` (many long, high-entropy names, or
+//!   NULL-type queries, from one device), `dga` (bursts of random-looking
+//!   names that do not exist, per device) and `brute_force` (many short,
+//!   alike sessions to a login service).
+//! - Per-device baselines ([`baseline`]): a rolling window of hourly
+//!   buckets, folded in incrementally, one version per fold, with a
+//!   confidence; `new_destination`, `new_port`, `volume_spike`,
+//!   `exfiltration` and `unusual_time` judge a device only against a
+//!   confident baseline or a golden profile for its type.
+//! - Threat signatures ([`threat`]): domains (and their subdomains),
+//!   addresses and networks raise `threat_match` with the signature's
+//!   severity.
+//! - [`Monitor`] drives all of them from the same records, for `heimdall
+//!   analyze` and the anomaly service alike.
 //! - Every alert says what was expected, what was observed and the
 //!   evidence, names the source (IP and MAC when known) and the
 //!   destination, and carries a suppression key: one cause gives one
 //!   alert per suppression period, not one per packet.
 //! - Alerts from one device within an hour of each other share an incident.
 //! - State is bounded: windows expire, and the number of tracked keys is
-//!   capped ([`DetectConfig::max_keys`]); nothing grows with the length of
-//!   a capture.
-//! - Records may arrive in any order within a window; time is the records'
-//!   own (`ts_us`), so a capture analyzed later gives the same alerts.
-//!
-//! Baselines (what a device normally does) refine these in the anomaly
-//! service; these detectors stand alone so `heimdall analyze` raises them
-//! on any capture.
+//!   capped ([`DetectConfig::max_keys`], [`baseline::BaselineConfig`]);
+//!   nothing grows with the length of a capture.
+//! - Time is the records' own (`ts_us`), so a capture analyzed later gives
+//!   the same alerts.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
+
+pub mod baseline;
+pub mod monitor;
+pub mod threat;
+
+pub use monitor::Monitor;
 
 use heimdall_proto::sensor::v1::{
     Alert, ArpOp, ConnState, KeyValue, Observation, Severity, Transport, observation,
@@ -33,7 +47,7 @@ use heimdall_proto::sensor::v1::{
 use sha2::{Digest, Sha256};
 
 const MINUTE: i64 = 60_000_000;
-const HOUR: i64 = 60 * MINUTE;
+pub(crate) const HOUR: i64 = 60 * MINUTE;
 
 /// Thresholds of every detector.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,6 +80,15 @@ pub struct DetectConfig {
     pub dns_suspicious_names: usize,
     pub dns_null_queries: usize,
     pub dns_window_us: i64,
+    /// DGA: names that did not exist (NXDOMAIN) from one device within
+    /// `dga_window_us`, most of them random-looking.
+    pub dga_nxdomains: usize,
+    pub dga_random_share: f64,
+    pub dga_window_us: i64,
+    /// Brute force: short, alike sessions from one source to one login
+    /// service within `brute_window_us`.
+    pub brute_sessions: usize,
+    pub brute_window_us: i64,
     /// One alert per suppression key per this long.
     pub suppress_us: i64,
     /// Keys tracked per detector at most.
@@ -91,6 +114,11 @@ impl Default for DetectConfig {
             dns_suspicious_names: 20,
             dns_null_queries: 10,
             dns_window_us: 5 * MINUTE,
+            dga_nxdomains: 20,
+            dga_random_share: 0.5,
+            dga_window_us: 10 * MINUTE,
+            brute_sessions: 10,
+            brute_window_us: 10 * MINUTE,
             suppress_us: HOUR,
             max_keys: 100_000,
         }
@@ -108,12 +136,14 @@ pub struct Flow {
     pub transport: Transport,
     pub state: ConnState,
     pub orig_bytes: u64,
+    pub resp_bytes: u64,
     pub resp_pkts: u64,
+    pub duration_us: i64,
 }
 
 impl Flow {
     /// A probe: the originator sent no payload and no session followed.
-    fn is_probe(&self) -> bool {
+    pub fn is_probe(&self) -> bool {
         self.orig_bytes == 0
             && matches!(
                 self.state,
@@ -147,7 +177,7 @@ impl Source {
     }
 }
 
-fn unicast(ip: &IpAddr) -> bool {
+pub(crate) fn unicast(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             !(v4.is_broadcast()
@@ -161,7 +191,7 @@ fn unicast(ip: &IpAddr) -> bool {
 
 /// An address inside the home or an organisation (RFC 1918, link-local,
 /// unique local): sweeping these is mapping the local network.
-fn private(ip: &IpAddr) -> bool {
+pub(crate) fn private(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
         IpAddr::V6(v6) => {
@@ -227,6 +257,25 @@ struct DnsWindow {
     bases: HashMap<String, usize>,
 }
 
+/// Names that did not exist, from one device in the current window.
+#[derive(Debug, Default)]
+struct NxWindow {
+    start_us: i64,
+    names: HashSet<String>,
+    random: usize,
+    example: String,
+}
+
+/// Services people log in to: many short, alike sessions to one of them
+/// are password guessing.
+const LOGIN_PORTS: [u16; 15] = [
+    21, 22, 23, 25, 110, 143, 445, 465, 587, 993, 995, 1433, 3306, 3389, 5900,
+];
+
+/// Recent sessions (start, bytes sent, bytes received) from one source to
+/// one login service.
+type Sessions = VecDeque<(i64, u64, u64)>;
+
 /// The detectors' state. Feed records, then take the alerts.
 #[derive(Debug, Default)]
 pub struct Detector {
@@ -236,6 +285,8 @@ pub struct Detector {
     arp: HashMap<Source, Spread<IpAddr>>,
     beats: HashMap<(IpAddr, IpAddr, u16, i32), Beats>,
     dns: HashMap<IpAddr, DnsWindow>,
+    nx: HashMap<IpAddr, NxWindow>,
+    logins: HashMap<(IpAddr, IpAddr, u16), Sessions>,
     macs: HashMap<IpAddr, [u8; 6]>,
     suppressed: HashMap<String, i64>,
     incidents: HashMap<String, (String, i64)>,
@@ -285,6 +336,15 @@ impl Detector {
             .retain(|_, b| b.starts.back().is_some_and(|(t, _)| *t >= idle));
         let dns_before = self.latest_us - self.cfg.dns_window_us;
         self.dns.retain(|_, w| w.start_us >= dns_before);
+        let nx_before = self.latest_us - self.cfg.dga_window_us;
+        self.nx.retain(|_, w| w.start_us >= nx_before);
+        let login_before = self.latest_us - self.cfg.brute_window_us;
+        for q in self.logins.values_mut() {
+            while q.front().is_some_and(|(t, _, _)| *t < login_before) {
+                q.pop_front();
+            }
+        }
+        self.logins.retain(|_, q| !q.is_empty());
         let sup = self.latest_us - self.cfg.suppress_us;
         self.suppressed.retain(|_, t| *t >= sup);
         let cap = self.cfg.max_keys;
@@ -346,6 +406,14 @@ impl Detector {
             alert.src_mac = mac.to_vec().into();
         }
         self.out.push(alert);
+    }
+
+    /// An alert from another detector (baselines, threat signatures):
+    /// suppressed, correlated into the source's incident and given an id
+    /// like the built-in ones.
+    pub fn submit(&mut self, alert: Alert, ip: Option<IpAddr>, mac: Option<[u8; 6]>) {
+        self.tick(alert.ts_us);
+        self.raise(alert, Source { ip, mac });
     }
 
     /// One finished connection.
@@ -424,6 +492,158 @@ impl Detector {
         }
         if unicast(&f.dst) && f.ts_us > 0 {
             self.beat(f);
+        }
+        if LOGIN_PORTS.contains(&f.dst_port)
+            && f.transport == Transport::Tcp
+            && f.orig_bytes > 0
+            && f.resp_bytes > 0
+        {
+            self.login(f);
+        }
+    }
+
+    /// A session to a login service: short and like the others from the
+    /// same source, many times, is someone trying passwords.
+    fn login(&mut self, f: &Flow) {
+        let cfg = self.cfg;
+        let key = (f.src, f.dst, f.dst_port);
+        if !self.logins.contains_key(&key) && self.logins.len() >= cfg.max_keys {
+            return;
+        }
+        let q = self.logins.entry(key).or_default();
+        if f.duration_us > 30_000_000 || f.resp_bytes > 64 * 1024 {
+            // A long or busy session is someone working, not guessing.
+            q.clear();
+            return;
+        }
+        q.push_back((f.ts_us, f.orig_bytes, f.resp_bytes));
+        while q
+            .front()
+            .is_some_and(|(t, _, _)| *t < f.ts_us - cfg.brute_window_us)
+        {
+            q.pop_front();
+        }
+        if q.len() > 256 {
+            q.pop_front();
+        }
+        if q.len() < cfg.brute_sessions {
+            return;
+        }
+        let mut sizes: Vec<i64> = q.iter().map(|(_, o, _)| *o as i64).collect();
+        sizes.sort_unstable();
+        let m = median(&sizes).unwrap_or(0);
+        let alike = sizes
+            .iter()
+            .filter(|s| (**s - m).abs() as f64 <= m as f64 * 0.3 + 64.0)
+            .count() as f64
+            / sizes.len() as f64;
+        if alike < 0.8 {
+            return;
+        }
+        let n = q.len();
+        let first = q.front().map_or(f.ts_us, |(t, _, _)| *t);
+        let internal = private(&f.dst) && private(&f.src);
+        let alert = Alert {
+            ts_us: f.ts_us,
+            alert_type: "brute_force".into(),
+            severity: if internal || n >= cfg.brute_sessions * 5 {
+                Severity::High
+            } else {
+                Severity::Medium
+            } as i32,
+            score: (n as f64 / (cfg.brute_sessions as f64 * 4.0)).clamp(0.5, 1.0),
+            dst_ip: ip_bytes(&f.dst).into(),
+            dst_port: Some(u32::from(f.dst_port)),
+            transport: f.transport as i32,
+            description: format!(
+                "{} opened {n} short sessions to the login service {}:{} within {} min, {:.0}% of them the same size: password guessing",
+                f.src,
+                f.dst,
+                f.dst_port,
+                cfg.brute_window_us / MINUTE,
+                alike * 100.0
+            ),
+            expected: "a few logins, each followed by a working session".into(),
+            observed: format!("{n} short alike sessions (median {m} bytes sent)"),
+            evidence: vec![
+                kv("sessions", n.to_string()),
+                kv("same_size_share", format!("{alike:.2}")),
+                kv("median_orig_bytes", m.to_string()),
+            ],
+            suppression_key: format!("brute_force|{}|{}|{}", f.src, f.dst, f.dst_port),
+            first_ts_us: first,
+            last_ts_us: f.ts_us,
+            count: n as u64,
+            ..Default::default()
+        };
+        self.raise(
+            alert,
+            Source {
+                ip: Some(f.src),
+                mac: f.src_mac,
+            },
+        );
+    }
+
+    /// A name that did not exist (NXDOMAIN): bursts of random-looking ones
+    /// from one device are a DGA looking for its controller. Single-label
+    /// names (browsers' probes of the resolver) do not count.
+    pub fn nxdomain(&mut self, ts_us: i64, src: IpAddr, name: &str) {
+        self.tick(ts_us);
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if !name.contains('.') || heimdall_anonymize::is_local_name(&name) {
+            return;
+        }
+        let cfg = self.cfg;
+        let w = self.nx.entry(src).or_default();
+        if ts_us - w.start_us > cfg.dga_window_us {
+            *w = NxWindow {
+                start_us: ts_us,
+                ..NxWindow::default()
+            };
+        }
+        if w.names.len() >= 10_000 || !w.names.insert(name.clone()) {
+            return;
+        }
+        if random_label(&name) {
+            w.random += 1;
+            if w.example.is_empty() {
+                w.example = name;
+            }
+        }
+        let n = w.names.len();
+        let share = w.random as f64 / n as f64;
+        if n >= cfg.dga_nxdomains && share >= cfg.dga_random_share {
+            let (example, start, random) = (w.example.clone(), w.start_us, w.random);
+            let alert = Alert {
+                ts_us,
+                alert_type: "dga".into(),
+                severity: Severity::High as i32,
+                score: share.clamp(0.5, 1.0),
+                description: format!(
+                    "{src} looked up {n} names that do not exist within {:.0} s, {random} of them random-looking (e.g. {example}): a domain generation algorithm looking for its controller",
+                    (ts_us - start) as f64 / 1e6
+                ),
+                expected: "an occasional mistyped or expired name".into(),
+                observed: format!("{n} NXDOMAIN answers, {:.0}% random-looking", share * 100.0),
+                evidence: vec![
+                    kv("nxdomains", n.to_string()),
+                    kv("random_share", format!("{share:.2}")),
+                    kv("example", example),
+                ],
+                suppression_key: format!("dga|{src}"),
+                first_ts_us: start,
+                last_ts_us: ts_us,
+                count: n as u64,
+                ..Default::default()
+            };
+            self.raise(
+                alert,
+                Source {
+                    ip: Some(src),
+                    mac: None,
+                },
+            );
         }
     }
 
@@ -710,14 +930,14 @@ fn scan_alert(
     }
 }
 
-fn kv(k: &str, v: String) -> KeyValue {
+pub(crate) fn kv(k: &str, v: String) -> KeyValue {
     KeyValue {
         key: k.into(),
         value: v,
     }
 }
 
-fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
+pub(crate) fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
     match ip {
         IpAddr::V4(v4) => v4.octets().to_vec(),
         IpAddr::V6(v6) => v6.octets().to_vec(),
@@ -751,6 +971,19 @@ fn entropy(s: &str) -> f64 {
         .sum()
 }
 
+/// A registered-domain label that looks machine-made: long enough, with
+/// high character entropy or few vowels.
+fn random_label(name: &str) -> bool {
+    let base = heimdall_anonymize::registered_domain(name).unwrap_or_else(|| name.to_string());
+    let label = base.split('.').next().unwrap_or("");
+    if label.len() < 8 {
+        return false;
+    }
+    let vowels = label.bytes().filter(|b| b"aeiou".contains(b)).count() as f64 / label.len() as f64;
+    let digits = label.bytes().filter(u8::is_ascii_digit).count();
+    entropy(label) >= 3.3 || vowels < 0.2 || digits >= 3
+}
+
 /// A name that looks like encoded data: the part below its registered
 /// domain is long, or has a long label, and is random-looking.
 fn suspicious_name(name: &str, base: &str) -> bool {
@@ -776,7 +1009,9 @@ mod tests {
             transport: Transport::Tcp,
             state,
             orig_bytes: bytes,
+            resp_bytes: bytes,
             resp_pkts: 1,
+            duration_us: 1_000_000,
         }
     }
 
@@ -919,7 +1154,9 @@ mod more_tests {
                 transport: Transport::Tcp,
                 state: ConnState::Sf,
                 orig_bytes: 200,
+                resp_bytes: 900,
                 resp_pkts: 3,
+                duration_us: 100_000,
             });
         }
         // Offline: SYNs to 30 cloud addresses on 443 within a minute.
@@ -933,9 +1170,101 @@ mod more_tests {
                 transport: Transport::Tcp,
                 state: ConnState::S0,
                 orig_bytes: 0,
+                resp_bytes: 0,
                 resp_pkts: 0,
+                duration_us: 0,
             });
         }
         assert!(d.take().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod login_and_dga_tests {
+    use super::*;
+
+    fn session(t: i64, src: &str, dst: &str, port: u16, sent: u64, got: u64, dur_s: i64) -> Flow {
+        Flow {
+            ts_us: t,
+            src: src.parse().expect("ip"),
+            src_mac: None,
+            dst: dst.parse().expect("ip"),
+            dst_port: port,
+            transport: Transport::Tcp,
+            state: ConnState::Sf,
+            orig_bytes: sent,
+            resp_bytes: got,
+            resp_pkts: 10,
+            duration_us: dur_s * 1_000_000,
+        }
+    }
+
+    #[test]
+    fn forty_passwords_over_ssh_are_brute_force_and_working_sessions_are_not() {
+        let mut d = Detector::new(DetectConfig::default());
+        // 40 passwords, 3 per connection: 14 short connections in 5 min.
+        for i in 0..14 {
+            d.flow(&session(
+                i * 20_000_000,
+                "192.168.1.66",
+                "192.168.1.10",
+                22,
+                2300 + (i as u64 % 3) * 50,
+                2900,
+                4,
+            ));
+        }
+        // A person's shell sessions and git fetches to the same host.
+        for i in 0..14 {
+            d.flow(&session(
+                i * 20_000_000,
+                "192.168.1.67",
+                "192.168.1.10",
+                22,
+                5000 + i as u64 * 3100,
+                90_000,
+                300,
+            ));
+        }
+        let alerts = d.take();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].alert_type, "brute_force");
+        assert_eq!(alerts[0].src_ip.to_vec(), vec![192, 168, 1, 66]);
+        assert_eq!(alerts[0].severity, Severity::High as i32);
+    }
+
+    #[test]
+    fn random_names_that_do_not_exist_are_a_dga_and_typos_and_probes_are_not() {
+        let mut d = Detector::new(DetectConfig::default());
+        let src: IpAddr = "192.168.1.50".parse().expect("ip");
+        // Browser probes (single labels) and a few typos.
+        for (i, n) in [
+            "qwhxkzjfpv",
+            "mnbvcxzlkj",
+            "gooogle.com",
+            "faceboook.com",
+            "printer.lan",
+        ]
+        .iter()
+        .enumerate()
+        {
+            d.nxdomain(i as i64 * 1_000_000, src, n);
+        }
+        assert!(d.take().is_empty());
+        for i in 0..25u64 {
+            let label: String = format!("{:x}", Sha256::digest(i.to_le_bytes()))
+                .chars()
+                .filter(|c| c.is_ascii_alphabetic() || *c == '7')
+                .take(14)
+                .collect();
+            d.nxdomain(
+                10_000_000 + i as i64 * 500_000,
+                src,
+                &format!("{label}x{i}q.com"),
+            );
+        }
+        let alerts = d.take();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].alert_type, "dga");
     }
 }

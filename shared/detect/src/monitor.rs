@@ -1,0 +1,201 @@
+//! Every detector behind one front: the shape detectors of the crate root,
+//! the per-device baselines and the threat signatures, fed the same
+//! records, with one suppression and incident logic for all of them. Both
+//! `heimdall analyze` and the anomaly service drive this, so a capture
+//! analyzed on a laptop raises what the service would.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use heimdall_proto::sensor::v1::{Alert, IntelUpdate, Observation, observation};
+
+use crate::baseline::{BaselineConfig, DeviceProfile, Profiler};
+use crate::threat::Threats;
+use crate::{DetectConfig, Detector, Flow};
+
+/// The detectors of one sensor (one home).
+#[derive(Debug, Default)]
+pub struct Monitor {
+    pub detector: Detector,
+    pub profiler: Profiler,
+    pub threats: Threats,
+    /// Device ids and types from the fingerprint service, by MAC.
+    devices: HashMap<[u8; 6], (String, String)>,
+    /// The MAC each LAN address was last seen with.
+    macs: HashMap<IpAddr, [u8; 6]>,
+    /// Golden profiles applied.
+    profiles: usize,
+}
+
+impl Monitor {
+    pub fn new(detect: DetectConfig, baseline: BaselineConfig) -> Self {
+        Monitor {
+            detector: Detector::new(detect),
+            profiler: Profiler::new(baseline),
+            ..Monitor::default()
+        }
+    }
+
+    /// The key a device's baseline is kept under: its fingerprint device
+    /// id, else its MAC, else its address.
+    pub fn device_key(&self, ip: IpAddr, mac: Option<[u8; 6]>) -> String {
+        let mac = mac.or_else(|| self.macs.get(&ip).copied());
+        match mac {
+            Some(m) => match self.devices.get(&m) {
+                Some((id, _)) => id.clone(),
+                None => heimdall_proto::addr::mac_text(m),
+            },
+            None => ip.to_string(),
+        }
+    }
+
+    /// What the fingerprint service decided about a device.
+    pub fn device(&mut self, mac: [u8; 6], device_id: &str, device_type: &str) {
+        let before = heimdall_proto::addr::mac_text(mac);
+        if !device_id.is_empty()
+            && device_id != before
+            && let Some(p) = self.profiler.devices.remove(&before)
+        {
+            // Learnt under its MAC before the device had an id.
+            self.profiler
+                .devices
+                .entry(device_id.to_string())
+                .or_insert(p);
+        }
+        self.devices
+            .insert(mac, (device_id.to_string(), device_type.to_string()));
+        if !device_type.is_empty() {
+            self.profiler.device_type(device_id, device_type);
+        }
+    }
+
+    /// Intelligence: threat signatures and golden profiles.
+    pub fn intel(&mut self, u: &IntelUpdate) {
+        if u.full_snapshot {
+            self.threats.clear();
+        }
+        for id in &u.removed_signature_ids {
+            self.threats.remove(id);
+        }
+        for s in &u.threat_signatures {
+            self.threats.add(s);
+        }
+        for p in &u.golden_profiles {
+            let name = heimdall_proto::sensor::v1::DeviceType::try_from(p.device_type)
+                .map(|t| {
+                    t.as_str_name()
+                        .trim_start_matches("DEVICE_TYPE_")
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_default();
+            if !name.is_empty() {
+                self.profiler.golden(&name, p);
+                self.profiles += 1;
+            }
+        }
+    }
+
+    /// Golden profiles applied so far.
+    pub fn profiles(&self) -> usize {
+        self.profiles
+    }
+
+    /// One finished connection.
+    pub fn flow(&mut self, f: &Flow) {
+        if let Some(m) = f.src_mac {
+            if self.macs.len() > 100_000 {
+                self.macs.clear();
+            }
+            self.macs.insert(f.src, m);
+        }
+        self.detector.flow(f);
+        if let Some(a) = self.threats.flow(f) {
+            self.detector.submit(a, Some(f.src), f.src_mac);
+        }
+        if crate::private(&f.src) {
+            let key = self.device_key(f.src, f.src_mac);
+            self.profiler.flow(&key, f);
+            self.submit_profiled();
+        }
+    }
+
+    /// One DNS transaction: `rcode` 3 is NXDOMAIN; `answers` are the
+    /// addresses it resolved to.
+    pub fn dns(
+        &mut self,
+        ts_us: i64,
+        src: IpAddr,
+        query: &str,
+        qtype: Option<u16>,
+        rcode: Option<u8>,
+        answers: &[IpAddr],
+    ) {
+        self.detector.dns(ts_us, src, query, qtype);
+        if rcode == Some(3) {
+            self.detector.nxdomain(ts_us, src, query);
+        }
+        if let Some(a) = self.threats.lookup(ts_us, src, query) {
+            self.detector.submit(a, Some(src), None);
+        }
+        if crate::private(&src) {
+            let key = self.device_key(src, None);
+            self.profiler
+                .dns(&key, ts_us, query, answers, rcode == Some(3));
+        }
+    }
+
+    /// One device observation (ARP feeds the host sweep detector).
+    pub fn observation(&mut self, o: &Observation) {
+        if let Some(observation::Kind::Arp(a)) = &o.kind
+            && let (Some(ip), Ok(mac)) = (
+                heimdall_proto::addr::ip(&a.sender_ip),
+                <[u8; 6]>::try_from(a.sender_mac.as_ref()),
+            )
+            && !ip.is_unspecified()
+        {
+            self.macs.insert(ip, mac);
+        }
+        self.detector.observation(o);
+    }
+
+    /// Closes the hours of devices that went quiet, up to `ts_us`.
+    pub fn advance(&mut self, ts_us: i64) {
+        self.profiler.advance(ts_us);
+    }
+
+    fn submit_profiled(&mut self) {
+        for (key, a) in self.profiler.take() {
+            let (ip, mac) = self
+                .profiler
+                .devices
+                .get(&key)
+                .map_or((None, None), |d| (d.ip, d.mac));
+            self.detector.submit(a, ip, mac);
+        }
+    }
+
+    /// The alerts raised since the last call, each with its device id
+    /// when the fingerprint service named the device.
+    pub fn take(&mut self) -> Vec<Alert> {
+        let mut out = self.detector.take();
+        for a in &mut out {
+            let mac = <[u8; 6]>::try_from(a.src_mac.as_ref()).ok().or_else(|| {
+                heimdall_proto::addr::ip(&a.src_ip).and_then(|ip| self.macs.get(&ip).copied())
+            });
+            if let Some(m) = mac {
+                if a.src_mac.is_empty() {
+                    a.src_mac = m.to_vec().into();
+                }
+                if let Some((id, _)) = self.devices.get(&m) {
+                    a.device_id = id.clone();
+                }
+            }
+        }
+        out
+    }
+
+    /// Every device's profile, for storing.
+    pub fn profiles_of(&self) -> &HashMap<String, DeviceProfile> {
+        &self.profiler.devices
+    }
+}
