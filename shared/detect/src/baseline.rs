@@ -383,13 +383,17 @@ fn judging(p: &DeviceProfile, cfg: &BaselineConfig) -> bool {
 pub struct Profiler {
     pub cfg: BaselineConfig,
     pub devices: HashMap<String, DeviceProfile>,
-    /// Registered domain each address was last looked up as, per device.
-    names: HashMap<(String, IpAddr), String>,
+    /// Registered domain each address was last looked up as (in one home,
+    /// an address means the same service whoever asked).
+    names: HashMap<IpAddr, String>,
     /// Golden profiles by device type name.
     golden: HashMap<String, Seed>,
-    /// Baselines that got a new version since the last call to
-    /// [`Profiler::take_versions`].
-    versions: Vec<String>,
+    /// Every baseline version made since the last call to
+    /// [`Profiler::take_versions`], by device.
+    versions: Vec<(String, Baseline)>,
+    /// Keep every version for [`Profiler::take_versions`] (a service that
+    /// stores them); off, only the latest baseline is kept.
+    pub record_versions: bool,
     out: Vec<(String, Alert)>,
 }
 
@@ -407,12 +411,10 @@ impl Profiler {
         std::mem::take(&mut self.out)
     }
 
-    /// Devices whose baseline got a new version since the last call.
-    pub fn take_versions(&mut self) -> Vec<String> {
-        let mut v = std::mem::take(&mut self.versions);
-        v.sort();
-        v.dedup();
-        v
+    /// Every baseline version made since the last call, oldest first,
+    /// with its device.
+    pub fn take_versions(&mut self) -> Vec<(String, Baseline)> {
+        std::mem::take(&mut self.versions)
     }
 
     /// A golden profile for a device type: seeds the baselines of young
@@ -464,6 +466,7 @@ impl Profiler {
         if ts_us > 0 && hour > d.current.hour {
             if d.current.hour > 0 {
                 let done = std::mem::take(&mut d.current);
+                let version = d.baseline.version;
                 d.baseline.fold(&done, &cfg);
                 // Hours with nothing in them count as quiet hours of the
                 // day, up to a day of them (a device switched off for a week
@@ -478,8 +481,12 @@ impl Profiler {
                         &cfg,
                     );
                 }
+                // One recompute, one version, however many hours it folded.
+                d.baseline.version = version + 1;
                 d.dirty = true;
-                self.versions.push(device.to_string());
+                if self.record_versions {
+                    self.versions.push((device.to_string(), d.baseline.clone()));
+                }
             }
             d.current = Bucket {
                 hour,
@@ -499,13 +506,31 @@ impl Profiler {
         }
     }
 
+    /// Whether `device`'s confident baseline already holds the destination
+    /// `dst` (a habit, not news).
+    pub fn knows(&self, device: &str, dst: &IpAddr) -> bool {
+        let Some(d) = self.devices.get(device) else {
+            return false;
+        };
+        if d.baseline.confidence < self.cfg.min_confidence {
+            return false;
+        }
+        let (key, _) = destination(dst, self.names.get(dst).map(String::as_str));
+        d.baseline.destinations.contains_key(&key)
+    }
+
     /// One DNS answer: remembers the registered domain of the addresses.
     pub fn dns(&mut self, device: &str, ts_us: i64, name: &str, addrs: &[IpAddr], nxdomain: bool) {
-        let Some(d) = self.device(device, ts_us) else {
-            return;
-        };
-        d.current.dns_queries += 1;
-        d.current.nxdomains += u64::from(nxdomain);
+        // Connections are the clock (the DNS and connection streams are
+        // consumed apart and one may run ahead of the other), and they
+        // make a device: a look-up alone, perhaps before the device's MAC
+        // is known, counts only for a device already profiled.
+        let _ = ts_us;
+        if let Some(d) = self.devices.get_mut(device) {
+            d.dirty = true;
+            d.current.dns_queries += 1;
+            d.current.nxdomains += u64::from(nxdomain);
+        }
         if addrs.is_empty() {
             return;
         }
@@ -517,17 +542,18 @@ impl Profiler {
             self.names.clear();
         }
         for a in addrs {
-            self.names.insert((device.to_string(), *a), base.clone());
+            self.names.insert(*a, base.clone());
         }
     }
 
     /// One finished connection from `device`.
     pub fn flow(&mut self, device: &str, f: &Flow) {
-        let name = self.names.get(&(device.to_string(), f.dst)).cloned();
+        let name = self.names.get(&f.dst).cloned();
         let cfg = self.cfg;
         let Some(d) = self.device(device, f.ts_us) else {
             return;
         };
+        d.dirty = true;
         d.ip = Some(f.src);
         if f.src_mac.is_some() {
             d.mac = f.src_mac;

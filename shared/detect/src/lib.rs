@@ -142,6 +142,26 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// The detectors' view of a connection record from the bus; `None`
+    /// when its addresses are missing.
+    pub fn from_record(r: &heimdall_proto::sensor::v1::ConnRecord) -> Option<Flow> {
+        Some(Flow {
+            ts_us: r.ts_us,
+            src: heimdall_proto::addr::ip(&r.id_orig_h)?,
+            src_mac: <[u8; 6]>::try_from(r.orig_l2_addr.as_ref())
+                .ok()
+                .filter(|m| *m != [0; 6]),
+            dst: heimdall_proto::addr::ip(&r.id_resp_h)?,
+            dst_port: u16::try_from(r.id_resp_p).unwrap_or(0),
+            transport: r.proto(),
+            state: r.conn_state(),
+            orig_bytes: r.orig_bytes.unwrap_or(0),
+            resp_bytes: r.resp_bytes.unwrap_or(0),
+            resp_pkts: r.resp_pkts.unwrap_or(0),
+            duration_us: r.duration_us.unwrap_or(0),
+        })
+    }
+
     /// A probe: the originator sent no payload and no session followed.
     pub fn is_probe(&self) -> bool {
         self.orig_bytes == 0

@@ -178,6 +178,21 @@ impl Monitor {
     /// when the fingerprint service named the device.
     pub fn take(&mut self) -> Vec<Alert> {
         let mut out = self.detector.take();
+        // A regular check-in to a destination the device has used for days
+        // is its habit: beaconing is news only where the baseline is not.
+        out.retain(|a| {
+            if a.alert_type != "beaconing" {
+                return true;
+            }
+            let (Some(src), Some(dst)) = (
+                heimdall_proto::addr::ip(&a.src_ip),
+                heimdall_proto::addr::ip(&a.dst_ip),
+            ) else {
+                return true;
+            };
+            let mac = <[u8; 6]>::try_from(a.src_mac.as_ref()).ok();
+            !self.profiler.knows(&self.device_key(src, mac), &dst)
+        });
         for a in &mut out {
             let mac = <[u8; 6]>::try_from(a.src_mac.as_ref()).ok().or_else(|| {
                 heimdall_proto::addr::ip(&a.src_ip).and_then(|ip| self.macs.get(&ip).copied())

@@ -25,11 +25,24 @@ pub async fn serve(
     health: Health,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    serve_with(listener, metrics, health, Router::new(), shutdown).await
+}
+
+/// [`serve`], with a service's own operator routes (`extra`) beside the
+/// telemetry ones.
+pub async fn serve_with(
+    listener: TcpListener,
+    metrics: Metrics,
+    health: Health,
+    extra: Router,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, health });
+        .with_state(AppState { metrics, health })
+        .merge(extra);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

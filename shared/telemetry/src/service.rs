@@ -73,15 +73,27 @@ impl Served {
         components: &[&str],
         shutdown: CancellationToken,
     ) -> Served {
+        Served::start_with(listener, components, axum::Router::new(), shutdown)
+    }
+
+    /// [`Served::start`], with the service's own operator routes (`extra`)
+    /// on the same listener.
+    pub fn start_with(
+        listener: TcpListener,
+        components: &[&str],
+        extra: axum::Router,
+        shutdown: CancellationToken,
+    ) -> Served {
         let metrics = Metrics::new();
         let health = Health::new();
         for c in components {
             health.register(c);
         }
-        let task = tokio::spawn(crate::serve(
+        let task = tokio::spawn(crate::server::serve_with(
             listener,
             metrics.clone(),
             health.clone(),
+            extra,
             shutdown,
         ));
         Served {

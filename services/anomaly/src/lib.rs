@@ -1,0 +1,1350 @@
+//! The anomaly service: connection, DNS and observation records, device
+//! events and intelligence from NATS in; per-device baselines in its own
+//! PostgreSQL schema (`anomaly`), and alerts and incidents stored there and
+//! published on `sensor.<id>.alerts`.
+//!
+//! What this service promises:
+//! - Every detector of `heimdall-detect` runs on every record: the shape
+//!   detectors (scans, sweeps, beacons, DNS tunnels, DGAs, brute force),
+//!   the baseline detectors (new destinations and ports, volume spikes,
+//!   exfiltration, unusual hours) and threat signatures from Asgard.
+//! - A batch's alerts, and any baseline versions it completed, are written
+//!   in one transaction before the batch is acknowledged. Alert ids are
+//!   deterministic, so a redelivered batch stores nothing twice; alerts go
+//!   to NATS from that table (an outbox), once.
+//! - Every fold of an hour into a baseline is a new version; the versions
+//!   are kept (up to `HEIMDALL_ANOMALY_VERSIONS_KEPT` per device) and any
+//!   device can be rolled back to one, by API (`POST
+//!   /v1/baselines/{sensor}/{device}/rollback`) or command line
+//!   (`heimdall-anomaly rollback`). A rollback is a new version too.
+//! - Profiles (baseline plus the hour being collected) are checkpointed
+//!   every `HEIMDALL_ANOMALY_CHECKPOINT_INTERVAL` and at shutdown; a
+//!   restarted replica resumes from them, with the intelligence and device
+//!   names it had, before it takes a message. A crash loses at most the
+//!   counts of one checkpoint interval of the current hour, never an alert
+//!   or a stored version.
+//! - Work is partitioned by device: the capture service publishes each
+//!   device's records to one partition; a replica consumes the partitions
+//!   listed in `HEIMDALL_ANOMALY_PARTITIONS` (all by default) with durable
+//!   consumers of their own, so two replicas never hold one device.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use heimdall_bus::{Bus, BusConfig, ConsumerSpec, Kind};
+use heimdall_config::{Problem, Validate};
+use heimdall_detect::baseline::{Baseline, BaselineConfig, DeviceProfile};
+use heimdall_detect::{DetectConfig, Flow, Monitor};
+use heimdall_proto::sensor::v1::{
+    Alert, AlertBatch, AlertEvent, ConnBatch, DeviceEventBatch, DnsBatch, GoldenProfile, Incident,
+    IncidentState, IntelUpdate, ObservationBatch, Severity, ThreatSignature, alert_event,
+};
+use heimdall_store::{PgPool, StoreConfig};
+use heimdall_telemetry::{Metrics, TelemetryConfig};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+mod api;
+
+/// The schema this service owns.
+pub const SCHEMA: &str = "anomaly";
+/// The variable prefix of [`AnomalySettings`].
+pub const PREFIX: &str = "HEIMDALL_ANOMALY_";
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// `HEIMDALL_ANOMALY_*`: the service's own settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct AnomalySettings {
+    /// `HEIMDALL_ANOMALY_DURABLE`: prefix of the consumer names. Default
+    /// `anomaly`.
+    pub durable: String,
+    /// `HEIMDALL_ANOMALY_PARTITIONS`: the partitions this replica takes,
+    /// comma-separated (`0,1`); `*` (the default) for all of them in one
+    /// consumer. Replicas must take disjoint sets covering every partition
+    /// the capture service publishes (`HEIMDALL_CAPTURE_PARTITIONS`).
+    pub partitions: String,
+    /// `HEIMDALL_ANOMALY_CHECKPOINT_INTERVAL`: how often profiles are
+    /// stored. Default `10s`.
+    #[serde(with = "heimdall_config::duration")]
+    pub checkpoint_interval: Duration,
+    /// `HEIMDALL_ANOMALY_VERSIONS_KEPT`: baseline versions kept per device
+    /// (one per hour of data). Default 336 (two weeks).
+    pub versions_kept: u32,
+    /// `HEIMDALL_ANOMALY_WINDOW_DAYS`: days a baseline remembers. Default 7.
+    pub window_days: u32,
+    /// `HEIMDALL_ANOMALY_LEARN_DAYS`: days of data for full confidence.
+    /// Default 3.
+    pub learn_days: f64,
+    /// `HEIMDALL_ANOMALY_MIN_CONFIDENCE`: confidence from which a baseline
+    /// judges (0..1). Default 0.5.
+    pub min_confidence: f64,
+    /// `HEIMDALL_ANOMALY_UTC_OFFSET_MINUTES`: the home's time zone, for
+    /// hour-of-day habits. Default 0.
+    pub utc_offset_minutes: i32,
+}
+
+impl Default for AnomalySettings {
+    fn default() -> Self {
+        let b = BaselineConfig::default();
+        AnomalySettings {
+            durable: "anomaly".into(),
+            partitions: "*".into(),
+            checkpoint_interval: Duration::from_secs(10),
+            versions_kept: 336,
+            window_days: b.window_days,
+            learn_days: b.learn_days,
+            min_confidence: b.min_confidence,
+            utc_offset_minutes: b.utc_offset_minutes,
+        }
+    }
+}
+
+impl AnomalySettings {
+    /// The partitions, or `None` for all.
+    pub fn partition_list(&self) -> Result<Option<Vec<u16>>, String> {
+        let t = self.partitions.trim();
+        if t == "*" {
+            return Ok(None);
+        }
+        let mut v = Vec::new();
+        for p in t.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            v.push(
+                p.parse::<u16>()
+                    .map_err(|_| format!("{p:?} is not a partition number"))?,
+            );
+        }
+        if v.is_empty() {
+            return Err("give partition numbers separated by commas, or * for all".into());
+        }
+        v.sort_unstable();
+        v.dedup();
+        Ok(Some(v))
+    }
+
+    /// The thresholds of the baseline detectors.
+    pub fn baseline(&self) -> BaselineConfig {
+        BaselineConfig {
+            window_days: self.window_days,
+            learn_days: self.learn_days,
+            min_confidence: self.min_confidence,
+            utc_offset_minutes: self.utc_offset_minutes,
+            ..BaselineConfig::default()
+        }
+    }
+}
+
+impl Validate for AnomalySettings {
+    fn validate(&self, prefix: &str, problems: &mut Vec<Problem>) {
+        let mut bad = |var: &str, message: String| {
+            problems.push(Problem {
+                variable: format!("{prefix}{var}"),
+                message,
+            })
+        };
+        if self.durable.is_empty() {
+            bad("DURABLE", "must not be empty".into());
+        }
+        if let Err(e) = self.partition_list() {
+            bad("PARTITIONS", e);
+        }
+        if self.checkpoint_interval.is_zero() {
+            bad(
+                "CHECKPOINT_INTERVAL",
+                "must be longer than zero (like 10s)".into(),
+            );
+        }
+        if self.versions_kept == 0 {
+            bad("VERSIONS_KEPT", "must be at least 1".into());
+        }
+        if !(1..=60).contains(&self.window_days) {
+            bad("WINDOW_DAYS", "must be between 1 and 60".into());
+        }
+        if !(self.learn_days > 0.0 && self.learn_days <= f64::from(self.window_days)) {
+            bad(
+                "LEARN_DAYS",
+                format!(
+                    "must be above 0 and at most the window ({} days)",
+                    self.window_days
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.min_confidence) {
+            bad("MIN_CONFIDENCE", "must be between 0 and 1".into());
+        }
+        if self.utc_offset_minutes.abs() > 14 * 60 {
+            bad(
+                "UTC_OFFSET_MINUTES",
+                "must be within ±840 (UTC-14 to UTC+14)".into(),
+            );
+        }
+    }
+}
+
+heimdall_telemetry::service_config! {
+    /// Everything the service needs, loaded and validated as one.
+    pub struct Config {
+        anomaly: AnomalySettings = PREFIX,
+        nats: BusConfig = heimdall_bus::PREFIX,
+        database: StoreConfig = heimdall_store::PREFIX,
+        telemetry: TelemetryConfig = heimdall_telemetry::PREFIX,
+    }
+}
+
+/// Why a batch could not be applied; it is delivered again.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The database refused; the partition's state is reloaded from it.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A stored profile did not parse.
+    #[error("profile: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Why a rollback was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("no device {device} on sensor {sensor} in this replica")]
+    NoDevice { sensor: String, device: String },
+    #[error("device {device} has no stored baseline version {version}")]
+    NoVersion { device: String, version: u64 },
+    #[error(transparent)]
+    Handle(#[from] HandleError),
+}
+
+impl From<sqlx::Error> for RollbackError {
+    fn from(e: sqlx::Error) -> Self {
+        RollbackError::Handle(HandleError::Db(e))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct ServiceMetrics {
+    records: Family<Vec<(String, String)>, Counter>,
+    alerts: Family<Vec<(String, String)>, Counter>,
+    versions: Counter,
+    rollbacks: Counter,
+    devices: Gauge,
+    checkpoint_errors: Counter,
+}
+
+impl ServiceMetrics {
+    fn register(&self, m: &Metrics) {
+        m.register(
+            "anomaly_records",
+            "Records run through the detectors, by kind",
+            self.records.clone(),
+        );
+        m.register(
+            "anomaly_alerts",
+            "Alerts raised and stored, by type",
+            self.alerts.clone(),
+        );
+        m.register(
+            "anomaly_baseline_versions",
+            "Baseline versions stored",
+            self.versions.clone(),
+        );
+        m.register(
+            "anomaly_rollbacks",
+            "Baselines rolled back",
+            self.rollbacks.clone(),
+        );
+        m.register(
+            "anomaly_devices",
+            "Devices profiled by this replica",
+            self.devices.clone(),
+        );
+        m.register(
+            "anomaly_checkpoint_errors",
+            "Checkpoints of profiles that failed (retried at the next)",
+            self.checkpoint_errors.clone(),
+        );
+    }
+
+    fn count(&self, kind: &str, n: usize) {
+        self.records
+            .get_or_create(&vec![("kind".into(), kind.into())])
+            .inc_by(n as u64);
+    }
+}
+
+/// Intelligence in force, kept to equip monitors created later.
+#[derive(Debug, Default)]
+struct Intel {
+    signatures: HashMap<String, ThreatSignature>,
+    profiles: HashMap<String, GoldenProfile>,
+}
+
+impl Intel {
+    fn as_update(&self) -> IntelUpdate {
+        IntelUpdate {
+            threat_signatures: self.signatures.values().cloned().collect(),
+            golden_profiles: self.profiles.values().cloned().collect(),
+            ..IntelUpdate::default()
+        }
+    }
+}
+
+/// Device ids and types (as the fingerprint service named them) by MAC.
+type Named = HashMap<[u8; 6], (String, String)>;
+
+/// A sensor's partition: its devices' detectors.
+type Part = (String, u16);
+
+/// The monitors of this replica's partitions and the database behind them.
+#[derive(Debug)]
+pub struct Service {
+    settings: AnomalySettings,
+    pool: PgPool,
+    monitors: Mutex<HashMap<Part, Monitor>>,
+    intel: Mutex<Intel>,
+    /// Device ids and types by sensor and MAC.
+    devices: Mutex<HashMap<String, Named>>,
+    outbox: Notify,
+    metrics: ServiceMetrics,
+}
+
+fn wall_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The partition of a subject (`...p3` → 3).
+fn partition_of_subject(subject: &str) -> u16 {
+    subject
+        .rsplit('.')
+        .next()
+        .and_then(|t| t.strip_prefix('p'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn severity_name(s: i32) -> String {
+    Severity::try_from(s)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("SEVERITY_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+impl Service {
+    /// A service over `pool` (migrated). Partitions load lazily.
+    pub fn new(settings: AnomalySettings, pool: PgPool) -> Self {
+        Service {
+            settings,
+            pool,
+            monitors: Mutex::new(HashMap::new()),
+            intel: Mutex::new(Intel::default()),
+            devices: Mutex::new(HashMap::new()),
+            outbox: Notify::new(),
+            metrics: ServiceMetrics::default(),
+        }
+    }
+
+    /// Loads the intelligence and device names stored by earlier runs.
+    pub async fn load_shared(&self) -> Result<(), HandleError> {
+        let rows: Vec<(String, String, Vec<u8>)> =
+            sqlx::query_as("SELECT kind, id, body FROM intel")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut intel = self.intel.lock().await;
+        for (kind, id, body) in rows {
+            match kind.as_str() {
+                "signature" => {
+                    if let Ok(s) = ThreatSignature::decode(body.as_slice()) {
+                        intel.signatures.insert(id, s);
+                    }
+                }
+                _ => {
+                    if let Ok(p) = GoldenProfile::decode(body.as_slice()) {
+                        intel.profiles.insert(id, p);
+                    }
+                }
+            }
+        }
+        let rows: Vec<(String, Vec<u8>, String, String)> =
+            sqlx::query_as("SELECT sensor_id, mac, device_id, device_type FROM devices")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut devices = self.devices.lock().await;
+        for (sensor, mac, id, t) in rows {
+            if let Ok(m) = <[u8; 6]>::try_from(mac.as_slice()) {
+                devices.entry(sensor).or_default().insert(m, (id, t));
+            }
+        }
+        info!(
+            signatures = intel.signatures.len(),
+            profiles = intel.profiles.len(),
+            "intelligence loaded"
+        );
+        Ok(())
+    }
+
+    async fn load(&self, sensor: &str, part: u16) -> Result<Monitor, HandleError> {
+        let mut m = Monitor::new(DetectConfig::default(), self.settings.baseline());
+        m.profiler.record_versions = true;
+        m.intel(&self.intel.lock().await.as_update());
+        if let Some(devs) = self.devices.lock().await.get(sensor) {
+            for (mac, (id, t)) in devs {
+                m.device(*mac, id, t);
+            }
+        }
+        let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+            "SELECT device_key, body FROM profiles WHERE sensor_id = $1 AND part = $2",
+        )
+        .bind(sensor)
+        .bind(i32::from(part))
+        .fetch_all(&self.pool)
+        .await?;
+        let n = rows.len();
+        for (key, body) in rows {
+            let p: DeviceProfile = serde_json::from_value(body)?;
+            m.profiler.restore(&key, p);
+        }
+        info!(sensor, partition = part, devices = n, "profiles loaded");
+        Ok(m)
+    }
+
+    /// Runs `f` on the monitor of the sensor's partition, then stores the
+    /// alerts and baseline versions it produced in one transaction. On a
+    /// failure the partition is dropped, to be reloaded from the database,
+    /// and the batch comes again.
+    pub async fn apply(
+        &self,
+        sensor: &str,
+        part: u16,
+        f: impl FnOnce(&mut Monitor),
+    ) -> Result<usize, HandleError> {
+        let mut mons = self.monitors.lock().await;
+        let key = (sensor.to_string(), part);
+        if !mons.contains_key(&key) {
+            let m = self.load(sensor, part).await?;
+            mons.insert(key.clone(), m);
+        }
+        let Some(m) = mons.get_mut(&key) else {
+            return Ok(0);
+        };
+        f(m);
+        let result = self.persist(sensor, part, m).await;
+        if result.is_err() {
+            mons.remove(&key);
+        }
+        let devices: usize = mons.values().map(|m| m.profiles_of().len()).sum();
+        self.metrics.devices.set(devices as i64);
+        result
+    }
+
+    async fn persist(
+        &self,
+        sensor: &str,
+        part: u16,
+        m: &mut Monitor,
+    ) -> Result<usize, HandleError> {
+        let alerts = m.take();
+        let versions = m.profiler.take_versions();
+        if alerts.is_empty() && versions.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut devices: Vec<&str> = Vec::new();
+        for (key, b) in &versions {
+            store_version(&mut tx, sensor, key, b, "learnt").await?;
+            if !devices.contains(&key.as_str()) {
+                devices.push(key);
+            }
+        }
+        for key in &devices {
+            let Some(p) = m.profiler.devices.get(*key) else {
+                continue;
+            };
+            store_profile(&mut tx, sensor, part, key, p).await?;
+            sqlx::query(
+                "DELETE FROM baseline_versions WHERE sensor_id = $1 AND device_key = $2 AND version <= $3",
+            )
+            .bind(sensor)
+            .bind(key)
+            .bind(p.baseline.version as i64 - i64::from(self.settings.versions_kept))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let devices: Vec<String> = devices.into_iter().map(str::to_string).collect();
+        for key in &devices {
+            if let Some(p) = m.profiler.devices.get_mut(key) {
+                p.dirty = false;
+            }
+        }
+        for mut a in alerts.iter().cloned() {
+            a.sensor_id = sensor.to_string();
+            let inserted = sqlx::query(
+                "INSERT INTO alerts (alert_id, sensor_id, device_id, alert_type, severity, score, ts_us, incident_id, description, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (alert_id) DO NOTHING",
+            )
+            .bind(&a.alert_id)
+            .bind(sensor)
+            .bind(&a.device_id)
+            .bind(&a.alert_type)
+            .bind(a.severity)
+            .bind(a.score)
+            .bind(a.ts_us)
+            .bind(&a.incident_id)
+            .bind(&a.description)
+            .bind(a.encode_to_vec())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                continue;
+            }
+            self.metrics
+                .alerts
+                .get_or_create(&vec![("type".into(), a.alert_type.clone())])
+                .inc();
+            let device = if a.device_id.is_empty() {
+                heimdall_proto::addr::ip(&a.src_ip)
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_default()
+            } else {
+                a.device_id.clone()
+            };
+            sqlx::query(
+                "INSERT INTO incidents (incident_id, sensor_id, device_id, opened_us, updated_us, severity, alert_types, alert_count, summary) \
+                 VALUES ($1, $2, $3, $4, $4, $5, ARRAY[$6], 1, $7) \
+                 ON CONFLICT (incident_id) DO UPDATE SET updated_us = GREATEST(incidents.updated_us, EXCLUDED.updated_us), \
+                 severity = GREATEST(incidents.severity, EXCLUDED.severity), \
+                 alert_types = (SELECT array_agg(DISTINCT t ORDER BY t) FROM unnest(incidents.alert_types || EXCLUDED.alert_types) t), \
+                 alert_count = incidents.alert_count + 1",
+            )
+            .bind(&a.incident_id)
+            .bind(sensor)
+            .bind(&device)
+            .bind(a.ts_us)
+            .bind(a.severity)
+            .bind(&a.alert_type)
+            .bind(&a.description)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.metrics.versions.inc_by(versions.len() as u64);
+        if !alerts.is_empty() {
+            self.outbox.notify_one();
+        }
+        Ok(alerts.len())
+    }
+
+    /// Stores every profile that changed since the last checkpoint.
+    pub async fn checkpoint(&self) -> Result<usize, HandleError> {
+        let mut mons = self.monitors.lock().await;
+        let mut written = 0;
+        for ((sensor, part), m) in mons.iter_mut() {
+            let dirty: Vec<String> = m
+                .profiler
+                .devices
+                .iter()
+                .filter(|(_, p)| p.dirty)
+                .map(|(k, _)| k.clone())
+                .collect();
+            if dirty.is_empty() {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            for k in &dirty {
+                if let Some(p) = m.profiler.devices.get(k) {
+                    store_profile(&mut tx, sensor, *part, k, p).await?;
+                }
+            }
+            tx.commit().await?;
+            for k in &dirty {
+                if let Some(p) = m.profiler.devices.get_mut(k) {
+                    p.dirty = false;
+                }
+            }
+            written += dirty.len();
+        }
+        Ok(written)
+    }
+
+    /// Rolls `device`'s baseline back to stored `version`; the result is a
+    /// new version. Returns the new version number.
+    pub async fn rollback(
+        &self,
+        sensor: &str,
+        device: &str,
+        version: u64,
+    ) -> Result<u64, RollbackError> {
+        let part: Option<i32> = sqlx::query_scalar(
+            "SELECT part FROM profiles WHERE sensor_id = $1 AND device_key = $2",
+        )
+        .bind(sensor)
+        .bind(device)
+        .fetch_optional(&self.pool)
+        .await?;
+        let mut mons = self.monitors.lock().await;
+        let held = mons
+            .iter()
+            .find(|((s, _), m)| s == sensor && m.profiles_of().contains_key(device))
+            .map(|(k, _)| k.1);
+        let part = match (held, part) {
+            (Some(p), _) => p,
+            (None, Some(p)) if self.owns(p as u16) => {
+                let p = p as u16;
+                let m = self.load(sensor, p).await?;
+                mons.insert((sensor.to_string(), p), m);
+                p
+            }
+            _ => {
+                return Err(RollbackError::NoDevice {
+                    sensor: sensor.into(),
+                    device: device.into(),
+                });
+            }
+        };
+        let stored: Option<serde_json::Value> = sqlx::query_scalar(
+            "SELECT baseline FROM baseline_versions WHERE sensor_id = $1 AND device_key = $2 AND version = $3",
+        )
+        .bind(sensor)
+        .bind(device)
+        .bind(version as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(stored) = stored else {
+            return Err(RollbackError::NoVersion {
+                device: device.into(),
+                version,
+            });
+        };
+        let mut old: Baseline = serde_json::from_value(stored).map_err(HandleError::Json)?;
+        let newest: Option<i64> = sqlx::query_scalar(
+            "SELECT max(version) FROM baseline_versions WHERE sensor_id = $1 AND device_key = $2",
+        )
+        .bind(sensor)
+        .bind(device)
+        .fetch_one(&self.pool)
+        .await?;
+        let Some(m) = mons.get_mut(&(sensor.to_string(), part)) else {
+            return Err(RollbackError::NoDevice {
+                sensor: sensor.into(),
+                device: device.into(),
+            });
+        };
+        let Some(p) = m.profiler.devices.get_mut(device) else {
+            return Err(RollbackError::NoDevice {
+                sensor: sensor.into(),
+                device: device.into(),
+            });
+        };
+        old.version = (newest.unwrap_or(0) as u64).max(p.baseline.version) + 1;
+        p.baseline = old;
+        let mut tx = self.pool.begin().await?;
+        store_version(
+            &mut tx,
+            sensor,
+            device,
+            &p.baseline,
+            &format!("rollback to {version}"),
+        )
+        .await?;
+        store_profile(&mut tx, sensor, part, device, p).await?;
+        sqlx::query("DELETE FROM rollback_requests WHERE sensor_id = $1 AND device_key = $2")
+            .bind(sensor)
+            .bind(device)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        p.dirty = false;
+        self.metrics.rollbacks.inc();
+        info!(
+            sensor,
+            device,
+            to = version,
+            new_version = p.baseline.version,
+            "baseline rolled back"
+        );
+        Ok(p.baseline.version)
+    }
+
+    /// Applies rollbacks asked for from the command line for devices this
+    /// replica holds.
+    pub async fn rollback_requests(&self) -> Result<usize, HandleError> {
+        let rows: Vec<(String, String, i64, i32)> = sqlx::query_as(
+            "SELECT r.sensor_id, r.device_key, r.version, p.part FROM rollback_requests r \
+             JOIN profiles p USING (sensor_id, device_key)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut done = 0;
+        for (sensor, device, version, part) in rows {
+            if !self.owns(part as u16) {
+                continue;
+            }
+            match self.rollback(&sensor, &device, version as u64).await {
+                Ok(_) => done += 1,
+                Err(RollbackError::Handle(e)) => return Err(e),
+                Err(e) => {
+                    warn!(sensor, device, error = %e, "rollback request refused; dropping it");
+                    sqlx::query(
+                        "DELETE FROM rollback_requests WHERE sensor_id = $1 AND device_key = $2",
+                    )
+                    .bind(&sensor)
+                    .bind(&device)
+                    .execute(&self.pool)
+                    .await?;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn owns(&self, part: u16) -> bool {
+        match self.settings.partition_list() {
+            Ok(Some(list)) => list.contains(&part),
+            _ => true,
+        }
+    }
+
+    /// Stores and applies intelligence.
+    pub async fn intel(&self, u: &IntelUpdate) -> Result<(), HandleError> {
+        let mut tx = self.pool.begin().await?;
+        if u.full_snapshot {
+            sqlx::query("DELETE FROM intel").execute(&mut *tx).await?;
+        }
+        for id in &u.removed_signature_ids {
+            sqlx::query("DELETE FROM intel WHERE kind = 'signature' AND id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for id in &u.removed_profile_ids {
+            sqlx::query("DELETE FROM intel WHERE kind = 'profile' AND id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let rows = u
+            .threat_signatures
+            .iter()
+            .map(|s| ("signature", s.id.clone(), s.encode_to_vec()))
+            .chain(
+                u.golden_profiles
+                    .iter()
+                    .map(|p| ("profile", p.profile_id.clone(), p.encode_to_vec())),
+            );
+        for (kind, id, body) in rows {
+            sqlx::query(
+                "INSERT INTO intel (kind, id, body) VALUES ($1, $2, $3) \
+                 ON CONFLICT (kind, id) DO UPDATE SET body = EXCLUDED.body",
+            )
+            .bind(kind)
+            .bind(id)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        {
+            let mut intel = self.intel.lock().await;
+            if u.full_snapshot {
+                *intel = Intel::default();
+            }
+            for id in &u.removed_signature_ids {
+                intel.signatures.remove(id);
+            }
+            for id in &u.removed_profile_ids {
+                intel.profiles.remove(id);
+            }
+            for s in &u.threat_signatures {
+                intel.signatures.insert(s.id.clone(), s.clone());
+            }
+            for p in &u.golden_profiles {
+                intel.profiles.insert(p.profile_id.clone(), p.clone());
+            }
+        }
+        for m in self.monitors.lock().await.values_mut() {
+            m.intel(u);
+        }
+        info!(
+            signatures = u.threat_signatures.len(),
+            profiles = u.golden_profiles.len(),
+            removed = u.removed_signature_ids.len() + u.removed_profile_ids.len(),
+            "intelligence applied"
+        );
+        Ok(())
+    }
+
+    /// Stores and applies what the fingerprint service decided.
+    pub async fn devices(&self, b: &DeviceEventBatch) -> Result<(), HandleError> {
+        let mut named = Vec::new();
+        for e in &b.records {
+            let Some(d) = &e.device else { continue };
+            let t = d.device_type().as_str_name();
+            let t = t.trim_start_matches("DEVICE_TYPE_").to_ascii_lowercase();
+            let t = if t == "unspecified" { String::new() } else { t };
+            for m in &d.macs {
+                if let Ok(mac) = <[u8; 6]>::try_from(m.mac.as_ref()) {
+                    named.push((mac, d.device_id.clone(), t.clone()));
+                }
+            }
+        }
+        if named.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (mac, id, t) in &named {
+            sqlx::query(
+                "INSERT INTO devices (sensor_id, mac, device_id, device_type) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (sensor_id, mac) DO UPDATE SET device_id = EXCLUDED.device_id, device_type = EXCLUDED.device_type",
+            )
+            .bind(&b.sensor_id)
+            .bind(mac.as_slice())
+            .bind(id)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        {
+            let mut devices = self.devices.lock().await;
+            let s = devices.entry(b.sensor_id.clone()).or_default();
+            for (mac, id, t) in &named {
+                s.insert(*mac, (id.clone(), t.clone()));
+            }
+        }
+        for ((sensor, _), m) in self.monitors.lock().await.iter_mut() {
+            if *sensor == b.sensor_id {
+                for (mac, id, t) in &named {
+                    m.device(*mac, id, t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes unpublished alerts (and the state of their incidents),
+    /// oldest first, one batch per sensor; returns how many alerts went out.
+    pub async fn publish_outbox(&self, bus: &Bus) -> anyhow::Result<usize> {
+        let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, sensor_id, body FROM alerts WHERE NOT published ORDER BY seq LIMIT 500",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_sensor: Vec<(String, Vec<i64>, Vec<Alert>)> = Vec::new();
+        for (seq, sensor, body) in rows {
+            let mut a = Alert::decode(body.as_slice())?;
+            a.sensor_id.clone_from(&sensor);
+            match by_sensor.iter_mut().find(|(s, _, _)| *s == sensor) {
+                Some((_, seqs, alerts)) => {
+                    seqs.push(seq);
+                    alerts.push(a);
+                }
+                None => by_sensor.push((sensor, vec![seq], vec![a])),
+            }
+        }
+        let mut sent = 0;
+        for (sensor, seqs, alerts) in by_sensor {
+            let mut incident_ids: Vec<String> =
+                alerts.iter().map(|a| a.incident_id.clone()).collect();
+            incident_ids.sort();
+            incident_ids.dedup();
+            let incidents = self.incidents(&incident_ids).await?;
+            let mut h = Sha1::new();
+            let mut records = Vec::new();
+            for a in alerts {
+                h.update(a.alert_id.as_bytes());
+                h.update([0]);
+                records.push(AlertEvent {
+                    event_id: a.alert_id.clone(),
+                    sensor_id: sensor.clone(),
+                    ts_us: a.ts_us,
+                    payload: Some(alert_event::Payload::Alert(a)),
+                });
+            }
+            for i in incidents {
+                records.push(AlertEvent {
+                    event_id: format!("{}-{}", i.incident_id, i.alert_ids.len()),
+                    sensor_id: sensor.clone(),
+                    ts_us: i.updated_us,
+                    payload: Some(alert_event::Payload::Incident(i)),
+                });
+            }
+            let id: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            let batch = AlertBatch {
+                batch_id: format!("alerts-{id}"),
+                sensor_id: sensor.clone(),
+                created_us: wall_us(),
+                records,
+            };
+            let subject = bus.subjects().publish(Kind::Alerts, &sensor, 0);
+            bus.publish(&subject, &batch.batch_id, &batch).await?;
+            sqlx::query("UPDATE alerts SET published = true WHERE seq = ANY($1)")
+                .bind(&seqs)
+                .execute(&self.pool)
+                .await?;
+            sent += seqs.len();
+        }
+        Ok(sent)
+    }
+
+    async fn incidents(&self, ids: &[String]) -> Result<Vec<Incident>, sqlx::Error> {
+        type Row = (String, String, String, i64, i64, i32, Vec<String>, String);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT incident_id, sensor_id, device_id, opened_us, updated_us, severity, alert_types, summary \
+             FROM incidents WHERE incident_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for (id, sensor, device, opened, updated, severity, types, summary) in rows {
+            let alert_ids: Vec<String> = sqlx::query_scalar(
+                "SELECT alert_id FROM alerts WHERE incident_id = $1 ORDER BY ts_us, seq",
+            )
+            .bind(&id)
+            .fetch_all(&self.pool)
+            .await?;
+            out.push(Incident {
+                incident_id: id,
+                sensor_id: sensor,
+                device_id: device,
+                alert_ids,
+                severity,
+                summary: format!(
+                    "{} ({} alert types: {}); first: {summary}",
+                    severity_name(severity),
+                    types.len(),
+                    types.join(", ")
+                ),
+                opened_us: opened,
+                updated_us: updated,
+                closed_us: None,
+                state: IncidentState::Open as i32,
+                alert_types: types,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Consumer specs for `kind`: one per partition of this replica, or one
+    /// for all.
+    fn specs(&self, bus: &Bus, kind: Kind) -> Vec<ConsumerSpec> {
+        let base = format!("{}-{}", self.settings.durable, kind.token());
+        match self.settings.partition_list() {
+            Ok(Some(list)) => list
+                .into_iter()
+                .map(|p| bus.consumer_spec(kind, &base, Some(p)))
+                .collect(),
+            _ => vec![bus.consumer_spec(kind, &base, None)],
+        }
+    }
+
+    /// A consumer of every message of a broadcast kind (devices, intel),
+    /// named per replica so each replica sees all of them.
+    fn broadcast_spec(&self, bus: &Bus, kind: Kind) -> ConsumerSpec {
+        let who = match self.settings.partition_list() {
+            Ok(Some(list)) => list
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join("_"),
+            _ => "all".into(),
+        };
+        bus.consumer_spec(
+            kind,
+            &format!("{}-{}-{who}", self.settings.durable, kind.token()),
+            None,
+        )
+    }
+}
+
+async fn store_version(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    sensor: &str,
+    device: &str,
+    b: &Baseline,
+    reason: &str,
+) -> Result<(), HandleError> {
+    sqlx::query(
+        "INSERT INTO baseline_versions (sensor_id, device_key, version, confidence, reason, baseline) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sensor_id, device_key, version) DO NOTHING",
+    )
+    .bind(sensor)
+    .bind(device)
+    .bind(b.version as i64)
+    .bind(b.confidence)
+    .bind(reason)
+    .bind(serde_json::to_value(b)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn store_profile(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    sensor: &str,
+    part: u16,
+    device: &str,
+    p: &DeviceProfile,
+) -> Result<(), HandleError> {
+    sqlx::query(
+        "INSERT INTO profiles (sensor_id, device_key, part, version, confidence, device_type, body, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now()) \
+         ON CONFLICT (sensor_id, device_key) DO UPDATE SET part = EXCLUDED.part, version = EXCLUDED.version, \
+         confidence = EXCLUDED.confidence, device_type = EXCLUDED.device_type, body = EXCLUDED.body, updated_at = now()",
+    )
+    .bind(sensor)
+    .bind(device)
+    .bind(i32::from(part))
+    .bind(p.baseline.version as i64)
+    .bind(p.baseline.confidence)
+    .bind(&p.device_type)
+    .bind(serde_json::to_value(p)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Bring the service's schema up to date.
+pub async fn migrate(pool: &PgPool) -> Result<(), heimdall_store::Error> {
+    heimdall_store::migrate(pool, SCHEMA, &MIGRATIONS).await
+}
+
+/// The database from the `HEIMDALL_DATABASE_*` settings alone, migrated:
+/// for the operator subcommands.
+pub async fn open_database() -> anyhow::Result<PgPool> {
+    let mut loader = heimdall_config::Loader::from_env()?;
+    let store: StoreConfig = loader.section(heimdall_store::PREFIX);
+    loader.finish()?;
+    Ok(heimdall_store::open(&store, SCHEMA, &MIGRATIONS).await?)
+}
+
+/// One stored baseline version, for people.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VersionInfo {
+    pub version: u64,
+    pub created_at: String,
+    pub confidence: f64,
+    pub reason: String,
+    pub destinations: usize,
+    pub ports: usize,
+}
+
+/// The stored versions of a device's baseline, newest first.
+pub async fn versions(
+    pool: &PgPool,
+    sensor: &str,
+    device: &str,
+) -> Result<Vec<VersionInfo>, sqlx::Error> {
+    type Row = (i64, String, f64, String, i64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT version, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), confidence, reason, \
+         (SELECT count(*) FROM jsonb_object_keys(baseline->'destinations')), \
+         (SELECT count(*) FROM jsonb_object_keys(baseline->'ports')) \
+         FROM baseline_versions WHERE sensor_id = $1 AND device_key = $2 ORDER BY version DESC",
+    )
+    .bind(sensor)
+    .bind(device)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(v, c, conf, r, d, p)| VersionInfo {
+            version: v as u64,
+            created_at: c,
+            confidence: conf,
+            reason: r,
+            destinations: d as usize,
+            ports: p as usize,
+        })
+        .collect())
+}
+
+/// Asks the service to roll a device back (it applies the request at once
+/// when running, else when it starts). Refuses a version that is not
+/// stored.
+pub async fn request_rollback(
+    pool: &PgPool,
+    sensor: &str,
+    device: &str,
+    version: u64,
+) -> Result<(), String> {
+    let exists: Option<i64> = sqlx::query_scalar(
+        "SELECT version FROM baseline_versions WHERE sensor_id = $1 AND device_key = $2 AND version = $3",
+    )
+    .bind(sensor)
+    .bind(device)
+    .bind(version as i64)
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    if exists.is_none() {
+        return Err(format!(
+            "device {device} on sensor {sensor} has no stored baseline version {version}; `heimdall-anomaly versions {sensor} {device}` lists them"
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO rollback_requests (sensor_id, device_key, version) VALUES ($1, $2, $3) \
+         ON CONFLICT (sensor_id, device_key) DO UPDATE SET version = EXCLUDED.version, requested_at = now()",
+    )
+    .bind(sensor)
+    .bind(device)
+    .bind(version as i64)
+    .execute(pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Whether a rollback request is still waiting.
+pub async fn rollback_pending(pool: &PgPool, sensor: &str, device: &str) -> Result<bool, String> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM rollback_requests WHERE sensor_id = $1 AND device_key = $2",
+    )
+    .bind(sensor)
+    .bind(device)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(n > 0)
+}
+
+/// Feeds one batch's records to its partition's detectors.
+async fn on_batch<R>(
+    svc: &Service,
+    kind: &'static str,
+    sensor: &str,
+    subject: &str,
+    records: &[R],
+    feed: fn(&mut Monitor, &R),
+) -> Result<(), HandleError> {
+    let part = partition_of_subject(subject);
+    svc.apply(sensor, part, |m| {
+        for r in records {
+            feed(m, r);
+        }
+    })
+    .await?;
+    svc.metrics.count(kind, records.len());
+    Ok(())
+}
+
+fn feed_conn(m: &mut Monitor, r: &heimdall_proto::sensor::v1::ConnRecord) {
+    if let Some(f) = Flow::from_record(r) {
+        m.flow(&f);
+    }
+}
+
+fn feed_dns(m: &mut Monitor, r: &heimdall_proto::sensor::v1::DnsRecord) {
+    let (Some(q), Some(src)) = (r.query.as_deref(), heimdall_proto::addr::ip(&r.id_orig_h)) else {
+        return;
+    };
+    let answers: Vec<std::net::IpAddr> = r
+        .answer_addrs
+        .iter()
+        .filter_map(|a| heimdall_proto::addr::ip(a))
+        .collect();
+    m.dns(
+        r.ts_us,
+        src,
+        q,
+        r.qtype.and_then(|t| u16::try_from(t).ok()),
+        r.rcode.and_then(|c| u8::try_from(c).ok()),
+        &answers,
+    );
+}
+
+fn feed_observation(m: &mut Monitor, o: &heimdall_proto::sensor::v1::Observation) {
+    m.observation(o);
+}
+
+/// Spawns a consumer of `M` batches of `kind` for each spec.
+macro_rules! consume_records {
+    ($tasks:expr, $svc:expr, $bus:expr, $stop:expr, $kind:expr, $msg:ty, $label:expr, $feed:expr) => {
+        for spec in $svc.specs(&$bus, $kind) {
+            let (bus, svc, stop) = ($bus.clone(), $svc.clone(), $stop.clone());
+            $tasks.spawn(async move {
+                bus.consume::<$msg, _, _, HandleError>(spec, stop, |m| {
+                    let svc = svc.clone();
+                    async move {
+                        let b = &m.message;
+                        on_batch(&svc, $label, &b.sensor_id, &m.subject, &b.records, $feed).await
+                    }
+                })
+                .await?;
+                Ok::<(), anyhow::Error>(())
+            });
+        }
+    };
+}
+
+/// Run until `shutdown`: serve telemetry and the baseline API on
+/// `listener`, connect, migrate, resume from stored state, consume this
+/// replica's partitions, publish alerts, checkpoint.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let slot: Arc<OnceLock<Arc<Service>>> = Arc::new(OnceLock::new());
+    let served = heimdall_telemetry::Served::start_with(
+        listener,
+        &["nats", "database"],
+        api::router(slot.clone()),
+        shutdown.clone(),
+    );
+    let (metrics, health) = (served.metrics.clone(), served.health.clone());
+
+    let pool = heimdall_store::open(&config.database, SCHEMA, &MIGRATIONS).await?;
+    health.ready("database", "migrated");
+    let svc = Arc::new(Service::new(config.anomaly.clone(), pool));
+    svc.metrics.register(&metrics);
+    svc.load_shared()
+        .await
+        .map_err(|e| anyhow::anyhow!("loading stored state: {e}"))?;
+    // Every stored partition of this replica is loaded before a message is
+    // taken, so a restart resumes where it stopped.
+    let parts: Vec<(String, i32)> = sqlx::query_as("SELECT DISTINCT sensor_id, part FROM profiles")
+        .fetch_all(&svc.pool)
+        .await?;
+    for (sensor, part) in parts {
+        if svc.owns(part as u16) {
+            svc.apply(&sensor, part as u16, |_| {})
+                .await
+                .map_err(|e| anyhow::anyhow!("loading profiles: {e}"))?;
+        }
+    }
+    let _ = slot.set(svc.clone());
+
+    let bus = Bus::connect(&config.nats, "heimdall-anomaly")
+        .await?
+        .with_health(health.clone());
+    bus.register_metrics(&metrics);
+    bus.ensure_streams(&[
+        Kind::Flows,
+        Kind::Dns,
+        Kind::Observations,
+        Kind::Devices,
+        Kind::Intel,
+        Kind::Alerts,
+    ])
+    .await?;
+    health.ready(
+        "nats",
+        "consuming flows, dns, observations, devices and intel",
+    );
+    info!(partitions = %svc.settings.partitions, "anomaly ready");
+
+    let mut tasks: tokio::task::JoinSet<anyhow::Result<()>> = tokio::task::JoinSet::new();
+    consume_records!(
+        tasks,
+        svc,
+        bus,
+        shutdown,
+        Kind::Flows,
+        ConnBatch,
+        "conn",
+        feed_conn
+    );
+    consume_records!(
+        tasks,
+        svc,
+        bus,
+        shutdown,
+        Kind::Dns,
+        DnsBatch,
+        "dns",
+        feed_dns
+    );
+    consume_records!(
+        tasks,
+        svc,
+        bus,
+        shutdown,
+        Kind::Observations,
+        ObservationBatch,
+        "observation",
+        feed_observation
+    );
+    {
+        let spec = svc.broadcast_spec(&bus, Kind::Devices);
+        let (bus, svc, stop) = (bus.clone(), svc.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            bus.consume::<DeviceEventBatch, _, _, HandleError>(spec, stop, |m| {
+                let svc = svc.clone();
+                async move { svc.devices(&m.message).await }
+            })
+            .await?;
+            Ok(())
+        });
+    }
+    {
+        let spec = svc.broadcast_spec(&bus, Kind::Intel);
+        let (bus, svc, stop) = (bus.clone(), svc.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            bus.consume::<IntelUpdate, _, _, HandleError>(spec, stop, |m| {
+                let svc = svc.clone();
+                async move { svc.intel(&m.message).await }
+            })
+            .await?;
+            Ok(())
+        });
+    }
+    {
+        let (bus, svc, stop) = (bus.clone(), svc.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let mut checkpoint = tokio::time::interval(svc.settings.checkpoint_interval);
+            let mut requests = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = svc.outbox.notified() => {}
+                    _ = checkpoint.tick() => {
+                        if let Err(e) = svc.checkpoint().await {
+                            svc.metrics.checkpoint_errors.inc();
+                            warn!(error = %e, "checkpoint failed; will retry");
+                        }
+                    }
+                    _ = requests.tick() => {
+                        if let Err(e) = svc.rollback_requests().await {
+                            warn!(error = %e, "reading rollback requests failed; will retry");
+                        }
+                    }
+                }
+                loop {
+                    match svc.publish_outbox(&bus).await {
+                        Ok(0) => break,
+                        Ok(n) => info!(alerts = n, "alerts published"),
+                        Err(e) => {
+                            warn!(error = %e, "publishing alerts failed; will retry");
+                            break;
+                        }
+                    }
+                }
+            }
+            // The last checkpoint: a restart resumes from here.
+            match svc.checkpoint().await {
+                Ok(n) => info!(profiles = n, "profiles stored at shutdown"),
+                Err(e) => warn!(error = %e, "the shutdown checkpoint failed"),
+            }
+            Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    shutdown.cancel();
+    served.finish().await?;
+    Ok(())
+}

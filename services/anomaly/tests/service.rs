@@ -1,0 +1,421 @@
+//! The anomaly service as a process, over the real NATS and PostgreSQL: a
+//! smart plug's four days of normal life in, its baseline learnt and
+//! versioned, then a scan and a new destination raise alerts that are
+//! stored and published; the baseline is rolled back by API and by command
+//! line; a restarted service judges with the baseline it had.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use heimdall_bus::{Bus, Kind};
+use heimdall_proto::sensor::v1::{
+    AlertBatch, ConnBatch, ConnRecord, ConnState, DnsBatch, DnsRecord, Transport, alert_event,
+};
+use heimdall_store::testing::TestDb;
+use heimdall_tests::process;
+
+const SENSOR: &str = "home-1";
+const PLUG_MAC: [u8; 6] = [0x50, 0xc7, 0xbf, 0x01, 0x02, 0x03];
+const PLUG_MAC_TEXT: &str = "50:c7:bf:01:02:03";
+/// 2025-10-09 08:00 UTC, on the hour.
+const T0: i64 = 1_759_996_800_000_000;
+const MINUTE: i64 = 60_000_000;
+
+fn ip(s: &str) -> Vec<u8> {
+    match s.parse::<IpAddr>().expect("ip") {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    }
+}
+
+fn conn(ts_us: i64, dst: &str, port: u32, state: ConnState, up: u64, down: u64) -> ConnRecord {
+    ConnRecord {
+        ts_us,
+        uid: format!("C{ts_us}{port}"),
+        id_orig_h: ip("192.168.1.40").into(),
+        id_orig_p: 40_000 + (ts_us / MINUTE % 20_000) as u32,
+        id_resp_h: ip(dst).into(),
+        id_resp_p: port,
+        proto: Transport::Tcp as i32,
+        conn_state: state as i32,
+        orig_bytes: Some(up),
+        resp_bytes: Some(down),
+        resp_pkts: Some(if up > 0 { 4 } else { 0 }),
+        duration_us: Some(800_000),
+        orig_l2_addr: PLUG_MAC.to_vec().into(),
+        sensor_id: SENSOR.into(),
+        ..Default::default()
+    }
+}
+
+fn lookup(ts_us: i64, name: &str, answer: &str) -> DnsRecord {
+    DnsRecord {
+        ts_us,
+        uid: format!("D{ts_us}"),
+        id_orig_h: ip("192.168.1.40").into(),
+        id_resp_h: ip("192.168.1.1").into(),
+        id_resp_p: 53,
+        query: Some(name.into()),
+        qtype: Some(1),
+        rcode: Some(0),
+        answer_addrs: vec![ip(answer).into()],
+        sensor_id: SENSOR.into(),
+        record_uid: format!("D{ts_us}"),
+        ..Default::default()
+    }
+}
+
+/// The plug's normal life: every ten minutes it looks up its cloud and
+/// checks in, for `days` days.
+fn normal(days: i64) -> (Vec<ConnRecord>, Vec<DnsRecord>) {
+    let (mut conns, mut dns) = (Vec::new(), Vec::new());
+    for m in (0..days * 24 * 60).step_by(10) {
+        let ts = T0 + m * MINUTE;
+        dns.push(lookup(ts, "n-devs.tplinkcloud.com", "52.10.20.30"));
+        conns.push(conn(
+            ts + 5_000,
+            "52.10.20.30",
+            443,
+            ConnState::Sf,
+            620,
+            940,
+        ));
+    }
+    (conns, dns)
+}
+
+async fn publish(bus: &Bus, id: &str, conns: Vec<ConnRecord>, dns: Vec<DnsRecord>) {
+    // An hour at a time, DNS before connections, as a live capture
+    // publishes them (batches closed every few seconds).
+    let hour = |ts: i64| ts.div_euclid(60 * MINUTE);
+    let mut hours: Vec<i64> = conns
+        .iter()
+        .map(|c| hour(c.ts_us))
+        .chain(dns.iter().map(|d| hour(d.ts_us)))
+        .collect();
+    hours.sort_unstable();
+    hours.dedup();
+    for h in hours {
+        let d: Vec<DnsRecord> = dns.iter().filter(|r| hour(r.ts_us) == h).cloned().collect();
+        if !d.is_empty() {
+            let b = DnsBatch {
+                batch_id: format!("{id}-dns-{h}"),
+                sensor_id: SENSOR.into(),
+                created_us: 0,
+                records: d,
+            };
+            bus.publish(
+                &bus.subjects().publish(Kind::Dns, SENSOR, 0),
+                &b.batch_id,
+                &b,
+            )
+            .await
+            .expect("publish");
+        }
+        let c: Vec<ConnRecord> = conns
+            .iter()
+            .filter(|r| hour(r.ts_us) == h)
+            .cloned()
+            .collect();
+        if !c.is_empty() {
+            let b = ConnBatch {
+                batch_id: format!("{id}-conn-{h}"),
+                sensor_id: SENSOR.into(),
+                created_us: 0,
+                records: c,
+            };
+            bus.publish(
+                &bus.subjects().publish(Kind::Flows, SENSOR, 0),
+                &b.batch_id,
+                &b,
+            )
+            .await
+            .expect("publish");
+        }
+    }
+}
+
+async fn wait_for(pool: &sqlx::PgPool, sql: &str, at_least: i64, log: &Path) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap_or(-1);
+        if n >= at_least {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: {n}, want at least {at_least}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn http_post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baselines_are_learnt_versioned_rolled_back_and_survive_a_restart() {
+    let db = TestDb::new()
+        .await
+        .expect("PostgreSQL must be running (make setup)");
+    let bus_config = heimdall_bus::testing::config("anomaly");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("anomaly.log");
+    let svc = process::ServiceProcess::new(
+        Path::new(env!("CARGO_BIN_EXE_heimdall-anomaly")),
+        &bus_config.namespace,
+        &log,
+    )
+    .expect("port")
+    .with("HEIMDALL_DATABASE_URL", db.url())
+    .with("HEIMDALL_ANOMALY_CHECKPOINT_INTERVAL", "300ms");
+    let bus = Bus::connect(&bus_config, "anomaly-test")
+        .await
+        .expect("NATS must be running (make setup)");
+    bus.ensure_streams(&[Kind::Flows, Kind::Dns, Kind::Alerts])
+        .await
+        .expect("streams");
+    let mut child = svc.start().await;
+    let pool = heimdall_store::connect(db.config(), heimdall_anomaly_service::SCHEMA)
+        .await
+        .expect("pool");
+
+    // Four days of normal life: learnt, versioned, and no alert.
+    let (conns, dns) = normal(4);
+    let n = conns.len() as i64;
+    publish(&bus, "normal", conns, dns).await;
+    let versions = wait_for(
+        &pool,
+        "SELECT count(*) FROM baseline_versions WHERE device_key = '50:c7:bf:01:02:03'",
+        90,
+        &log,
+    )
+    .await;
+    assert!(versions >= 90, "one version per hour of data: {versions}");
+    // A check-in every ten minutes is beacon-shaped: while the plug is new
+    // that is worth a low note, never a notification.
+    let alerts: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts WHERE severity > 2")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    let raised: Vec<String> =
+        sqlx::query_scalar("SELECT description FROM alerts WHERE severity > 2")
+            .fetch_all(&pool)
+            .await
+            .expect("alerts");
+    assert_eq!(alerts, 0, "normal behaviour raised alerts: {raised:?}");
+    let confidence: f64 = sqlx::query_scalar(
+        "SELECT confidence FROM baseline_versions WHERE device_key = $1 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(PLUG_MAC_TEXT)
+    .fetch_one(&pool)
+    .await
+    .expect("confidence");
+    assert!(confidence >= 0.5, "{confidence}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while process::metric(svc.addr, "heimdall_anomaly_records_total{kind=\"conn\"}").await
+        != Some(n as f64)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not every connection was counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The attack hour: a scan of the router and a call to a new address.
+    let t = T0 + 4 * 24 * 60 * MINUTE + 15 * MINUTE;
+    let mut attack: Vec<ConnRecord> = (0..40)
+        .map(|p| {
+            conn(
+                t + p * 10_000,
+                "192.168.1.1",
+                20 + p as u32,
+                ConnState::Rej,
+                0,
+                0,
+            )
+        })
+        .collect();
+    attack.push(conn(
+        t + 2 * MINUTE,
+        "203.0.113.66",
+        4444,
+        ConnState::Sf,
+        9000,
+        300,
+    ));
+    publish(&bus, "attack", attack, Vec::new()).await;
+    wait_for(
+        &pool,
+        "SELECT count(DISTINCT alert_type) FROM alerts WHERE alert_type IN ('port_scan', 'new_destination', 'new_port')",
+        3,
+        &log,
+    )
+    .await;
+    let (desc, incidents): (String, i64) = sqlx::query_as(
+        "SELECT description, (SELECT count(DISTINCT incident_id) FROM alerts WHERE ts_us >= $1) FROM alerts WHERE alert_type = 'new_destination'",
+    )
+    .bind(t)
+    .fetch_one(&pool)
+    .await
+    .expect("alert");
+    assert!(desc.contains("203.0.113.0/24"), "{desc}");
+    assert_eq!(incidents, 1, "one device, one hour: one incident");
+    let in_incident: i32 = sqlx::query_scalar("SELECT max(alert_count) FROM incidents")
+        .fetch_one(&pool)
+        .await
+        .expect("incident");
+    assert!(in_incident >= 3);
+
+    // Published on NATS, with the incident.
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (g, s) = (got.clone(), stop.clone());
+    let run = bus.consume::<AlertBatch, _, _, String>(
+        bus.consumer_spec(Kind::Alerts, "anomaly-test-reader", None),
+        stop.clone(),
+        move |m| {
+            let mut g = g.lock().expect("lock");
+            g.extend(m.message.records);
+            if g.iter()
+                .filter(|e| matches!(e.payload, Some(alert_event::Payload::Alert(_))))
+                .count()
+                >= 3
+            {
+                s.cancel();
+            }
+            async { Ok(()) }
+        },
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(20), run).await;
+    let events = got.lock().expect("lock").clone();
+    let published: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(alert_event::Payload::Alert(a)) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert!(published.len() >= 3, "{events:?}");
+    assert!(published.iter().all(|a| a.src_mac.as_ref() == PLUG_MAC));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.payload, Some(alert_event::Payload::Incident(_))))
+    );
+
+    // Roll back by API to an early, unconfident version.
+    let (code, body) =
+        process::http_get(svc.addr, &format!("/v1/baselines/{SENSOR}/{PLUG_MAC_TEXT}"))
+            .await
+            .expect("GET");
+    assert_eq!(code, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let newest = listed["versions"][0]["version"].as_u64().expect("version");
+    let (code, body) = http_post(
+        svc.addr,
+        &format!("/v1/baselines/{SENSOR}/{PLUG_MAC_TEXT}/rollback"),
+        "{\"version\": 12}",
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(answer["new_version"].as_u64(), Some(newest + 1));
+    let (version, confidence, early): (i64, f64, f64) = sqlx::query_as(
+        "SELECT p.version, p.confidence, v.confidence FROM profiles p, baseline_versions v \
+         WHERE p.device_key = $1 AND v.device_key = $1 AND v.version = 12",
+    )
+    .bind(PLUG_MAC_TEXT)
+    .fetch_one(&pool)
+    .await
+    .expect("profile");
+    assert_eq!(version as u64, newest + 1);
+    assert!((confidence - early).abs() < 1e-9, "{confidence} vs {early}");
+    let (code, body) = http_post(
+        svc.addr,
+        &format!("/v1/baselines/{SENSOR}/{PLUG_MAC_TEXT}/rollback"),
+        "{\"version\": 999999}",
+    )
+    .await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no stored baseline version 999999"), "{body}");
+
+    // And by command line, back to the newest learnt version.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_heimdall-anomaly"))
+        .args(["rollback", SENSOR, PLUG_MAC_TEXT, &newest.to_string()])
+        .env("HEIMDALL_DATABASE_URL", db.url())
+        .output()
+        .expect("run");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("back to version {newest}")),
+        "{said}"
+    );
+    let confidence: f64 =
+        sqlx::query_scalar("SELECT confidence FROM profiles WHERE device_key = $1")
+            .bind(PLUG_MAC_TEXT)
+            .fetch_one(&pool)
+            .await
+            .expect("profile");
+    assert!(confidence >= 0.5, "{confidence}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_heimdall-anomaly"))
+        .args(["versions", SENSOR, PLUG_MAC_TEXT])
+        .env("HEIMDALL_DATABASE_URL", db.url())
+        .output()
+        .expect("run");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("rollback to 12"), "{said}");
+
+    // A restart resumes with the baseline: the next new destination is
+    // judged at once, not learnt.
+    process::terminate(&child);
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    child = svc.start().await;
+    assert_eq!(
+        process::metric(svc.addr, "heimdall_anomaly_devices").await,
+        Some(1.0),
+        "the profile is loaded before the service is ready"
+    );
+    let later = t + 3 * 60 * MINUTE;
+    publish(
+        &bus,
+        "after-restart",
+        vec![conn(later, "198.51.100.23", 443, ConnState::Sf, 700, 900)],
+        Vec::new(),
+    )
+    .await;
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM alerts WHERE alert_type = 'new_destination' AND description LIKE '%198.51.100.0/24%'",
+        1,
+        &log,
+    )
+    .await;
+    process::terminate(&child);
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    let _ = bus.delete_streams(&Kind::ALL).await;
+}
