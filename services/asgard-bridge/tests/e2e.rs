@@ -443,3 +443,96 @@ async fn intelligence_reaches_the_bus_within_seconds() {
     let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
     let _ = rig.bus.delete_streams(&Kind::ALL).await;
 }
+
+/// The whole way: a signature loaded into the reference server reaches the
+/// anomaly service through the bridge and the bus, and the next look-up of
+/// the listed domain is a threat_match alert, within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threat_signature_turns_matching_traffic_into_an_alert_within_seconds() {
+    use heimdall_proto::sensor::v1::{DnsBatch, DnsRecord};
+    let rig = Rig::new(&[]).await;
+    let bridge = rig.bridge();
+    let mut child = bridge.start().await;
+    let telemetry = process::free_port().expect("port");
+    let env: Vec<(String, String)> = [
+        ("HEIMDALL_NATS_URL", heimdall_bus::testing::nats_url()),
+        ("HEIMDALL_NATS_NAMESPACE", rig.namespace.clone()),
+        ("HEIMDALL_NATS_MEMORY_STORAGE", "true".into()),
+        ("HEIMDALL_NATS_MAX_BYTES_SCALE", "0.05".into()),
+        ("HEIMDALL_DATABASE_URL", rig.db.url().to_string()),
+        ("HEIMDALL_TELEMETRY_LISTEN", telemetry.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let loader = heimdall_config::Loader::from_parts(env, None).expect("settings");
+    let config = heimdall_anomaly_service::Config::load(loader).expect("settings");
+    let anomaly = process::serve_in_thread(telemetry, move |listener, stop| {
+        heimdall_anomaly_service::run(config, listener, stop)
+    })
+    .await;
+    let alerts = heimdall_store::connect(rig.db.config(), heimdall_anomaly_service::SCHEMA)
+        .await
+        .expect("pool");
+
+    let intel: heimdall_asgard_api::IntelUpdate = serde_json::from_value(serde_json::json!({
+        "threat_signatures": [{"id": "sig-mirai", "kind": "domain", "value": "cnc-example.net",
+                               "severity": "critical", "source": "test feed",
+                               "description": "Mirai C2"}]
+    }))
+    .expect("intel");
+    let loaded = Instant::now();
+    heimdall_asgard_dev::load_intel(&rig.pool().await, &intel)
+        .await
+        .expect("load");
+    // A camera keeps asking for its controller's name.
+    let subject = rig.bus.subjects().publish(Kind::Dns, "home-1", 0);
+    let found = loop {
+        let ts = 1_760_000_000_000_000 + loaded.elapsed().as_micros() as i64;
+        let batch = DnsBatch {
+            batch_id: format!("dns-{ts}"),
+            sensor_id: "home-1".into(),
+            created_us: ts,
+            records: vec![DnsRecord {
+                ts_us: ts,
+                uid: format!("D{ts}"),
+                id_orig_h: vec![192, 168, 1, 77].into(),
+                id_resp_h: vec![192, 168, 1, 1].into(),
+                id_resp_p: 53,
+                query: Some("bot7.cnc-example.net".into()),
+                qtype: Some(1),
+                rcode: Some(3),
+                sensor_id: "home-1".into(),
+                ..Default::default()
+            }],
+        };
+        rig.bus
+            .publish(&subject, &batch.batch_id, &batch)
+            .await
+            .expect("publish");
+        let row: Option<(i32, String)> = sqlx::query_as(
+            "SELECT severity, description FROM alerts WHERE alert_type = 'threat_match' LIMIT 1",
+        )
+        .fetch_optional(&alerts)
+        .await
+        .unwrap_or(None);
+        if let Some(r) = row {
+            break r;
+        }
+        assert!(
+            loaded.elapsed() < Duration::from_secs(15),
+            "no threat_match alert\n{}",
+            rig.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let took = loaded.elapsed();
+    assert_eq!(found.0, Severity::Critical as i32);
+    assert!(found.1.contains("192.168.1.77"), "{}", found.1);
+    assert!(found.1.contains("Mirai C2"), "{}", found.1);
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    anomaly.cancel();
+    process::terminate(&child);
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    let _ = rig.bus.delete_streams(&Kind::ALL).await;
+}
