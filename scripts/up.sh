@@ -14,6 +14,7 @@ SERVICES=(
   "enigma-uploader:heimdall-enigma-uploader:9105"
   "asgard-dev:heimdall-asgard-dev:9106"
   "asgard-bridge:heimdall-asgard-bridge:9107"
+  "anomaly:heimdall-anomaly:9108"
 )
 
 mkdir -p "$RUN"

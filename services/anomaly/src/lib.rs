@@ -73,6 +73,16 @@ pub struct AnomalySettings {
     /// consumer. Replicas must take disjoint sets covering every partition
     /// the capture service publishes (`HEIMDALL_CAPTURE_PARTITIONS`).
     pub partitions: String,
+    /// `HEIMDALL_ANOMALY_PARTITION_COUNT`: how many partitions the capture
+    /// service publishes (its `HEIMDALL_CAPTURE_PARTITIONS`). Used with
+    /// `REPLICA_COUNT` when `PARTITIONS` is `*`. Default 1.
+    pub partition_count: u16,
+    /// `HEIMDALL_ANOMALY_REPLICA_COUNT` and `_REPLICA_INDEX`: with
+    /// `PARTITIONS` at `*`, replica i of n takes the partitions p with
+    /// p mod n = i (on Kubernetes, the StatefulSet pod index). Default 1
+    /// and 0.
+    pub replica_count: u16,
+    pub replica_index: u16,
     /// `HEIMDALL_ANOMALY_CHECKPOINT_INTERVAL`: how often profiles are
     /// stored. Default `10s`.
     #[serde(with = "heimdall_config::duration")]
@@ -99,6 +109,9 @@ impl Default for AnomalySettings {
         AnomalySettings {
             durable: "anomaly".into(),
             partitions: "*".into(),
+            partition_count: 1,
+            replica_count: 1,
+            replica_index: 0,
             checkpoint_interval: Duration::from_secs(10),
             versions_kept: 336,
             window_days: b.window_days,
@@ -114,7 +127,25 @@ impl AnomalySettings {
     pub fn partition_list(&self) -> Result<Option<Vec<u16>>, String> {
         let t = self.partitions.trim();
         if t == "*" {
-            return Ok(None);
+            if self.replica_count <= 1 {
+                return Ok(None);
+            }
+            if self.replica_index >= self.replica_count {
+                return Err(format!(
+                    "the replica index {} must be below the replica count {}",
+                    self.replica_index, self.replica_count
+                ));
+            }
+            let mine: Vec<u16> = (0..self.partition_count)
+                .filter(|p| p % self.replica_count == self.replica_index)
+                .collect();
+            if mine.is_empty() {
+                return Err(format!(
+                    "replica {} of {} has no partition: HEIMDALL_ANOMALY_PARTITION_COUNT ({}) must be at least the replica count",
+                    self.replica_index, self.replica_count, self.partition_count
+                ));
+            }
+            return Ok(Some(mine));
         }
         let mut v = Vec::new();
         for p in t.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -1347,4 +1378,35 @@ pub async fn run(
     shutdown.cancel();
     served.finish().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_split_the_partitions_and_bad_settings_say_what_to_fix() {
+        let mut s = AnomalySettings {
+            partition_count: 8,
+            replica_count: 3,
+            replica_index: 1,
+            ..AnomalySettings::default()
+        };
+        assert_eq!(s.partition_list(), Ok(Some(vec![1, 4, 7])));
+        s.partitions = "2, 0,2".into();
+        assert_eq!(s.partition_list(), Ok(Some(vec![0, 2])));
+        s.partitions = "x".into();
+        let mut problems = Vec::new();
+        s.validate(PREFIX, &mut problems);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].variable, "HEIMDALL_ANOMALY_PARTITIONS");
+        s.partitions = "*".into();
+        s.partition_count = 2;
+        s.replica_index = 2;
+        assert!(
+            s.partition_list()
+                .is_err_and(|e| e.contains("PARTITION_COUNT"))
+        );
+        assert_eq!(partition_of_subject("ns.sensor.home-1.flows.p12"), 12);
+    }
 }
