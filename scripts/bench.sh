@@ -16,7 +16,7 @@ OUT="$ROOT/target/bench"
 CAP="$OUT/bench.pcap"
 mkdir -p "$OUT"
 
-cargo build -q --release --bin heimdall --bin heimdall-benchcap --bin heimdall-pcaploop --bin heimdall-allocs --bin heimdall-bus-bench --bin heimdall-fingerprint --bin heimdall-fingerprint-bench --bin heimdall-enigma-uploader --bin heimdall-enigma-bench
+cargo build -q --release --bin heimdall --bin heimdall-benchcap --bin heimdall-pcaploop --bin heimdall-allocs --bin heimdall-bus-bench --bin heimdall-fingerprint --bin heimdall-fingerprint-bench --bin heimdall-enigma-uploader --bin heimdall-enigma-bench --bin heimdall-anomaly --bin heimdall-anomaly-bench
 if [ ! -s "$CAP" ] || [ "$CAP" -ot tests/src/bin/heimdall-benchcap.rs ]; then
   target/release/heimdall-benchcap --out "$CAP" "$SHARED/testdata"
 fi
@@ -78,6 +78,10 @@ target/release/heimdall-bus-bench
 echo
 echo "== fingerprint: device observations through the registry, and through the service (JetStream in, PostgreSQL) on one core"
 target/release/heimdall-fingerprint-bench target/release/heimdall-fingerprint
+
+echo
+echo "== anomaly: connection records through every detector, alone and as the service (JetStream in, PostgreSQL) on one core"
+target/release/heimdall-anomaly-bench target/release/heimdall-anomaly
 
 echo
 echo "== enigma: records from JetStream through heimdall-enigma-uploader into the reference ingest server (TLS)"

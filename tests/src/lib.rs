@@ -6,6 +6,8 @@
 //!   service takes (settings, telemetry, bus, store, `run(config, shutdown)`):
 //!   it writes connection batches from the bus into its own schema,
 //!   idempotently. The `heimdall-sink` binary wraps it so tests can kill it.
+//! - [`bench`] starts a service pinned to one core and measures its CPU
+//!   time, for `make bench`.
 //! - [`process`] starts binaries, waits for `/readyz`, and kills them hard;
 //!   [`process::NatsServer`] is a NATS server a test may stop and restart.
 //! - [`veth`] makes a veth pair for live-capture tests (needs root).
@@ -19,6 +21,7 @@
 //! - The tests in `tests/` use only these and the shared crates; nothing is
 //!   mocked.
 
+pub mod bench;
 pub mod otlp;
 pub mod phones;
 pub mod process;

@@ -15,7 +15,6 @@
 
 #![allow(clippy::print_stdout)] // its report is its output
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +26,7 @@ use heimdall_proto::sensor::v1::{
     ObservationBatch, SsdpObservation, TlsClientHelloObservation, observation::Kind as Obs,
 };
 use heimdall_store::testing::TestDb;
+use heimdall_tests::bench::Measured;
 
 const T0: i64 = 1_760_000_000_000_000;
 
@@ -150,14 +150,6 @@ fn observations(n: usize, devices: usize) -> Vec<Observation> {
         .collect()
 }
 
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let n = env_usize("BENCH_OBSERVATIONS", 300_000);
@@ -217,61 +209,26 @@ async fn main() -> anyhow::Result<()> {
         bus.publish(&subject, &b.batch_id, &b).await?;
     }
     let db = TestDb::new().await?;
-    let addr = heimdall_tests::process::free_port()?;
     let log = std::env::temp_dir().join(format!("{}-fingerprint-bench.log", config.namespace));
-    let env: BTreeMap<&str, String> = [
+    let env = [
         ("HEIMDALL_NATS_URL", heimdall_bus::testing::nats_url()),
         ("HEIMDALL_NATS_NAMESPACE", config.namespace.clone()),
         ("HEIMDALL_DATABASE_URL", db.url().to_string()),
-        ("HEIMDALL_TELEMETRY_LISTEN", addr.to_string()),
-        ("HEIMDALL_TELEMETRY_LOG", "warn".into()),
-    ]
-    .into_iter()
-    .collect();
-    let pinned = std::process::Command::new("taskset")
-        .arg("--version")
-        .output()
-        .is_ok();
-    let mut cmd = if pinned {
-        let mut c = tokio::process::Command::new("taskset");
-        c.arg("-c").arg("0").arg(&binary);
-        c
-    } else {
-        tokio::process::Command::new(&binary)
-    };
-    let mut child = cmd
-        .env_clear()
-        .envs(env)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().unwrap_or(0);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(300);
-    let mut done = 0.0;
-    while done < n as f64 {
-        if Instant::now() > deadline || child.try_wait()?.is_some() {
-            anyhow::bail!(
-                "the service handled {done} of {n} observations; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        done = heimdall_tests::process::metric(
-            addr,
+    ];
+    let mut svc = Measured::start(&binary, &env, &log)?;
+    let (wall, cpu) = svc
+        .wait_for(
             "heimdall_fingerprint_records_total{kind=\"observation\"}",
+            n as f64,
+            Duration::from_secs(300),
         )
-        .await
-        .unwrap_or(0.0);
-    }
-    let wall = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid).unwrap_or(wall);
+        .await?;
+    let pinned = svc.pinned;
     let stored: i64 = {
         let pool = heimdall_store::connect(db.config(), "fingerprint").await?;
         sqlx_count(&pool).await?
     };
-    child.start_kill()?;
+    svc.child.start_kill()?;
     let _ = bus.delete_streams(&Kind::ALL).await;
     let rate = n as f64 / cpu;
     println!(
