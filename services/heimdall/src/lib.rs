@@ -18,6 +18,7 @@
 pub mod alerts;
 pub mod analyze;
 pub mod cli;
+pub mod evaluate;
 pub mod homegen;
 
 /// Every input read completely.

@@ -226,6 +226,42 @@ pub fn registered_domain(name: &str) -> Option<String> {
     psl::domain_str(&name).map(str::to_string)
 }
 
+/// The domain a service is operated under, for grouping destinations:
+/// the registered domain, or, for a name under a private suffix (a CDN's or
+/// a cloud's shared domain such as `akamaized.net` or `cloudfront.net`),
+/// that suffix, so one CDN is one site however its customers' names vary.
+/// `None` where [`registered_domain`] has none.
+pub fn site(name: &str) -> Option<String> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if is_local_name(&name) || name.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    if let Some(s) = psl::suffix(name.as_bytes())
+        && s.typ() == Some(psl::Type::Private)
+        && let Ok(text) = std::str::from_utf8(s.as_bytes())
+        && text.contains('.')
+    {
+        return Some(text.to_string());
+    }
+    psl::domain_str(&name).map(str::to_string)
+}
+
+#[cfg(test)]
+mod site_tests {
+    use super::*;
+
+    #[test]
+    fn cdn_customers_are_one_site_and_others_their_registered_domain() {
+        assert_eq!(
+            site("gs2.ww.prod.dl.playstation.net.akamaized.net").as_deref(),
+            Some("akamaized.net")
+        );
+        assert_eq!(site("www.akamaized.net").as_deref(), Some("akamaized.net"));
+        assert_eq!(site("cdn.example.co.uk").as_deref(), Some("example.co.uk"));
+        assert_eq!(site("printer.local"), None);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,6 +143,9 @@ pub struct Bucket {
     pub ports: HashSet<u32>,
     pub dns_queries: u64,
     pub nxdomains: u64,
+    /// Bytes received from destinations outside the baseline.
+    #[serde(default)]
+    pub bytes_down_new: u64,
 }
 
 /// One hour of the day over the window: per day, bytes up, bytes down and
@@ -218,6 +221,10 @@ pub struct Baseline {
     pub active_hours_seen: u64,
     /// Destination key → (first hour, last hour) seen.
     pub destinations: HashMap<u64, (i64, i64)>,
+    /// Destination key → hours it was used in: a destination of many
+    /// hours is a habit.
+    #[serde(default)]
+    pub dest_hours: HashMap<u64, u32>,
     /// Port key → (first hour, last hour) seen.
     pub ports: HashMap<u32, (i64, i64)>,
     /// Per hour of day (local), the days of the window.
@@ -244,6 +251,14 @@ impl Baseline {
     /// Folds one finished hour in, drops what left the window, and makes
     /// this a new version.
     pub fn fold(&mut self, b: &Bucket, cfg: &BaselineConfig) {
+        self.fold_judged(b, cfg, false);
+    }
+
+    /// [`Baseline::fold`]; `flagged` when the hour raised a volume or
+    /// unusual-time alert: its destinations and ports are learnt, its
+    /// volume and activity are not (an attack is not made normal by
+    /// happening once).
+    pub fn fold_judged(&mut self, b: &Bucket, cfg: &BaselineConfig, flagged: bool) {
         if self.hours.len() != 24 {
             self.hours = vec![HourOfDay::default(); 24];
             self.active = vec![0; 24];
@@ -256,6 +271,7 @@ impl Baseline {
         let first_day_end = self.first_hour + 24;
         let mut new_dests = 0usize;
         for d in &b.destinations {
+            *self.dest_hours.entry(*d).or_insert(0) += 1;
             let e = self.destinations.entry(*d).or_insert_with(|| {
                 new_dests += 1;
                 (b.hour, b.hour)
@@ -268,10 +284,12 @@ impl Baseline {
         }
         let local = b.hour + i64::from(cfg.utc_offset_minutes) / 60;
         let (day, hod) = (local.div_euclid(24), local.rem_euclid(24) as usize);
-        let h = &mut self.hours[hod];
-        h.days.retain(|(d, ..)| *d != day);
-        h.days
-            .push_back((day, b.bytes_up, b.bytes_down, b.connections));
+        if !flagged {
+            let h = &mut self.hours[hod];
+            h.days.retain(|(d, ..)| *d != day);
+            h.days
+                .push_back((day, b.bytes_up, b.bytes_down, b.connections));
+        }
         let window = i64::from(cfg.window_days);
         for h in &mut self.hours {
             while h.days.front().is_some_and(|(d, ..)| *d <= day - window) {
@@ -292,6 +310,8 @@ impl Baseline {
             v.truncate(cfg.max_destinations);
             self.destinations = v.into_iter().collect();
         }
+        let kept = &self.destinations;
+        self.dest_hours.retain(|k, _| kept.contains_key(k));
         let days = self.days();
         if days > 1.0 {
             let later = |first: i64| first >= first_day_end;
@@ -343,7 +363,7 @@ impl Baseline {
             dev.sort_by(f64::total_cmp);
             let mad = dev[dev.len() / 2] * 1.4826;
             let max = v[v.len() - 1];
-            (med + cfg.volume_k * mad).max(max + floor)
+            (med + cfg.volume_k * mad).max(max * 1.5 + floor)
         };
         let floor = cfg.volume_min_bytes as f64;
         Some((
@@ -467,7 +487,10 @@ impl Profiler {
             if d.current.hour > 0 {
                 let done = std::mem::take(&mut d.current);
                 let version = d.baseline.version;
-                d.baseline.fold(&done, &cfg);
+                let flagged = ["volume_spike", "exfiltration", "unusual_time"]
+                    .iter()
+                    .any(|t| d.fired.contains(*t));
+                d.baseline.fold_judged(&done, &cfg, flagged);
                 // Hours with nothing in them count as quiet hours of the
                 // day, up to a day of them (a device switched off for a week
                 // is not folded in hour by hour).
@@ -506,8 +529,8 @@ impl Profiler {
         }
     }
 
-    /// Whether `device`'s confident baseline already holds the destination
-    /// `dst` (a habit, not news).
+    /// Whether `device`'s confident baseline holds the destination `dst`
+    /// as a habit (used in many hours), not news.
     pub fn knows(&self, device: &str, dst: &IpAddr) -> bool {
         let Some(d) = self.devices.get(device) else {
             return false;
@@ -516,7 +539,10 @@ impl Profiler {
             return false;
         }
         let (key, _) = destination(dst, self.names.get(dst).map(String::as_str));
-        d.baseline.destinations.contains_key(&key)
+        // Used in at least six hours (a nightly job within a week): a beacon that ran
+        // for an hour or two once (and slipped by) does not make a later
+        // one to the same network a habit.
+        d.baseline.dest_hours.get(&key).is_some_and(|h| *h >= 6)
     }
 
     /// One DNS answer: remembers the registered domain of the addresses.
@@ -535,7 +561,7 @@ impl Profiler {
             return;
         }
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let Some(base) = heimdall_anonymize::registered_domain(&name) else {
+        let Some(base) = heimdall_anonymize::site(&name) else {
             return;
         };
         if self.names.len() > 200_000 {
@@ -567,6 +593,14 @@ impl Profiler {
         let (dest, dest_text) = destination(&f.dst, name.as_deref());
         let port = port_key(f.transport, f.dst_port);
         let new_dest = external && b.destinations.insert(dest);
+        let known = d.baseline.destinations.contains_key(&dest)
+            || d.baseline
+                .seed
+                .as_ref()
+                .is_some_and(|s| s.destinations.contains(&dest));
+        if !known {
+            b.bytes_down_new += f.resp_bytes;
+        }
         let new_port = !f.is_probe() && b.ports.insert(port);
         if !judging(d, &cfg) || f.ts_us <= 0 {
             return;
@@ -707,7 +741,15 @@ impl Profiler {
                 } else {
                     (down, down_max, "received")
                 };
-                alerts.push(volume_alert("volume_spike", f, b, v, m, dir));
+                let mut a = volume_alert("volume_spike", f, b, v, m, dir);
+                if dir == "received" && (b.bytes_down_new as f64) < down_max {
+                    // From its own usual servers: an update or a download
+                    // someone asked for. Recorded, not notified.
+                    a.severity = Severity::Low as i32;
+                    a.description
+                        .push_str(", all of it from destinations it normally uses");
+                }
+                alerts.push(a);
             }
         }
         let version = base.version;

@@ -37,6 +37,7 @@ use std::net::IpAddr;
 
 pub mod baseline;
 pub mod monitor;
+pub mod sim;
 pub mod threat;
 
 pub use monitor::Monitor;
