@@ -861,6 +861,33 @@ impl Service {
                 }
             }
         }
+        // Profiles learnt under a MAC now live under the device's id:
+        // stored under the new key first, then the old row goes.
+        self.checkpoint().await?;
+        for (mac, id, _) in &named {
+            let old = heimdall_proto::addr::mac_text(*mac);
+            if *id != old {
+                sqlx::query(
+                    "DELETE FROM profiles p WHERE p.sensor_id = $1 AND p.device_key = $2 \
+                     AND EXISTS (SELECT 1 FROM profiles q WHERE q.sensor_id = $1 AND q.device_key = $3)",
+                )
+                .bind(&b.sensor_id)
+                .bind(&old)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+                // Its history follows it, so a rollback finds it by id.
+                sqlx::query(
+                    "UPDATE baseline_versions v SET device_key = $3 WHERE v.sensor_id = $1 AND v.device_key = $2 \
+                     AND NOT EXISTS (SELECT 1 FROM baseline_versions w WHERE w.sensor_id = $1 AND w.device_key = $3 AND w.version = v.version)",
+                )
+                .bind(&b.sensor_id)
+                .bind(&old)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
         Ok(())
     }
 

@@ -217,6 +217,9 @@ pub struct Baseline {
     /// First and last hour folded in.
     pub first_hour: i64,
     pub last_hour: i64,
+    /// Last hour with any activity folded in.
+    #[serde(default)]
+    pub last_active_hour: i64,
     /// Hours with any activity folded in.
     pub active_hours_seen: u64,
     /// Destination key → (first hour, last hour) seen.
@@ -241,11 +244,14 @@ pub struct Baseline {
 }
 
 impl Baseline {
+    /// Days from the first to the last hour with activity: quiet hours
+    /// folded after the last activity (a device switched off, a capture
+    /// that ended) are not data.
     fn days(&self) -> f64 {
         if self.active_hours_seen == 0 {
             return 0.0;
         }
-        (self.last_hour - self.first_hour + 1) as f64 / 24.0
+        (self.last_active_hour.max(self.first_hour) - self.first_hour + 1) as f64 / 24.0
     }
 
     /// Folds one finished hour in, drops what left the window, and makes
@@ -266,7 +272,11 @@ impl Baseline {
         if self.active_hours_seen == 0 {
             self.first_hour = b.hour;
         }
-        self.active_hours_seen += u64::from(b.connections > 0 || b.dns_queries > 0);
+        let active = b.connections > 0 || b.dns_queries > 0;
+        self.active_hours_seen += u64::from(active);
+        if active {
+            self.last_active_hour = self.last_active_hour.max(b.hour);
+        }
         self.last_hour = self.last_hour.max(b.hour);
         let first_day_end = self.first_hour + 24;
         let mut new_dests = 0usize;

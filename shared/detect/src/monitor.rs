@@ -54,9 +54,10 @@ impl Monitor {
         let before = heimdall_proto::addr::mac_text(mac);
         if !device_id.is_empty()
             && device_id != before
-            && let Some(p) = self.profiler.devices.remove(&before)
+            && let Some(mut p) = self.profiler.devices.remove(&before)
         {
             // Learnt under its MAC before the device had an id.
+            p.dirty = true;
             self.profiler
                 .devices
                 .entry(device_id.to_string())
