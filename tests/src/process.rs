@@ -152,6 +152,23 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .ok()?;
+    read_response(s).await
+}
+
+/// Status and body of `POST path` with a JSON `body` on `addr`, or `None`
+/// if nothing answers.
+pub async fn http_post_json(addr: SocketAddr, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.ok()?;
+    read_response(s).await
+}
+
+/// Status and body of the HTTP/1.0 response on `s`.
+async fn read_response(mut s: tokio::net::TcpStream) -> Option<(u16, String)> {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.ok()?;
     let text = String::from_utf8_lossy(&buf);

@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use heimdall_bus::{Bus, BusConfig, ConsumerSpec, Kind};
 use heimdall_config::{Problem, Validate};
 use heimdall_detect::baseline::{Baseline, BaselineConfig, DeviceProfile};
-use heimdall_detect::{DetectConfig, Flow, Monitor};
+use heimdall_detect::{DetectConfig, Monitor};
 use heimdall_proto::sensor::v1::{
     Alert, AlertBatch, AlertEvent, ConnBatch, DeviceEventBatch, DnsBatch, GoldenProfile, Incident,
     IncidentState, IntelUpdate, ObservationBatch, Severity, ThreatSignature, alert_event,
@@ -854,39 +854,42 @@ impl Service {
                 s.insert(*mac, (id.clone(), t.clone()));
             }
         }
+        let mut moved = Vec::new();
         for ((sensor, _), m) in self.monitors.lock().await.iter_mut() {
             if *sensor == b.sensor_id {
                 for (mac, id, t) in &named {
-                    m.device(*mac, id, t);
+                    if m.device(*mac, id, t) {
+                        moved.push((heimdall_proto::addr::mac_text(*mac), id.clone()));
+                    }
                 }
             }
+        }
+        if moved.is_empty() {
+            return Ok(());
         }
         // Profiles learnt under a MAC now live under the device's id:
         // stored under the new key first, then the old row goes.
         self.checkpoint().await?;
-        for (mac, id, _) in &named {
-            let old = heimdall_proto::addr::mac_text(*mac);
-            if *id != old {
-                sqlx::query(
-                    "DELETE FROM profiles p WHERE p.sensor_id = $1 AND p.device_key = $2 \
-                     AND EXISTS (SELECT 1 FROM profiles q WHERE q.sensor_id = $1 AND q.device_key = $3)",
-                )
-                .bind(&b.sensor_id)
-                .bind(&old)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-                // Its history follows it, so a rollback finds it by id.
-                sqlx::query(
-                    "UPDATE baseline_versions v SET device_key = $3 WHERE v.sensor_id = $1 AND v.device_key = $2 \
-                     AND NOT EXISTS (SELECT 1 FROM baseline_versions w WHERE w.sensor_id = $1 AND w.device_key = $3 AND w.version = v.version)",
-                )
-                .bind(&b.sensor_id)
-                .bind(&old)
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-            }
+        for (old, id) in &moved {
+            sqlx::query(
+                "DELETE FROM profiles p WHERE p.sensor_id = $1 AND p.device_key = $2 \
+                 AND EXISTS (SELECT 1 FROM profiles q WHERE q.sensor_id = $1 AND q.device_key = $3)",
+            )
+            .bind(&b.sensor_id)
+            .bind(old)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+            // Its history follows it, so a rollback finds it by id.
+            sqlx::query(
+                "UPDATE baseline_versions v SET device_key = $3 WHERE v.sensor_id = $1 AND v.device_key = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM baseline_versions w WHERE w.sensor_id = $1 AND w.device_key = $3 AND w.version = v.version)",
+            )
+            .bind(&b.sensor_id)
+            .bind(old)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         }
         Ok(())
     }
@@ -1082,10 +1085,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), heimdall_store::Error> {
 /// The database from the `HEIMDALL_DATABASE_*` settings alone, migrated:
 /// for the operator subcommands.
 pub async fn open_database() -> anyhow::Result<PgPool> {
-    let mut loader = heimdall_config::Loader::from_env()?;
-    let store: StoreConfig = loader.section(heimdall_store::PREFIX);
-    loader.finish()?;
-    Ok(heimdall_store::open(&store, SCHEMA, &MIGRATIONS).await?)
+    Ok(heimdall_store::open_from_env(SCHEMA, &MIGRATIONS).await?)
 }
 
 /// One stored baseline version, for people.
@@ -1198,35 +1198,6 @@ async fn on_batch<R>(
     Ok(())
 }
 
-fn feed_conn(m: &mut Monitor, r: &heimdall_proto::sensor::v1::ConnRecord) {
-    if let Some(f) = Flow::from_record(r) {
-        m.flow(&f);
-    }
-}
-
-fn feed_dns(m: &mut Monitor, r: &heimdall_proto::sensor::v1::DnsRecord) {
-    let (Some(q), Some(src)) = (r.query.as_deref(), heimdall_proto::addr::ip(&r.id_orig_h)) else {
-        return;
-    };
-    let answers: Vec<std::net::IpAddr> = r
-        .answer_addrs
-        .iter()
-        .filter_map(|a| heimdall_proto::addr::ip(a))
-        .collect();
-    m.dns(
-        r.ts_us,
-        src,
-        q,
-        r.qtype.and_then(|t| u16::try_from(t).ok()),
-        r.rcode.and_then(|c| u8::try_from(c).ok()),
-        &answers,
-    );
-}
-
-fn feed_observation(m: &mut Monitor, o: &heimdall_proto::sensor::v1::Observation) {
-    m.observation(o);
-}
-
 /// Spawns a consumer of `M` batches of `kind` for each spec.
 macro_rules! consume_records {
     ($tasks:expr, $svc:expr, $bus:expr, $stop:expr, $kind:expr, $msg:ty, $label:expr, $feed:expr) => {
@@ -1313,7 +1284,7 @@ pub async fn run(
         Kind::Flows,
         ConnBatch,
         "conn",
-        feed_conn
+        Monitor::conn_record
     );
     consume_records!(
         tasks,
@@ -1323,7 +1294,7 @@ pub async fn run(
         Kind::Dns,
         DnsBatch,
         "dns",
-        feed_dns
+        Monitor::dns_record
     );
     consume_records!(
         tasks,
@@ -1333,7 +1304,7 @@ pub async fn run(
         Kind::Observations,
         ObservationBatch,
         "observation",
-        feed_observation
+        Monitor::observation
     );
     {
         let spec = svc.broadcast_spec(&bus, Kind::Devices);

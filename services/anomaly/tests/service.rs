@@ -152,25 +152,6 @@ async fn wait_for(pool: &sqlx::PgPool, sql: &str, at_least: i64, log: &Path) -> 
     }
 }
 
-async fn http_post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (code, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baselines_are_learnt_versioned_rolled_back_and_survive_a_restart() {
     let db = TestDb::new()
@@ -331,12 +312,13 @@ async fn baselines_are_learnt_versioned_rolled_back_and_survive_a_restart() {
     assert_eq!(code, 200, "{body}");
     let listed: serde_json::Value = serde_json::from_str(&body).expect("json");
     let newest = listed["versions"][0]["version"].as_u64().expect("version");
-    let (code, body) = http_post(
+    let (code, body) = process::http_post_json(
         svc.addr,
         &format!("/v1/baselines/{SENSOR}/{PLUG_MAC_TEXT}/rollback"),
         "{\"version\": 12}",
     )
-    .await;
+    .await
+    .expect("POST");
     assert_eq!(code, 200, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(answer["new_version"].as_u64(), Some(newest + 1));
@@ -350,12 +332,13 @@ async fn baselines_are_learnt_versioned_rolled_back_and_survive_a_restart() {
     .expect("profile");
     assert_eq!(version as u64, newest + 1);
     assert!((confidence - early).abs() < 1e-9, "{confidence} vs {early}");
-    let (code, body) = http_post(
+    let (code, body) = process::http_post_json(
         svc.addr,
         &format!("/v1/baselines/{SENSOR}/{PLUG_MAC_TEXT}/rollback"),
         "{\"version\": 999999}",
     )
-    .await;
+    .await
+    .expect("POST");
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("no stored baseline version 999999"), "{body}");
 

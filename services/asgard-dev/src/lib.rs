@@ -37,7 +37,7 @@ use heimdall_asgard_api::{
     AlertBatch, BatchResult, FieldError, IntelUpdate, Problem, RefreshRequest, RegisterRequest,
     SignatureBatch, TokenResponse,
 };
-use heimdall_config::{Loader, Problem as SettingProblem, Validate};
+use heimdall_config::{Problem as SettingProblem, Validate};
 use heimdall_store::{PgPool, StoreConfig};
 use heimdall_telemetry::TelemetryConfig;
 use prometheus_client::metrics::counter::Counter;
@@ -883,10 +883,7 @@ pub fn settings_env(
 /// The server's schema, migrated, from the `HEIMDALL_DATABASE_*` settings
 /// alone (for the operator's subcommands).
 pub async fn open_database() -> anyhow::Result<PgPool> {
-    let mut loader = Loader::from_env()?;
-    let store: StoreConfig = loader.section(heimdall_store::PREFIX);
-    loader.finish()?;
-    Ok(heimdall_store::open(&store, SCHEMA, &MIGRATIONS).await?)
+    Ok(heimdall_store::open_from_env(SCHEMA, &MIGRATIONS).await?)
 }
 
 /// TLS on accepted connections, for `axum::serve`. A failed or slow

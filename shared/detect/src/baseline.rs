@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use heimdall_proto::sensor::v1::{Alert, GoldenProfile, Severity, Transport};
 use serde::{Deserialize, Serialize};
@@ -89,28 +90,28 @@ fn key(parts: &[&[u8]]) -> u64 {
     h
 }
 
-/// Where a connection went, as a baseline remembers it: the registered
-/// domain the device looked up for the address, else the address's /24
-/// (IPv4) or /48 (IPv6), so CDN address churn is one destination.
-fn destination(dst: &IpAddr, name: Option<&str>) -> (u64, String) {
-    if let Some(n) = name {
-        return (key(&[b"name", n.as_bytes()]), n.to_string());
+/// Where a connection went, as a baseline remembers it: the site the
+/// device looked the address up as, else the address's /24 (IPv4) or /48
+/// (IPv6), so CDN address churn is one destination.
+fn destination(dst: &IpAddr, name: Option<&str>) -> u64 {
+    match (name, dst) {
+        (Some(n), _) => key(&[b"name", n.as_bytes()]),
+        (None, IpAddr::V4(v4)) => key(&[b"v4", &v4.octets()[..3]]),
+        (None, IpAddr::V6(v6)) => key(&[b"v6", &v6.octets()[..6]]),
     }
-    match dst {
-        IpAddr::V4(v4) => {
+}
+
+/// [`destination`] in words, for alerts.
+fn destination_text(dst: &IpAddr, name: Option<&str>) -> String {
+    match (name, dst) {
+        (Some(n), _) => n.to_string(),
+        (None, IpAddr::V4(v4)) => {
             let o = v4.octets();
-            (
-                key(&[b"v4", &o[..3]]),
-                format!("{}.{}.{}.0/24", o[0], o[1], o[2]),
-            )
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
         }
-        IpAddr::V6(v6) => {
-            let o = v6.octets();
+        (None, IpAddr::V6(v6)) => {
             let s = v6.segments();
-            (
-                key(&[b"v6", &o[..6]]),
-                format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2]),
-            )
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
         }
     }
 }
@@ -415,7 +416,7 @@ pub struct Profiler {
     pub devices: HashMap<String, DeviceProfile>,
     /// Registered domain each address was last looked up as (in one home,
     /// an address means the same service whoever asked).
-    names: HashMap<IpAddr, String>,
+    names: HashMap<IpAddr, Arc<str>>,
     /// Golden profiles by device type name.
     golden: HashMap<String, Seed>,
     /// Every baseline version made since the last call to
@@ -548,7 +549,7 @@ impl Profiler {
         if d.baseline.confidence < self.cfg.min_confidence {
             return false;
         }
-        let (key, _) = destination(dst, self.names.get(dst).map(String::as_str));
+        let key = destination(dst, self.names.get(dst).map(|n| &**n));
         // Used in at least six hours (a nightly job within a week): a beacon that ran
         // for an hour or two once (and slipped by) does not make a later
         // one to the same network a habit.
@@ -577,6 +578,7 @@ impl Profiler {
         if self.names.len() > 200_000 {
             self.names.clear();
         }
+        let base: Arc<str> = base.into();
         for a in addrs {
             self.names.insert(*a, base.clone());
         }
@@ -600,7 +602,7 @@ impl Profiler {
         b.bytes_up += f.orig_bytes;
         b.bytes_down += f.resp_bytes;
         let external = !crate::private(&f.dst) && crate::unicast(&f.dst);
-        let (dest, dest_text) = destination(&f.dst, name.as_deref());
+        let dest = destination(&f.dst, name.as_deref());
         let port = port_key(f.transport, f.dst_port);
         let new_dest = external && b.destinations.insert(dest);
         let known = d.baseline.destinations.contains_key(&dest)
@@ -625,6 +627,7 @@ impl Profiler {
             && (!own || base.churn_per_day <= cfg.max_churn_per_day)
         {
             let known = base.destinations.len();
+            let dest_text = destination_text(&f.dst, name.as_deref());
             alerts.push(Alert {
                 alert_type: "new_destination".into(),
                 severity: if known <= 10 {
@@ -635,7 +638,7 @@ impl Profiler {
                 score: (1.0 - base.churn_per_day / (cfg.max_churn_per_day * 2.0)).clamp(0.3, 1.0),
                 dst_ip: crate::ip_bytes(&f.dst).into(),
                 dst_port: Some(u32::from(f.dst_port)),
-                dst_domain: name.clone(),
+                dst_domain: name.as_deref().map(str::to_string),
                 transport: f.transport as i32,
                 description: format!(
                     "{} talked to {dest_text} ({}:{}), a destination it has not used in {} days; it normally keeps to {known} destinations and meets {:.1} new ones a day",

@@ -23,6 +23,9 @@ pub struct Monitor {
     devices: HashMap<[u8; 6], (String, String)>,
     /// The MAC each LAN address was last seen with.
     macs: HashMap<IpAddr, [u8; 6]>,
+    /// The key each MAC's profile is kept under (its device id, else its
+    /// MAC in text), made once rather than per record.
+    keys: HashMap<[u8; 6], String>,
     /// Golden profiles applied.
     profiles: usize,
 }
@@ -39,8 +42,7 @@ impl Monitor {
     /// The key a device's baseline is kept under: its fingerprint device
     /// id, else its MAC, else its address.
     pub fn device_key(&self, ip: IpAddr, mac: Option<[u8; 6]>) -> String {
-        let mac = mac.or_else(|| self.macs.get(&ip).copied());
-        match mac {
+        match mac.or_else(|| self.macs.get(&ip).copied()) {
             Some(m) => match self.devices.get(&m) {
                 Some((id, _)) => id.clone(),
                 None => heimdall_proto::addr::mac_text(m),
@@ -49,15 +51,37 @@ impl Monitor {
         }
     }
 
-    /// What the fingerprint service decided about a device.
-    pub fn device(&mut self, mac: [u8; 6], device_id: &str, device_type: &str) {
+    /// Calls `f` with the profile key of the device at `ip` (see
+    /// [`Monitor::device_key`]) without making the key anew per record.
+    fn with_key(&mut self, ip: IpAddr, mac: Option<[u8; 6]>, f: impl FnOnce(&mut Profiler, &str)) {
+        match mac.or_else(|| self.macs.get(&ip).copied()) {
+            Some(m) => {
+                if self.keys.len() > 100_000 {
+                    self.keys.clear();
+                }
+                let devices = &self.devices;
+                let key = self.keys.entry(m).or_insert_with(|| match devices.get(&m) {
+                    Some((id, _)) => id.clone(),
+                    None => heimdall_proto::addr::mac_text(m),
+                });
+                f(&mut self.profiler, key);
+            }
+            None => f(&mut self.profiler, &ip.to_string()),
+        }
+    }
+
+    /// What the fingerprint service decided about a device. Returns true
+    /// when a profile learnt under the MAC moved to the device's id.
+    pub fn device(&mut self, mac: [u8; 6], device_id: &str, device_type: &str) -> bool {
         let before = heimdall_proto::addr::mac_text(mac);
+        let mut moved = false;
         if !device_id.is_empty()
             && device_id != before
             && let Some(mut p) = self.profiler.devices.remove(&before)
         {
             // Learnt under its MAC before the device had an id.
             p.dirty = true;
+            moved = true;
             self.profiler
                 .devices
                 .entry(device_id.to_string())
@@ -65,9 +89,11 @@ impl Monitor {
         }
         self.devices
             .insert(mac, (device_id.to_string(), device_type.to_string()));
+        self.keys.remove(&mac);
         if !device_type.is_empty() {
             self.profiler.device_type(device_id, device_type);
         }
+        moved
     }
 
     /// Intelligence: threat signatures and golden profiles.
@@ -114,8 +140,7 @@ impl Monitor {
             self.detector.submit(a, Some(f.src), f.src_mac);
         }
         if crate::private(&f.src) {
-            let key = self.device_key(f.src, f.src_mac);
-            self.profiler.flow(&key, f);
+            self.with_key(f.src, f.src_mac, |p, key| p.flow(key, f));
             self.submit_profiled();
         }
     }
@@ -139,10 +164,39 @@ impl Monitor {
             self.detector.submit(a, Some(src), None);
         }
         if crate::private(&src) {
-            let key = self.device_key(src, None);
-            self.profiler
-                .dns(&key, ts_us, query, answers, rcode == Some(3));
+            self.with_key(src, None, |p, key| {
+                p.dns(key, ts_us, query, answers, rcode == Some(3));
+            });
         }
+    }
+
+    /// A connection record from the bus; one without addresses is skipped.
+    pub fn conn_record(&mut self, r: &heimdall_proto::sensor::v1::ConnRecord) {
+        if let Some(f) = Flow::from_record(r) {
+            self.flow(&f);
+        }
+    }
+
+    /// A DNS record from the bus; one without a query or a client address
+    /// is skipped.
+    pub fn dns_record(&mut self, r: &heimdall_proto::sensor::v1::DnsRecord) {
+        let (Some(q), Some(src)) = (r.query.as_deref(), heimdall_proto::addr::ip(&r.id_orig_h))
+        else {
+            return;
+        };
+        let answers: Vec<IpAddr> = r
+            .answer_addrs
+            .iter()
+            .filter_map(|a| heimdall_proto::addr::ip(a))
+            .collect();
+        self.dns(
+            r.ts_us,
+            src,
+            q,
+            r.qtype.and_then(|t| u16::try_from(t).ok()),
+            r.rcode.and_then(|c| u8::try_from(c).ok()),
+            &answers,
+        );
     }
 
     /// One device observation (ARP feeds the host sweep detector).
@@ -213,5 +267,40 @@ impl Monitor {
     /// Every device's profile, for storing.
     pub fn profiles_of(&self) -> &HashMap<String, DeviceProfile> {
         &self.profiler.devices
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heimdall_proto::sensor::v1::{ConnState, Transport};
+
+    #[test]
+    fn a_profile_learnt_under_a_mac_moves_to_the_device_id() {
+        let mut m = Monitor::new(DetectConfig::default(), BaselineConfig::default());
+        let mac = [2, 0, 0, 0, 0, 7];
+        let flow = |ts_us: i64| Flow {
+            ts_us,
+            src: "192.168.1.7".parse().expect("ip"),
+            src_mac: Some(mac),
+            dst: "52.1.2.3".parse().expect("ip"),
+            dst_port: 443,
+            transport: Transport::Tcp,
+            state: ConnState::Sf,
+            orig_bytes: 100,
+            resp_bytes: 200,
+            resp_pkts: 2,
+            duration_us: 1_000_000,
+        };
+        m.flow(&flow(1_000_000));
+        assert!(m.profiles_of().contains_key("02:00:00:00:00:07"));
+        assert!(m.device(mac, "dev-7", "smart_plug"));
+        assert!(!m.device(mac, "dev-7", "smart_plug"), "moved once");
+        m.flow(&flow(2_000_000));
+        assert_eq!(m.profiles_of().len(), 1);
+        let p = &m.profiles_of()["dev-7"];
+        assert_eq!(p.current.connections, 2);
+        assert_eq!(p.device_type, "smart_plug");
+        assert_eq!(m.device_key("192.168.1.7".parse().expect("ip"), None), "dev-7");
     }
 }

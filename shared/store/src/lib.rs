@@ -50,6 +50,9 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// The `HEIMDALL_DATABASE_*` settings are missing or wrong.
+    #[error("{0}")]
+    Settings(String),
     /// Any other database error.
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
@@ -248,6 +251,19 @@ pub async fn open(
     let pool = connect(config, schema).await?;
     migrate(&pool, schema, migrations).await?;
     Ok(pool)
+}
+
+/// [`open`] with the `HEIMDALL_DATABASE_*` settings alone, read from the
+/// environment: for a service's operator subcommands, which need the
+/// database and nothing else.
+pub async fn open_from_env(schema: &str, migrations: &Migrator) -> Result<PgPool, Error> {
+    let mut loader =
+        heimdall_config::Loader::from_env().map_err(|e| Error::Settings(e.to_string()))?;
+    let store: StoreConfig = loader.section(PREFIX);
+    loader
+        .finish()
+        .map_err(|e| Error::Settings(e.to_string()))?;
+    open(&store, schema, migrations).await
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use heimdall_bus::{Bus, BusConfig, Kind};
 use heimdall_detect::baseline::BaselineConfig;
-use heimdall_detect::{DetectConfig, Flow, Monitor};
+use heimdall_detect::{DetectConfig, Monitor};
 use heimdall_proto::sensor::v1::{
     ConnBatch, ConnRecord, ConnState, DnsBatch, DnsRecord, Transport,
 };
@@ -121,22 +121,10 @@ async fn main() -> anyhow::Result<()> {
     let mut di = 0;
     for c in &conns {
         while di < dns.len() && dns[di].ts_us <= c.ts_us {
-            let r = &dns[di];
-            if let (Some(q), Some(src)) =
-                (r.query.as_deref(), heimdall_proto::addr::ip(&r.id_orig_h))
-            {
-                let answers: Vec<std::net::IpAddr> = r
-                    .answer_addrs
-                    .iter()
-                    .filter_map(|a| heimdall_proto::addr::ip(a))
-                    .collect();
-                m.dns(r.ts_us, src, q, Some(1), Some(0), &answers);
-            }
+            m.dns_record(&dns[di]);
             di += 1;
         }
-        if let Some(f) = Flow::from_record(c) {
-            m.flow(&f);
-        }
+        m.conn_record(c);
         alerts += m.take().len();
     }
     let secs = started.elapsed().as_secs_f64();
