@@ -301,6 +301,9 @@ mod tests {
         let p = &m.profiles_of()["dev-7"];
         assert_eq!(p.current.connections, 2);
         assert_eq!(p.device_type, "smart_plug");
-        assert_eq!(m.device_key("192.168.1.7".parse().expect("ip"), None), "dev-7");
+        assert_eq!(
+            m.device_key("192.168.1.7".parse().expect("ip"), None),
+            "dev-7"
+        );
     }
 }
