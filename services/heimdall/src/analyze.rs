@@ -42,6 +42,8 @@ pub struct AnalyzeOptions {
     /// Baselines from an earlier run (its baselines.json) to judge devices
     /// against; without it they are learnt from the start of the input.
     pub baseline: Option<PathBuf>,
+    /// Thresholds per device type and device (docs/detection.md).
+    pub thresholds: Option<heimdall_detect::thresholds::Thresholds>,
 }
 
 /// Failures that stop the run (an unreadable input does not: it is a problem).
@@ -326,6 +328,9 @@ impl Logs {
                 heimdall_detect::DetectConfig::default(),
                 heimdall_detect::baseline::BaselineConfig::default(),
             );
+            if let Some(t) = &opts.thresholds {
+                monitor = monitor.with_thresholds(t.clone());
+            }
             if let Some(b) = &opts.baseline {
                 let bad = |reason: String| AnalyzeError::Baseline {
                     path: b.clone(),
@@ -421,9 +426,26 @@ impl Logs {
                 reg.dns(&dns_sighting(r));
                 latest = latest.max(r.ts_us());
             }
-            // Events have no reader here; flushing keeps the registry's
-            // pending work small.
-            reg.flush(latest);
+            // Flushing keeps the registry's pending work small; what it
+            // decided names the detectors' devices (their ids and types,
+            // for thresholds per type).
+            let events = reg.flush(latest);
+            if let Some(a) = &mut self.alerts {
+                for e in &events {
+                    let Some(dev) = &e.device else { continue };
+                    let ty = heimdall_fingerprint::rules::type_name(dev.device_type());
+                    let ty = if ty == "unspecified" {
+                        String::new()
+                    } else {
+                        ty
+                    };
+                    for m in &dev.macs {
+                        if let Ok(mac) = <[u8; 6]>::try_from(m.mac.as_ref()) {
+                            a.monitor.device(mac, &dev.device_id, &ty);
+                        }
+                    }
+                }
+            }
         }
         if let Some(a) = &mut self.alerts {
             let d = &mut a.monitor;

@@ -56,6 +56,8 @@ pub enum ChecksumArg {
     None,
 }
 
+// Parsed once per run; boxing the analyze options would only obscure them.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Read capture files (pcap, pcapng, gzip), or capture live on an
@@ -123,6 +125,10 @@ pub enum Command {
         /// baselines.json) instead of learning from the start of this input
         #[arg(long, value_name = "FILE")]
         baseline: Option<PathBuf>,
+        /// Detector thresholds per device type and per device, over the
+        /// global ones (TOML; see docs/detection.md)
+        #[arg(long, value_name = "FILE")]
+        thresholds: Option<PathBuf>,
     },
     /// Simulate a multi-day home with injected anomalies and score every
     /// detector on it: recall by type, false incidents per device-day, time
@@ -178,6 +184,7 @@ pub fn run(cli: Cli) -> Result<u8, String> {
             no_devices,
             no_alerts,
             baseline,
+            thresholds,
         } => {
             let mut engine = EngineConfig::default();
             let mut nets: Vec<String> = Vec::new();
@@ -199,9 +206,16 @@ pub fn run(cli: Cli) -> Result<u8, String> {
             }
             engine.max_connections = max_connections;
             engine.observations = !no_devices || !no_alerts;
-            if no_alerts && baseline.is_some() {
-                return Err("--baseline feeds the detectors; it cannot go with --no-alerts".into());
+            if no_alerts && (baseline.is_some() || thresholds.is_some()) {
+                return Err(
+                    "--baseline and --thresholds feed the detectors; they cannot go with --no-alerts"
+                        .into(),
+                );
             }
+            let thresholds = thresholds
+                .map(|p| heimdall_detect::thresholds::Thresholds::load(&p))
+                .transpose()
+                .map_err(|e| format!("--thresholds: {e}"))?;
             engine.sensor_id = sensor_id;
             if let Some(seed) = uid_seed {
                 engine.uid_seed = seed;
@@ -246,6 +260,7 @@ pub fn run(cli: Cli) -> Result<u8, String> {
                 devices: !no_devices,
                 alerts: !no_alerts,
                 baseline,
+                thresholds,
             };
             let report = analyze(&opts, &stop).map_err(|e| e.to_string())?;
             for problem in &report.problems {

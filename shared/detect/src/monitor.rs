@@ -4,13 +4,15 @@
 //! `heimdall analyze` and the anomaly service drive this, so a capture
 //! analyzed on a laptop raises what the service would.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use heimdall_proto::sensor::v1::{Alert, IntelUpdate, Observation, observation};
 
 use crate::baseline::{BaselineConfig, DeviceProfile, Profiler};
 use crate::threat::Threats;
+use crate::thresholds::{Resolved, Thresholds};
 use crate::{DetectConfig, Detector, Flow};
 
 /// The detectors of one sensor (one home).
@@ -28,6 +30,10 @@ pub struct Monitor {
     keys: HashMap<[u8; 6], String>,
     /// Golden profiles applied.
     profiles: usize,
+    /// Thresholds with type or device layers, and the global result.
+    thresholds: Option<(Arc<Thresholds>, Resolved)>,
+    /// Sources whose thresholds are settled (see [`Detector::set_source`]).
+    settled: HashSet<IpAddr>,
 }
 
 impl Monitor {
@@ -37,6 +43,45 @@ impl Monitor {
             profiler: Profiler::new(baseline),
             ..Monitor::default()
         }
+    }
+
+    /// Applies a thresholds file: its global layer at once, its type and
+    /// device layers to each source as its device becomes known.
+    pub fn with_thresholds(mut self, t: Thresholds) -> Self {
+        let base = t.global(self.detector.config(), self.profiler.cfg);
+        self.detector.set_global(&base);
+        self.profiler.cfg = base.baseline;
+        if !t.uniform() {
+            let t = Arc::new(t);
+            self.profiler.thresholds = Some((t.clone(), base.clone()));
+            self.thresholds = Some((t, base));
+        }
+        self
+    }
+
+    /// Gives the detector `ip`'s own thresholds, once per source (again
+    /// after its device changed).
+    fn settle(&mut self, ip: IpAddr, mac: Option<[u8; 6]>) {
+        let Some((t, base)) = &self.thresholds else {
+            return;
+        };
+        if self.settled.contains(&ip) {
+            return;
+        }
+        let mac = mac.or_else(|| self.macs.get(&ip).copied());
+        let (id, ty) = mac
+            .and_then(|m| self.devices.get(&m))
+            .map_or(("", ""), |(id, ty)| (id.as_str(), ty.as_str()));
+        let mac_text = mac.map(heimdall_proto::addr::mac_text).unwrap_or_default();
+        let ip_text = ip.to_string();
+        let r = t
+            .for_device(base, ty, &[id, &mac_text, &ip_text])
+            .map(Arc::new);
+        if self.settled.len() > 100_000 {
+            self.settled.clear();
+        }
+        self.settled.insert(ip);
+        self.detector.set_source(ip, r);
     }
 
     /// The key a device's baseline is kept under: its fingerprint device
@@ -90,6 +135,7 @@ impl Monitor {
         self.devices
             .insert(mac, (device_id.to_string(), device_type.to_string()));
         self.keys.remove(&mac);
+        self.settled.clear();
         if !device_type.is_empty() {
             self.profiler.device_type(device_id, device_type);
         }
@@ -133,8 +179,11 @@ impl Monitor {
             if self.macs.len() > 100_000 {
                 self.macs.clear();
             }
-            self.macs.insert(f.src, m);
+            if self.macs.insert(f.src, m) != Some(m) {
+                self.settled.remove(&f.src);
+            }
         }
+        self.settle(f.src, f.src_mac);
         self.detector.flow(f);
         if let Some(a) = self.threats.flow(f) {
             self.detector.submit(a, Some(f.src), f.src_mac);
@@ -156,6 +205,7 @@ impl Monitor {
         rcode: Option<u8>,
         answers: &[IpAddr],
     ) {
+        self.settle(src, None);
         self.detector.dns(ts_us, src, query, qtype);
         if rcode == Some(3) {
             self.detector.nxdomain(ts_us, src, query);
@@ -305,5 +355,65 @@ mod tests {
             m.device_key("192.168.1.7".parse().expect("ip"), None),
             "dev-7"
         );
+    }
+
+    #[test]
+    fn thresholds_hold_per_device_type_and_per_device() {
+        let t = Thresholds::parse(
+            r#"
+[type.camera]
+scan_ports_fast = 4
+
+[type.computer]
+mute = ["port_scan"]
+
+[device."02:00:00:00:00:03"]
+scan_ports_fast = 40
+"#,
+            "t.toml",
+        )
+        .expect("thresholds");
+        let mut m =
+            Monitor::new(DetectConfig::default(), BaselineConfig::default()).with_thresholds(t);
+        let devices = [
+            ([2, 0, 0, 0, 0, 1], "dev-cam", "camera"),
+            ([2, 0, 0, 0, 0, 2], "dev-pc", "computer"),
+            ([2, 0, 0, 0, 0, 3], "dev-cam2", "camera"),
+            ([2, 0, 0, 0, 0, 4], "dev-phone", "phone"),
+        ];
+        for (mac, id, ty) in devices {
+            m.device(mac, id, ty);
+        }
+        // Each probes six ports of one LAN host: under the global 20.
+        for (i, (mac, ..)) in devices.iter().enumerate() {
+            for port in 0..6u16 {
+                m.flow(&Flow {
+                    ts_us: 1_000_000 + i64::from(port) * 1000,
+                    src: format!("192.168.1.{}", 10 + i).parse().expect("ip"),
+                    src_mac: Some(*mac),
+                    dst: "192.168.1.200".parse().expect("ip"),
+                    dst_port: 8000 + port,
+                    transport: Transport::Tcp,
+                    state: ConnState::Rej,
+                    orig_bytes: 0,
+                    resp_bytes: 0,
+                    resp_pkts: 1,
+                    duration_us: 0,
+                });
+            }
+        }
+        let scans: Vec<String> = m
+            .take()
+            .into_iter()
+            .filter(|a| a.alert_type == "port_scan")
+            .map(|a| {
+                heimdall_proto::addr::ip(&a.src_ip)
+                    .expect("src")
+                    .to_string()
+            })
+            .collect();
+        // The camera's type is stricter; the second camera's own setting
+        // and the computer's mute win; the phone keeps the global 20.
+        assert_eq!(scans, ["192.168.1.10"]);
     }
 }
