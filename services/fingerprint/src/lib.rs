@@ -13,6 +13,10 @@
 //!   the bus's de-duplication window for the retry after a crash).
 //! - A restarted replica reloads its sensors' devices from the database
 //!   before it takes a message.
+//! - Golden profiles from Asgard (`intel.p0`) become device hints: a
+//!   destination that a vendor's devices use and no other vendor's does is
+//!   weak evidence of that vendor for a device that looks it up. Profiles
+//!   are stored (`intel_profiles`) and in force again after a restart.
 //! - Work is split by sensor (one home's devices are one registry: a phone
 //!   that changes MAC must meet its old record): replicas take disjoint sets
 //!   of sensors, by list (`HEIMDALL_FINGERPRINT_SENSORS`) or by hash
@@ -31,8 +35,8 @@ use heimdall_fingerprint::registry::{DeviceState, decide};
 use heimdall_fingerprint::rules::type_name;
 use heimdall_fingerprint::{Registry, RegistryConfig, Rules};
 use heimdall_proto::sensor::v1::{
-    ConnBatch, DeviceEvent, DeviceEventBatch, DeviceEventKind, DeviceType, DnsBatch,
-    ObservationBatch,
+    ConnBatch, DeviceEvent, DeviceEventBatch, DeviceEventKind, DeviceType, DnsBatch, GoldenProfile,
+    IntelUpdate, ObservationBatch,
 };
 use heimdall_store::{PgPool, StoreConfig};
 use heimdall_telemetry::{Metrics, TelemetryConfig};
@@ -226,6 +230,7 @@ struct ServiceMetrics {
     records: Family<Vec<(String, String)>, Counter>,
     events: Family<Vec<(String, String)>, Counter>,
     devices: Gauge,
+    hints: Gauge,
 }
 
 impl ServiceMetrics {
@@ -245,6 +250,11 @@ impl ServiceMetrics {
             "Devices in this replica's registries",
             self.devices.clone(),
         );
+        m.register(
+            "fingerprint_intel_hints",
+            "Device hints from golden profiles in force",
+            self.hints.clone(),
+        );
     }
 
     fn count(&self, kind: &str, n: usize) {
@@ -258,7 +268,12 @@ impl ServiceMetrics {
 #[derive(Debug)]
 pub struct Service {
     settings: FingerprintSettings,
+    /// The rules of the settings ...
     rules: Arc<Rules>,
+    /// ... with the device hints of the golden profiles in force.
+    hinted: std::sync::RwLock<Arc<Rules>>,
+    /// Golden profiles in force, by id.
+    profiles: Mutex<HashMap<String, GoldenProfile>>,
     nets: LocalNets,
     pool: PgPool,
     registries: Mutex<HashMap<String, Registry>>,
@@ -281,7 +296,9 @@ impl Service {
         let nets = settings.nets()?;
         Ok(Service {
             settings,
+            hinted: std::sync::RwLock::new(rules.clone()),
             rules,
+            profiles: Mutex::new(HashMap::new()),
             nets,
             pool,
             registries: Mutex::new(HashMap::new()),
@@ -289,6 +306,95 @@ impl Service {
             metrics: ServiceMetrics::default(),
             device_count: AtomicI64::new(0),
         })
+    }
+
+    /// The rules in force: the settings' and the hints from intelligence.
+    fn current_rules(&self) -> Arc<Rules> {
+        self.hinted
+            .read()
+            .map_or_else(|_| self.rules.clone(), |r| r.clone())
+    }
+
+    /// Stores golden profiles from intelligence and turns them into device
+    /// hints (see [`heimdall_fingerprint::rules::hints_from_profiles`]) for
+    /// every registry. Returns how many hints are in force.
+    pub async fn intel(&self, u: &IntelUpdate) -> Result<usize, HandleError> {
+        let mut tx = self.pool.begin().await?;
+        if u.full_snapshot {
+            sqlx::query("DELETE FROM intel_profiles")
+                .execute(&mut *tx)
+                .await?;
+        }
+        for id in &u.removed_profile_ids {
+            sqlx::query("DELETE FROM intel_profiles WHERE profile_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for p in &u.golden_profiles {
+            sqlx::query(
+                "INSERT INTO intel_profiles (profile_id, version, body) VALUES ($1, $2, $3) \
+                 ON CONFLICT (profile_id) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body \
+                 WHERE intel_profiles.version <= EXCLUDED.version",
+            )
+            .bind(&p.profile_id)
+            .bind(p.version as i64)
+            .bind(p.encode_to_vec())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let mut profiles = self.profiles.lock().await;
+        if u.full_snapshot {
+            profiles.clear();
+        }
+        for id in &u.removed_profile_ids {
+            profiles.remove(id);
+        }
+        for p in &u.golden_profiles {
+            if profiles
+                .get(&p.profile_id)
+                .is_none_or(|old| old.version <= p.version)
+            {
+                profiles.insert(p.profile_id.clone(), p.clone());
+            }
+        }
+        Ok(self.rehint(&profiles).await)
+    }
+
+    /// Loads the stored golden profiles (at start, before any message).
+    pub async fn load_intel(&self) -> Result<usize, HandleError> {
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT profile_id, body FROM intel_profiles")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut profiles = self.profiles.lock().await;
+        for (id, body) in rows {
+            if let Ok(p) = GoldenProfile::decode(body.as_slice()) {
+                profiles.insert(id, p);
+            }
+        }
+        Ok(self.rehint(&profiles).await)
+    }
+
+    async fn rehint(&self, profiles: &HashMap<String, GoldenProfile>) -> usize {
+        let mut list: Vec<GoldenProfile> = profiles.values().cloned().collect();
+        list.sort_by(|a, b| a.profile_id.cmp(&b.profile_id));
+        let hints = heimdall_fingerprint::rules::hints_from_profiles(&list);
+        let rules = Arc::new(self.rules.with_hints(&hints));
+        if let Ok(mut h) = self.hinted.write() {
+            *h = rules.clone();
+        }
+        for reg in self.registries.lock().await.values_mut() {
+            reg.set_rules(rules.clone());
+        }
+        self.metrics.hints.set(hints.len() as i64);
+        info!(
+            profiles = list.len(),
+            hints = hints.len(),
+            "device hints from intelligence in force"
+        );
+        hints.len()
     }
 
     /// The sensor is in this replica's list and shard.
@@ -308,7 +414,7 @@ impl Service {
             max_devices: self.settings.max_devices,
             ..RegistryConfig::default()
         };
-        let mut reg = Registry::new(cfg, self.rules.clone());
+        let mut reg = Registry::new(cfg, self.current_rules());
         let rows: Vec<serde_json::Value> =
             sqlx::query_scalar("SELECT state FROM devices WHERE sensor_id = $1")
                 .bind(sensor)
@@ -585,6 +691,9 @@ pub async fn run(
     health.ready("database", "migrated");
     let svc = Arc::new(Service::new(config.fingerprint.clone(), pool).map_err(anyhow::Error::msg)?);
     svc.metrics.register(&metrics);
+    svc.load_intel()
+        .await
+        .map_err(|e| anyhow::anyhow!("loading stored intelligence: {e}"))?;
     // Every configured sensor's devices are loaded before a message is taken.
     if let Some(list) = svc.settings.sensor_list() {
         for s in list {
@@ -607,12 +716,40 @@ pub async fn run(
         .await?
         .with_health(health.clone());
     bus.register_metrics(&metrics);
-    bus.ensure_streams(&[Kind::Observations, Kind::Flows, Kind::Dns, Kind::Devices])
-        .await?;
-    health.ready("nats", "consuming observations, flows and dns");
+    bus.ensure_streams(&[
+        Kind::Observations,
+        Kind::Flows,
+        Kind::Dns,
+        Kind::Devices,
+        Kind::Intel,
+    ])
+    .await?;
+    health.ready("nats", "consuming observations, flows, dns and intel");
     info!(sensors = %svc.settings.sensors, rules = svc.rules.len(), "fingerprint ready");
 
     let mut tasks = tokio::task::JoinSet::new();
+    {
+        // Every replica takes all intelligence, with a position of its own.
+        let mut durable = format!("{}-intel", svc.settings.durable);
+        if svc.settings.shard_count > 1 {
+            durable = format!(
+                "{durable}-s{}of{}",
+                svc.settings.shard_index, svc.settings.shard_count
+            );
+        }
+        if let Some(list) = svc.settings.sensor_list() {
+            durable = format!("{durable}-{}", list.join("_"));
+        }
+        let spec = bus.consumer_spec(Kind::Intel, &durable, None);
+        let (bus, svc, stop) = (bus.clone(), svc.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            bus.consume::<IntelUpdate, _, _, HandleError>(spec, stop, |m| {
+                let svc = svc.clone();
+                async move { svc.intel(&m.message).await.map(|_| ()) }
+            })
+            .await
+        });
+    }
     for spec in svc.specs(&bus, Kind::Observations) {
         let (bus, svc, stop) = (bus.clone(), svc.clone(), shutdown.clone());
         tasks.spawn(async move {

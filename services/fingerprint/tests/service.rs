@@ -274,3 +274,134 @@ async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
     let _ = watcher.await;
     let _ = bus.delete_streams(&Kind::ALL).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_golden_profile_from_intel_names_a_device_that_uses_its_makers_cloud() {
+    use heimdall_proto::sensor::v1::{
+        ArpObservation, DestinationExpectation, DeviceType, DnsRecord, GoldenProfile, IntelUpdate,
+        observation,
+    };
+    let db = TestDb::new()
+        .await
+        .expect("PostgreSQL must be running (make setup)");
+    let bus_config = heimdall_bus::testing::config("fphint");
+    let log = std::env::temp_dir().join(format!("{}-fingerprint.log", bus_config.namespace));
+    let svc = process::ServiceProcess::new(
+        Path::new(env!("CARGO_BIN_EXE_heimdall-fingerprint")),
+        &bus_config.namespace,
+        &log,
+    )
+    .expect("port")
+    .with("HEIMDALL_DATABASE_URL", db.url())
+    .with("HEIMDALL_FINGERPRINT_GRACE", "1s")
+    .with("HEIMDALL_FINGERPRINT_FLUSH_INTERVAL", "500ms");
+    let bus = Bus::connect(&bus_config, "fphint-test")
+        .await
+        .expect("NATS must be running (make setup)");
+    bus.ensure_streams(&[Kind::Observations, Kind::Dns, Kind::Intel])
+        .await
+        .expect("streams");
+    let mut child = svc.start().await;
+    let pool = heimdall_store::connect(db.config(), "fingerprint")
+        .await
+        .expect("pool");
+
+    // Asgard's profile of the Acme camera: 95% of them use acmecam-cloud.com.
+    let intel = IntelUpdate {
+        cursor: "c1".into(),
+        etag: "e1".into(),
+        golden_profiles: vec![GoldenProfile {
+            profile_id: "gp-acme-cam".into(),
+            device_type: DeviceType::Camera as i32,
+            vendor: "Acme".into(),
+            version: 1,
+            typical_destinations: vec![DestinationExpectation {
+                registered_domain: "acmecam-cloud.com".into(),
+                share: 0.95,
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    bus.publish(
+        &bus.subjects().publish(Kind::Intel, "", 0),
+        "intel-1",
+        &intel,
+    )
+    .await
+    .expect("intel");
+    wait_for(&pool, "SELECT count(*) FROM intel_profiles", 1, &log).await;
+
+    // A camera with a randomized MAC (no maker in it) asks for its cloud.
+    let (mac, ip) = ([0x02u8, 0x11, 0x22, 1, 2, 3], [192u8, 168, 1, 30]);
+    let arp = Observation {
+        ts_us: 1_760_000_000_000_000,
+        sensor_id: SENSOR.into(),
+        src_mac: mac.to_vec().into(),
+        kind: Some(observation::Kind::Arp(ArpObservation {
+            op: 1,
+            sender_mac: mac.to_vec().into(),
+            sender_ip: ip.to_vec().into(),
+            target_ip: vec![192, 168, 1, 1].into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    bus.publish(
+        &bus.subjects().publish(Kind::Observations, SENSOR, 0),
+        "arp-1",
+        &obs_batch("arp-1", &[arp]),
+    )
+    .await
+    .expect("arp");
+    let dns = DnsBatch {
+        batch_id: "dns-hint".into(),
+        sensor_id: SENSOR.into(),
+        created_us: 0,
+        records: vec![DnsRecord {
+            ts_us: 1_760_000_001_000_000,
+            uid: "Dcam".into(),
+            id_orig_h: ip.to_vec().into(),
+            id_resp_h: vec![192, 168, 1, 1].into(),
+            id_resp_p: 53,
+            query: Some("eu.acmecam-cloud.com".into()),
+            sensor_id: SENSOR.into(),
+            ..Default::default()
+        }],
+    };
+    bus.publish(
+        &bus.subjects().publish(Kind::Dns, SENSOR, 0),
+        "dns-hint",
+        &dns,
+    )
+    .await
+    .expect("dns");
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM devices WHERE vendor = 'Acme' AND device_type = 'camera'",
+        1,
+        &log,
+    )
+    .await;
+    let evidence: String = sqlx::query_scalar("SELECT state::text FROM devices LIMIT 1")
+        .fetch_one(&pool)
+        .await
+        .expect("device");
+    assert!(evidence.contains("gp-acme-cam"), "{evidence}");
+
+    // Restarted, it has the hint again before it takes a message.
+    process::terminate(&child);
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    let child = svc.start().await;
+    let hints = process::metric(svc.addr, "heimdall_fingerprint_intel_hints")
+        .await
+        .unwrap_or(-1.0);
+    assert_eq!(
+        hints,
+        1.0,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    process::terminate(&child);
+    let _ = bus.delete_streams(&Kind::ALL).await;
+}

@@ -788,6 +788,13 @@ impl Registry {
         )
     }
 
+    /// Judges what comes next with `rules` (the same rules with device
+    /// hints from intelligence added or withdrawn); evidence already
+    /// gathered stays.
+    pub fn set_rules(&mut self, rules: Arc<Rules>) {
+        self.rules = rules;
+    }
+
     /// Loads devices a store saved; their MACs, addresses and identifiers
     /// find them again.
     pub fn restore(&mut self, states: impl IntoIterator<Item = DeviceState>) {
@@ -1170,6 +1177,67 @@ mod tests {
         reg.dns(&dns([192, 168, 1, 200], "example.com", 4));
         reg.flush(4 + 601_000_000);
         assert_eq!((reg.pending_len, reg.stats().pending_dropped), (0, 1));
+    }
+
+    #[test]
+    fn a_golden_profiles_distinct_destination_is_a_vendor_hint() {
+        use heimdall_proto::sensor::v1::{DestinationExpectation, GoldenProfile};
+        let dest = |d: &str, share: f64| DestinationExpectation {
+            registered_domain: d.into(),
+            share,
+        };
+        let profiles = vec![
+            GoldenProfile {
+                profile_id: "gp-acme-cam".into(),
+                device_type: DeviceType::Camera as i32,
+                vendor: "Acme".into(),
+                model: "Acme Cam 2".into(),
+                typical_destinations: vec![
+                    dest("acmecam-cloud.com", 0.95),
+                    dest("amazonaws.com", 0.99),
+                    dest("sharedcdn.net", 0.9),
+                    dest("rarely-acme.com", 0.2),
+                ],
+                ..Default::default()
+            },
+            GoldenProfile {
+                profile_id: "gp-other-plug".into(),
+                device_type: DeviceType::SmartPlug as i32,
+                vendor: "Other".into(),
+                typical_destinations: vec![dest("sharedcdn.net", 0.8)],
+                ..Default::default()
+            },
+        ];
+        let hints = crate::rules::hints_from_profiles(&profiles);
+        let domains: Vec<&str> = hints.iter().map(|h| h.domain.as_str()).collect();
+        // Shared infrastructure, a domain two vendors use and a rare one
+        // are no hints.
+        assert_eq!(domains, ["acmecam-cloud.com"]);
+        let mut reg = registry();
+        reg.set_rules(Arc::new(
+            Rules::builtin().expect("rules").with_hints(&hints),
+        ));
+        // An unknown maker (a locally administered MAC) that looks up the
+        // camera cloud.
+        let cam = [0x02, 0x11, 0x22, 1, 2, 3];
+        reg.observe(&arp(cam, [192, 168, 1, 30], 1));
+        reg.dns(&dns([192, 168, 1, 30], "eu.acmecam-cloud.com", 2));
+        let d = find(&reg, cam);
+        assert_eq!(d.vendor, "Acme", "{d:#?}");
+        assert_eq!(d.device_type, DeviceType::Camera as i32, "{d:#?}");
+        assert!(
+            d.evidence
+                .iter()
+                .any(|e| e.detail.contains("intel:gp-acme-cam:acmecam-cloud.com")
+                    || e.detail.contains("golden profile gp-acme-cam")),
+            "{:#?}",
+            d.evidence
+        );
+        // A device that only uses the shared CDN gets nothing from it.
+        let other = [0x02, 0x11, 0x22, 4, 5, 6];
+        reg.observe(&arp(other, [192, 168, 1, 31], 3));
+        reg.dns(&dns([192, 168, 1, 31], "img.sharedcdn.net", 4));
+        assert_eq!(find(&reg, other).vendor, "");
     }
 
     #[test]

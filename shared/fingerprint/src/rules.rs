@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use heimdall_proto::sensor::v1::{DeviceType, EvidenceSource};
+use heimdall_proto::sensor::v1::{DeviceType, EvidenceSource, GoldenProfile};
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
 
@@ -184,7 +184,7 @@ struct VendorSpec {
 }
 
 /// One compiled rule.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Rule {
     /// Stable id, quoted in evidence.
     pub id: String,
@@ -250,13 +250,132 @@ pub struct Rules {
     generic: Vec<Regex>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct VendorSpecCompiled {
     brand: Option<String>,
     module: bool,
     device_type: Option<DeviceType>,
     weight: f64,
     source: String,
+}
+
+/// The rules of each signal as one regex set.
+type Index = HashMap<Signal, (RegexSet, Vec<usize>)>;
+
+fn index(rules: &[Rule]) -> Result<Index, (&'static str, String)> {
+    let mut groups: HashMap<Signal, Vec<usize>> = HashMap::new();
+    for (i, r) in rules.iter().enumerate() {
+        groups.entry(r.signal).or_default().push(i);
+    }
+    let mut by_signal = HashMap::new();
+    for (signal, idx) in groups {
+        let set = RegexSet::new(idx.iter().map(|&i| rules[i].regex.as_str()))
+            .map_err(|e| (signal.name(), e.to_string()))?;
+        by_signal.insert(signal, (set, idx));
+    }
+    Ok(by_signal)
+}
+
+/// A device hint from intelligence: devices of a vendor (and type, model)
+/// look up names under `domain`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hint {
+    /// Stable id, quoted in evidence (`intel:<profile>:<domain>`).
+    pub id: String,
+    /// Registered domain.
+    pub domain: String,
+    pub vendor: Option<String>,
+    pub device_type: Option<DeviceType>,
+    pub model: Option<String>,
+    /// 0..1.
+    pub weight: f64,
+    /// Where it comes from.
+    pub source: String,
+}
+
+/// Registered domains that many makers' devices use (clouds, CDNs, time,
+/// the big platforms): never a hint on their own.
+const SHARED_INFRASTRUCTURE: &[&str] = &[
+    "akamai.net",
+    "akamaihd.net",
+    "akamaized.net",
+    "amazon.com",
+    "amazonaws.com",
+    "apple.com",
+    "azure.com",
+    "azureedge.net",
+    "cloudflare.com",
+    "cloudflare.net",
+    "cloudfront.net",
+    "edgekey.net",
+    "edgesuite.net",
+    "facebook.com",
+    "fastly.net",
+    "gstatic.com",
+    "google.com",
+    "googleapis.com",
+    "googlevideo.com",
+    "icloud.com",
+    "microsoft.com",
+    "msftconnecttest.com",
+    "ntp.org",
+    "windows.com",
+    "windowsupdate.com",
+];
+
+/// Device hints from golden profiles: a destination that most devices of
+/// a vendor's profile use (share ≥ 0.5), that no other vendor's profile
+/// names, and that is not shared infrastructure, says a device that looks
+/// it up is likely of that vendor (and the profile's type and model).
+/// Weight 0.4 × share: below a vendor's cloud name in the built-in rules
+/// (0.5), a hint, not a proof.
+pub fn hints_from_profiles(profiles: &[GoldenProfile]) -> Vec<Hint> {
+    let mut vendors_of: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+    for p in profiles {
+        for d in &p.typical_destinations {
+            vendors_of
+                .entry(d.registered_domain.trim_matches('.').to_ascii_lowercase())
+                .or_default()
+                .insert(p.vendor.to_ascii_lowercase());
+        }
+    }
+    let mut out = Vec::new();
+    for p in profiles {
+        if p.vendor.is_empty() {
+            continue;
+        }
+        let device_type = DeviceType::try_from(p.device_type)
+            .ok()
+            .filter(|t| *t != DeviceType::Unspecified);
+        for d in &p.typical_destinations {
+            let (domain, share) = (
+                d.registered_domain.trim_matches('.').to_ascii_lowercase(),
+                d.share,
+            );
+            let id = &p.profile_id;
+            if share < 0.5
+                || domain.is_empty()
+                || SHARED_INFRASTRUCTURE.contains(&domain.as_str())
+                || vendors_of.get(&domain).is_some_and(|v| v.len() > 1)
+            {
+                continue;
+            }
+            out.push(Hint {
+                id: format!("intel:{id}:{domain}"),
+                domain: domain.clone(),
+                vendor: Some(p.vendor.clone()),
+                device_type,
+                model: (!p.model.is_empty()).then(|| p.model.clone()),
+                weight: (0.4 * share).clamp(0.0, 0.4),
+                source: format!(
+                    "Asgard golden profile {id}: {:.0}% of its devices use {domain}",
+                    share * 100.0
+                ),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
 }
 
 /// `"media_player"` -> the enum value; the taxonomy names of device.proto.
@@ -366,16 +485,7 @@ impl Rules {
                 source: r.source,
             });
         }
-        let mut groups: HashMap<Signal, Vec<usize>> = HashMap::new();
-        for (i, r) in compiled.iter().enumerate() {
-            groups.entry(r.signal).or_default().push(i);
-        }
-        let mut by_signal = HashMap::new();
-        for (signal, idx) in groups {
-            let set = RegexSet::new(idx.iter().map(|&i| compiled[i].regex.as_str()))
-                .map_err(|e| entry(rules_name, signal.name(), e.to_string()))?;
-            by_signal.insert(signal, (set, idx));
-        }
+        let by_signal = index(&compiled).map_err(|(signal, e)| entry(rules_name, signal, e))?;
 
         let mut vendors = Vec::new();
         for v in vf.vendor {
@@ -414,6 +524,48 @@ impl Rules {
             vendors,
             generic,
         })
+    }
+
+    /// These rules and vendor facts with `hints` added as domain rules
+    /// (a hint whose id a rule already has is skipped).
+    pub fn with_hints(&self, hints: &[Hint]) -> Rules {
+        let mut rules = self.rules.clone();
+        for h in hints {
+            if rules.iter().any(|r| r.id == h.id) {
+                continue;
+            }
+            let pattern = format!(r"(?i)(?:^|\.){}\.?$", regex::escape(&h.domain));
+            let Ok(regex) = Regex::new(&pattern) else {
+                continue;
+            };
+            rules.push(Rule {
+                id: h.id.clone(),
+                signal: Signal::Domain,
+                regex,
+                vendor: h.vendor.clone(),
+                device_type: h.device_type,
+                model: h.model.clone(),
+                os: None,
+                weight: h.weight.clamp(0.0, 1.0),
+                general: false,
+                source: h.source.clone(),
+            });
+        }
+        match index(&rules) {
+            Ok(by_signal) => Rules {
+                rules,
+                by_signal,
+                vendors: self.vendors.clone(),
+                generic: self.generic.clone(),
+            },
+            // Escaped literals always compile; keep the rules as they were.
+            Err(_) => Rules {
+                rules: self.rules.clone(),
+                by_signal: index(&self.rules).unwrap_or_default(),
+                vendors: self.vendors.clone(),
+                generic: self.generic.clone(),
+            },
+        }
     }
 
     /// Number of rules.
