@@ -35,10 +35,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use heimdall_bus::{Bus, BusConfig, ConsumerSpec, Kind};
 use heimdall_config::{Problem, Validate};
 use heimdall_detect::baseline::{Baseline, BaselineConfig, DeviceProfile};
+use heimdall_detect::thresholds::Thresholds;
 use heimdall_detect::{DetectConfig, Monitor};
 use heimdall_proto::sensor::v1::{
-    Alert, AlertBatch, AlertEvent, ConnBatch, DeviceEventBatch, DnsBatch, GoldenProfile, Incident,
-    IncidentState, IntelUpdate, ObservationBatch, Severity, ThreatSignature, alert_event,
+    Alert, AlertBatch, AlertEvent, BaselineBatch, BaselineSummary, ConnBatch, DeviceEventBatch,
+    DnsBatch, GoldenProfile, Incident, IncidentState, IntelUpdate, ObservationBatch, Severity,
+    ThreatSignature, alert_event,
 };
 use heimdall_store::{PgPool, StoreConfig};
 use heimdall_telemetry::{Metrics, TelemetryConfig};
@@ -101,6 +103,15 @@ pub struct AnomalySettings {
     /// `HEIMDALL_ANOMALY_UTC_OFFSET_MINUTES`: the home's time zone, for
     /// hour-of-day habits. Default 0.
     pub utc_offset_minutes: i32,
+    /// `HEIMDALL_ANOMALY_SUMMARY_HOURS`: a device's baseline is summarised
+    /// on `sensor.<id>.baselines` (for the asgard-bridge's behavioural
+    /// signatures) each time it has grown by this many hours of data; 0
+    /// never. Default 24.
+    pub summary_hours: u32,
+    /// `HEIMDALL_ANOMALY_THRESHOLDS_FILE`: detector thresholds per device
+    /// type and per device over the global ones (TOML, see
+    /// docs/detection.md); empty for the built-in thresholds alone.
+    pub thresholds_file: String,
 }
 
 impl Default for AnomalySettings {
@@ -118,6 +129,8 @@ impl Default for AnomalySettings {
             learn_days: b.learn_days,
             min_confidence: b.min_confidence,
             utc_offset_minutes: b.utc_offset_minutes,
+            summary_hours: b.summary_hours,
+            thresholds_file: String::new(),
         }
     }
 }
@@ -162,6 +175,14 @@ impl AnomalySettings {
         Ok(Some(v))
     }
 
+    /// The thresholds file, read and checked; `None` without one.
+    pub fn thresholds(&self) -> Result<Option<Thresholds>, String> {
+        if self.thresholds_file.is_empty() {
+            return Ok(None);
+        }
+        Thresholds::load(std::path::Path::new(&self.thresholds_file)).map(Some)
+    }
+
     /// The thresholds of the baseline detectors.
     pub fn baseline(&self) -> BaselineConfig {
         BaselineConfig {
@@ -169,6 +190,7 @@ impl AnomalySettings {
             learn_days: self.learn_days,
             min_confidence: self.min_confidence,
             utc_offset_minutes: self.utc_offset_minutes,
+            summary_hours: self.summary_hours,
             ..BaselineConfig::default()
         }
     }
@@ -217,6 +239,9 @@ impl Validate for AnomalySettings {
                 "UTC_OFFSET_MINUTES",
                 "must be within ±840 (UTC-14 to UTC+14)".into(),
             );
+        }
+        if let Err(e) = self.thresholds() {
+            bad("THRESHOLDS_FILE", e);
         }
     }
 }
@@ -344,6 +369,8 @@ pub struct Service {
     devices: Mutex<HashMap<String, Named>>,
     outbox: Notify,
     metrics: ServiceMetrics,
+    /// Thresholds per device type and device, from the settings' file.
+    thresholds: Option<Thresholds>,
 }
 
 fn wall_us() -> i64 {
@@ -375,7 +402,14 @@ fn severity_name(s: i32) -> String {
 impl Service {
     /// A service over `pool` (migrated). Partitions load lazily.
     pub fn new(settings: AnomalySettings, pool: PgPool) -> Self {
+        // The settings were validated, the file with them; one changed
+        // since is reported and left out.
+        let thresholds = settings.thresholds().unwrap_or_else(|e| {
+            warn!(error = %e, "thresholds file left out");
+            None
+        });
         Service {
+            thresholds,
             settings,
             pool,
             monitors: Mutex::new(HashMap::new()),
@@ -427,6 +461,9 @@ impl Service {
 
     async fn load(&self, sensor: &str, part: u16) -> Result<Monitor, HandleError> {
         let mut m = Monitor::new(DetectConfig::default(), self.settings.baseline());
+        if let Some(t) = &self.thresholds {
+            m = m.with_thresholds(t.clone());
+        }
         m.profiler.record_versions = true;
         m.intel(&self.intel.lock().await.as_update());
         if let Some(devs) = self.devices.lock().await.get(sensor) {
@@ -487,10 +524,24 @@ impl Service {
     ) -> Result<usize, HandleError> {
         let alerts = m.take();
         let versions = m.profiler.take_versions();
+        let summaries = m.profiler.take_summaries();
         if alerts.is_empty() && versions.is_empty() {
             return Ok(0);
         }
         let mut tx = self.pool.begin().await?;
+        for mut sum in summaries.iter().cloned() {
+            sum.sensor_id = sensor.to_string();
+            sqlx::query(
+                "INSERT INTO summaries (sensor_id, device_key, version, body) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (sensor_id, device_key, version) DO NOTHING",
+            )
+            .bind(sensor)
+            .bind(&sum.device_key)
+            .bind(sum.version as i64)
+            .bind(sum.encode_to_vec())
+            .execute(&mut *tx)
+            .await?;
+        }
         let mut devices: Vec<&str> = Vec::new();
         for (key, b) in &versions {
             store_version(&mut tx, sensor, key, b, "learnt").await?;
@@ -571,7 +622,7 @@ impl Service {
         }
         tx.commit().await?;
         self.metrics.versions.inc_by(versions.len() as u64);
-        if !alerts.is_empty() {
+        if !alerts.is_empty() || !summaries.is_empty() {
             self.outbox.notify_one();
         }
         Ok(alerts.len())
@@ -959,6 +1010,46 @@ impl Service {
         Ok(sent)
     }
 
+    /// Publishes waiting baseline summaries, oldest first, one batch per
+    /// sensor on `sensor.<id>.baselines.p0`, and drops them from the table
+    /// (the stream keeps them from there); returns how many went out.
+    pub async fn publish_summaries(&self, bus: &Bus) -> anyhow::Result<usize> {
+        let rows: Vec<(i64, String, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, sensor_id, body FROM summaries ORDER BY seq LIMIT 500")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut by_sensor: Vec<(String, Vec<i64>, Vec<BaselineSummary>)> = Vec::new();
+        for (seq, sensor, body) in rows {
+            let sum = BaselineSummary::decode(body.as_slice())?;
+            match by_sensor.iter_mut().find(|(s, _, _)| *s == sensor) {
+                Some((_, seqs, sums)) => {
+                    seqs.push(seq);
+                    sums.push(sum);
+                }
+                None => by_sensor.push((sensor, vec![seq], vec![sum])),
+            }
+        }
+        let mut sent = 0;
+        for (sensor, seqs, records) in by_sensor {
+            // The same rows make the same id: a retry after a failed
+            // update is recognised by the bus.
+            let batch = BaselineBatch {
+                batch_id: format!("baselines-{sensor}-{}-{}", seqs[0], seqs[seqs.len() - 1]),
+                sensor_id: sensor.clone(),
+                created_us: wall_us(),
+                records,
+            };
+            let subject = bus.subjects().publish(Kind::Baselines, &sensor, 0);
+            bus.publish(&subject, &batch.batch_id, &batch).await?;
+            sqlx::query("DELETE FROM summaries WHERE seq = ANY($1)")
+                .bind(&seqs)
+                .execute(&self.pool)
+                .await?;
+            sent += seqs.len();
+        }
+        Ok(sent)
+    }
+
     async fn incidents(&self, ids: &[String]) -> Result<Vec<Incident>, sqlx::Error> {
         type Row = (String, String, String, i64, i64, i32, Vec<String>, String);
         let rows: Vec<Row> = sqlx::query_as(
@@ -1267,6 +1358,7 @@ pub async fn run(
         Kind::Devices,
         Kind::Intel,
         Kind::Alerts,
+        Kind::Baselines,
     ])
     .await?;
     health.ready(
@@ -1357,6 +1449,16 @@ pub async fn run(
                         Ok(n) => info!(alerts = n, "alerts published"),
                         Err(e) => {
                             warn!(error = %e, "publishing alerts failed; will retry");
+                            break;
+                        }
+                    }
+                }
+                loop {
+                    match svc.publish_summaries(&bus).await {
+                        Ok(0) => break,
+                        Ok(n) => info!(summaries = n, "baseline summaries published"),
+                        Err(e) => {
+                            warn!(error = %e, "publishing baseline summaries failed; will retry");
                             break;
                         }
                     }

@@ -7,10 +7,10 @@
 
 use heimdall_anonymize::{Anonymizer, registered_domain};
 use heimdall_asgard_api::{
-    AnonymizedAlert, BehaviourSignature, FeatureSummary, device_type_name, severity_name,
-    transport_name,
+    AnonymizedAlert, BehaviourSignature, DestinationCount, FeatureSummary, PortCount, Quantiles,
+    device_type_name, severity_name, transport_name,
 };
-use heimdall_proto::sensor::v1::{Alert, DeviceEvent, DeviceEventKind};
+use heimdall_proto::sensor::v1::{Alert, BaselineSummary, DeviceEvent, DeviceEventKind};
 
 /// The signature for a device event; `None` for a device that is gone or
 /// an event without a device.
@@ -42,6 +42,97 @@ pub fn signature(anon: &Anonymizer, ev: &DeviceEvent) -> Option<BehaviourSignatu
         features: FeatureSummary::default(),
         fingerprints: None,
     })
+}
+
+/// The behaviour part of a device's signature, from its baseline summary:
+/// the device by the pseudonym its device events and alerts have (its MAC's
+/// while it has no device id), sites reduced to public registered domains
+/// (local names dropped), no addresses (the summary has none). The
+/// bridge fills vendor, model, OS and OUI from the device's last signature
+/// ([`merge`]).
+pub fn summary(anon: &Anonymizer, s: &BaselineSummary) -> BehaviourSignature {
+    let mac_keyed = <[u8; 6]>::try_from(s.mac.as_ref())
+        .is_ok_and(|m| heimdall_proto::addr::mac_text(m) == s.device_key);
+    let anon_device_id = if mac_keyed {
+        anon.mac(&s.mac)
+    } else {
+        anon.pseudonym("device", s.device_key.as_bytes())
+    };
+    let q = |q: &Option<heimdall_proto::sensor::v1::Quantiles>| {
+        q.as_ref().map(|q| Quantiles {
+            p50: q.p50,
+            p90: q.p90,
+            p99: q.p99,
+            max: q.max,
+        })
+    };
+    let mut top_destinations: Vec<DestinationCount> = Vec::new();
+    for site in &s.top_sites {
+        let Some(domain) = registered_domain(&site.site) else {
+            continue;
+        };
+        // Two sites of one registered domain (CDN private suffixes) are one.
+        match top_destinations
+            .iter_mut()
+            .find(|d| d.registered_domain == domain)
+        {
+            Some(d) => d.hours = d.hours.max(u64::from(site.hours)),
+            None => top_destinations.push(DestinationCount {
+                registered_domain: domain,
+                hours: u64::from(site.hours),
+                ..DestinationCount::default()
+            }),
+        }
+    }
+    BehaviourSignature {
+        anon_device_id,
+        device_type: device_type_name(s.device_type),
+        window_start_us: s.window_start_us,
+        window_end_us: s.window_end_us.max(s.window_start_us),
+        baseline_version: Some(s.version),
+        features: FeatureSummary {
+            top_destinations,
+            top_ports: s
+                .ports
+                .iter()
+                .map(|p| PortCount {
+                    transport: transport_name(p.transport),
+                    port: p.port,
+                    connections: 0,
+                })
+                .collect(),
+            daily_bytes_up: q(&s.daily_bytes_up),
+            daily_bytes_down: q(&s.daily_bytes_down),
+            active_hours: if s.active_hours.len() == 24 {
+                s.active_hours.clone()
+            } else {
+                Vec::new()
+            },
+            connections_per_hour: q(&s.connections_per_hour),
+            destinations: Some(s.destinations),
+            new_destinations_per_day: Some(s.destination_churn_per_day),
+            baseline_confidence: Some(s.confidence.clamp(0.0, 1.0)),
+            ..FeatureSummary::default()
+        },
+        ..BehaviourSignature::default()
+    }
+}
+
+/// `behaviour` (from a baseline summary) completed with what the device's
+/// last signature from a device event says about what it is.
+pub fn merge(mut behaviour: BehaviourSignature, known: &BehaviourSignature) -> BehaviourSignature {
+    if behaviour.device_type.is_empty() || behaviour.device_type == "unspecified" {
+        behaviour.device_type.clone_from(&known.device_type);
+        behaviour.type_confidence = known.type_confidence;
+    } else if behaviour.device_type == known.device_type {
+        behaviour.type_confidence = known.type_confidence;
+    }
+    behaviour.vendor.clone_from(&known.vendor);
+    behaviour.model.clone_from(&known.model);
+    behaviour.os.clone_from(&known.os);
+    behaviour.oui.clone_from(&known.oui);
+    behaviour.fingerprints.clone_from(&known.fingerprints);
+    behaviour
 }
 
 /// An alert's metadata; incidents are not sent on their own.

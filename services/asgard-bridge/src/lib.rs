@@ -7,8 +7,12 @@
 //!   prefix-preserving addresses, keyed pseudonyms, registered domains
 //!   only), under a key from `HEIMDALL_ASGARD_ANON_KEY_FILE` that never
 //!   leaves the sensor.
-//! - Nothing is lost while Asgard or the network is away: device events and
-//!   alerts are queued in Postgres (schema `asgard_bridge`) before their
+//! - A device's behavioural signature joins what it is (type, vendor,
+//!   model from its device events) with what it does (the anomaly
+//!   service's baseline summaries, `sensor.<id>.baselines`): sites as
+//!   registered domains, ports, daily volumes, active hours, churn.
+//! - Nothing is lost while Asgard or the network is away: device events,
+//!   baseline summaries and alerts are queued in Postgres (schema `asgard_bridge`) before their
 //!   NATS message is acknowledged, sent in batches whose ids depend only on
 //!   their items (a retry is a duplicate at Asgard, never a second copy),
 //!   and removed only once Asgard acknowledged them. The queue is bounded
@@ -33,7 +37,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use heimdall_anonymize::Anonymizer;
-use heimdall_asgard_api::{AlertBatch, BatchResult, SignatureBatch};
+use heimdall_asgard_api::{AlertBatch, BatchResult, BehaviourSignature, SignatureBatch};
 use heimdall_bus::{Bus, BusConfig, Kind, Received};
 use heimdall_config::{Problem, Validate};
 use heimdall_proto::sensor::v1::{self as pb, alert_event};
@@ -299,12 +303,54 @@ impl Bridge {
         }
     }
 
+    /// Device-event signatures are remembered as what each device is;
+    /// behaviour signatures (from baseline summaries: they carry a
+    /// baseline version) are completed from them.
+    async fn describe(
+        &self,
+        items: &mut [(ItemKind, serde_json::Value)],
+    ) -> Result<(), sqlx::Error> {
+        for (kind, v) in items.iter_mut() {
+            if *kind != ItemKind::Signature {
+                continue;
+            }
+            let Ok(sig) = serde_json::from_value::<BehaviourSignature>(v.clone()) else {
+                continue;
+            };
+            if sig.baseline_version.is_none() {
+                sqlx::query(
+                    "INSERT INTO devices (anon_device_id, signature) VALUES ($1, $2::jsonb) \
+                     ON CONFLICT (anon_device_id) DO UPDATE SET signature = EXCLUDED.signature, updated_at = now()",
+                )
+                .bind(&sig.anon_device_id)
+                .bind(v.to_string())
+                .execute(&self.pool)
+                .await?;
+                continue;
+            }
+            let known: Option<String> =
+                sqlx::query_scalar("SELECT signature::text FROM devices WHERE anon_device_id = $1")
+                    .bind(&sig.anon_device_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if let Some(known) = known.and_then(|k| serde_json::from_str(&k).ok())
+                && let Ok(merged) = serde_json::to_value(convert::merge(sig, &known))
+            {
+                *v = merged;
+            }
+        }
+        Ok(())
+    }
+
     /// Queue the items of one bus message (once per message id).
     async fn queue(
         &self,
         msg_id: &str,
-        items: Vec<(ItemKind, serde_json::Value)>,
+        mut items: Vec<(ItemKind, serde_json::Value)>,
     ) -> Result<(), String> {
+        self.describe(&mut items)
+            .await
+            .map_err(|e| format!("cannot read or keep device descriptions: {e}"))?;
         let fresh = outbox::enqueue(&self.pool, msg_id, &items)
             .await
             .map_err(|e| format!("cannot queue for Asgard: {e}"))?;
@@ -592,6 +638,18 @@ impl Outgoing for pb::DeviceEventBatch {
     }
 }
 
+impl Outgoing for pb::BaselineBatch {
+    const KIND: Kind = Kind::Baselines;
+    fn items(&self, anon: &Anonymizer) -> Vec<(ItemKind, serde_json::Value)> {
+        self.records
+            .iter()
+            .map(|s| convert::summary(anon, s))
+            .filter_map(|sig| serde_json::to_value(sig).ok())
+            .map(|v| (ItemKind::Signature, v))
+            .collect()
+    }
+}
+
 impl Outgoing for pb::AlertBatch {
     const KIND: Kind = Kind::Alerts;
     fn items(&self, anon: &Anonymizer) -> Vec<(ItemKind, serde_json::Value)> {
@@ -665,14 +723,21 @@ pub async fn run(
         .await?
         .with_health(health.clone());
     bus.register_metrics(&metrics);
-    bus.ensure_streams(&[Kind::Devices, Kind::Alerts, Kind::Intel, Kind::Enforcement])
-        .await?;
-    health.ready("nats", "consuming devices and alerts");
+    bus.ensure_streams(&[
+        Kind::Devices,
+        Kind::Alerts,
+        Kind::Baselines,
+        Kind::Intel,
+        Kind::Enforcement,
+    ])
+    .await?;
+    health.ready("nats", "consuming devices, alerts and baseline summaries");
     info!(url = %s.url, "asgard bridge ready");
 
     let mut tasks = tokio::task::JoinSet::new();
     queue_from::<pb::DeviceEventBatch>(&mut tasks, &bus, &bridge, &shutdown);
     queue_from::<pb::AlertBatch>(&mut tasks, &bus, &bridge, &shutdown);
+    queue_from::<pb::BaselineBatch>(&mut tasks, &bus, &bridge, &shutdown);
     tasks.spawn(send_loop(bridge.clone(), shutdown.clone()));
     tasks.spawn(intel_loop(bridge.clone(), bus.clone(), shutdown.clone()));
     while let Some(r) = tasks.join_next().await {

@@ -42,9 +42,15 @@ impl Rig {
         let bus = Bus::connect(&bus_config, "asgard-test")
             .await
             .expect("NATS must be running (make setup)");
-        bus.ensure_streams(&[Kind::Devices, Kind::Alerts, Kind::Intel, Kind::Enforcement])
-            .await
-            .expect("streams");
+        bus.ensure_streams(&[
+            Kind::Devices,
+            Kind::Alerts,
+            Kind::Baselines,
+            Kind::Intel,
+            Kind::Enforcement,
+        ])
+        .await
+        .expect("streams");
         let https = process::free_port().expect("port");
         let telemetry = process::free_port().expect("port");
         let mut env = heimdall_asgard_dev::settings_env(
@@ -104,6 +110,33 @@ impl Rig {
         .with("HEIMDALL_ASGARD_BACKOFF_MAX", "1s")
         .with("HEIMDALL_ASGARD_BATCH_ITEMS", "40")
         .with("HEIMDALL_DATABASE_URL", self.db.url())
+    }
+
+    /// The anomaly service on the rig's NATS namespace and database, in a
+    /// thread; its stop token and a pool on its schema.
+    async fn anomaly(&self) -> (tokio_util::sync::CancellationToken, sqlx::PgPool) {
+        let telemetry = process::free_port().expect("port");
+        let env: Vec<(String, String)> = [
+            ("HEIMDALL_NATS_URL", heimdall_bus::testing::nats_url()),
+            ("HEIMDALL_NATS_NAMESPACE", self.namespace.clone()),
+            ("HEIMDALL_NATS_MEMORY_STORAGE", "true".into()),
+            ("HEIMDALL_NATS_MAX_BYTES_SCALE", "0.05".into()),
+            ("HEIMDALL_DATABASE_URL", self.db.url().to_string()),
+            ("HEIMDALL_TELEMETRY_LISTEN", telemetry.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let loader = heimdall_config::Loader::from_parts(env, None).expect("settings");
+        let config = heimdall_anomaly_service::Config::load(loader).expect("settings");
+        let stop = process::serve_in_thread(telemetry, move |listener, stop| {
+            heimdall_anomaly_service::run(config, listener, stop)
+        })
+        .await;
+        let pool = heimdall_store::connect(self.db.config(), heimdall_anomaly_service::SCHEMA)
+            .await
+            .expect("pool");
+        (stop, pool)
     }
 
     async fn pool(&self) -> sqlx::PgPool {
@@ -453,27 +486,7 @@ async fn a_threat_signature_turns_matching_traffic_into_an_alert_within_seconds(
     let rig = Rig::new(&[]).await;
     let bridge = rig.bridge();
     let mut child = bridge.start().await;
-    let telemetry = process::free_port().expect("port");
-    let env: Vec<(String, String)> = [
-        ("HEIMDALL_NATS_URL", heimdall_bus::testing::nats_url()),
-        ("HEIMDALL_NATS_NAMESPACE", rig.namespace.clone()),
-        ("HEIMDALL_NATS_MEMORY_STORAGE", "true".into()),
-        ("HEIMDALL_NATS_MAX_BYTES_SCALE", "0.05".into()),
-        ("HEIMDALL_DATABASE_URL", rig.db.url().to_string()),
-        ("HEIMDALL_TELEMETRY_LISTEN", telemetry.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let loader = heimdall_config::Loader::from_parts(env, None).expect("settings");
-    let config = heimdall_anomaly_service::Config::load(loader).expect("settings");
-    let anomaly = process::serve_in_thread(telemetry, move |listener, stop| {
-        heimdall_anomaly_service::run(config, listener, stop)
-    })
-    .await;
-    let alerts = heimdall_store::connect(rig.db.config(), heimdall_anomaly_service::SCHEMA)
-        .await
-        .expect("pool");
+    let (anomaly, alerts) = rig.anomaly().await;
 
     let intel: heimdall_asgard_api::IntelUpdate = serde_json::from_value(serde_json::json!({
         "threat_signatures": [{"id": "sig-mirai", "kind": "domain", "value": "cnc-example.net",
@@ -531,6 +544,164 @@ async fn a_threat_signature_turns_matching_traffic_into_an_alert_within_seconds(
     assert!(found.1.contains("192.168.1.77"), "{}", found.1);
     assert!(found.1.contains("Mirai C2"), "{}", found.1);
     assert!(took < Duration::from_secs(8), "took {took:?}");
+    anomaly.cancel();
+    process::terminate(&child);
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    let _ = rig.bus.delete_streams(&Kind::ALL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_devices_baseline_reaches_asgard_as_an_anonymized_behaviour_summary() {
+    use heimdall_proto::sensor::v1::{ConnBatch, ConnRecord, DnsBatch, DnsRecord, Transport};
+    let rig = Rig::new(&[]).await;
+    rig.bus
+        .ensure_streams(&[Kind::Flows, Kind::Dns, Kind::Baselines])
+        .await
+        .expect("streams");
+    let mut child = rig.bridge().start().await;
+    let (anomaly, _) = rig.anomaly().await;
+    // The lamp as the fingerprint service names it (device-7, a Signify
+    // light at 192.168.1.7): the bridge learns what it is, the anomaly
+    // service keys its profile by the device id.
+    rig.publish(7, 8).await;
+    let (lamp, cloud) = ([192u8, 168, 1, 7], [52u8, 16, 40, 9]);
+    // Midnight UTC: the first summary (after 24 hours) holds one whole day.
+    let t0: i64 = 1_760_000_400 / 86_400 * 86_400 * 1_000_000;
+    let dns = DnsBatch {
+        batch_id: "lamp-dns".into(),
+        sensor_id: "home-1".into(),
+        created_us: t0,
+        records: vec![DnsRecord {
+            ts_us: t0,
+            uid: "Dlamp".into(),
+            id_orig_h: lamp.to_vec().into(),
+            id_resp_h: vec![192, 168, 1, 1].into(),
+            id_resp_p: 53,
+            query: Some("ws.bridge.meethue.com".into()),
+            qtype: Some(1),
+            rcode: Some(0),
+            answer_addrs: vec![cloud.to_vec().into()],
+            sensor_id: "home-1".into(),
+            ..Default::default()
+        }],
+    };
+    rig.bus
+        .publish(
+            &rig.bus.subjects().publish(Kind::Dns, "home-1", 0),
+            &dns.batch_id,
+            &dns,
+        )
+        .await
+        .expect("dns");
+    // The name comes before the connections that use it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Thirty hours of the lamp keeping its cloud session, every 10 minutes.
+    let mac = vec![0x00, 0x17, 0x88, 0x10, 0x20, 7];
+    let records: Vec<ConnRecord> = (0..30 * 6)
+        .map(|i| {
+            let ts = t0 + 60_000_000 + i * 600_000_000;
+            ConnRecord {
+                ts_us: ts,
+                uid: format!("Clamp{i}"),
+                id_orig_h: lamp.to_vec().into(),
+                id_orig_p: 40_000 + i as u32,
+                id_resp_h: cloud.to_vec().into(),
+                id_resp_p: 443,
+                proto: Transport::Tcp as i32,
+                orig_bytes: Some(700),
+                resp_bytes: Some(1_500),
+                orig_l2_addr: mac.clone().into(),
+                sensor_id: "home-1".into(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    for (n, chunk) in records.chunks(60).enumerate() {
+        let batch = ConnBatch {
+            batch_id: format!("lamp-conns-{n}"),
+            sensor_id: "home-1".into(),
+            created_us: chunk[0].ts_us,
+            records: chunk.to_vec(),
+        };
+        rig.bus
+            .publish(
+                &rig.bus.subjects().publish(Kind::Flows, "home-1", 0),
+                &batch.batch_id,
+                &batch,
+            )
+            .await
+            .expect("conns");
+    }
+    let pool = rig.pool().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (described, behaviour) = loop {
+        let rows: Vec<serde_json::Value> =
+            sqlx::query_scalar("SELECT body FROM batches WHERE kind = 'signatures'")
+                .fetch_all(&pool)
+                .await
+                .expect("signatures");
+        let sigs: Vec<serde_json::Value> = rows
+            .iter()
+            .flat_map(|b| b["signatures"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let described = sigs
+            .iter()
+            .find(|s| s["baseline_version"].is_null())
+            .cloned();
+        let behaviour = sigs
+            .iter()
+            .find(|s| !s["baseline_version"].is_null())
+            .cloned();
+        if let (Some(d), Some(b)) = (described, behaviour) {
+            break (d, b);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no behaviour signature at the server: {sigs:?}\n{}",
+            rig.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // One device, one pseudonym; what it is from its device event, what it
+    // does from its baseline.
+    assert_eq!(behaviour["anon_device_id"], described["anon_device_id"]);
+    assert_eq!(behaviour["device_type"], "light");
+    assert_eq!(behaviour["vendor"], "Signify");
+    assert_eq!(behaviour["oui"], "001788");
+    let f = &behaviour["features"];
+    assert_eq!(
+        f["top_destinations"][0]["registered_domain"], "meethue.com",
+        "{behaviour}"
+    );
+    assert!(
+        f["top_destinations"][0]["hours"].as_u64() >= Some(20),
+        "{f}"
+    );
+    assert_eq!(f["top_ports"][0]["port"], 443, "{f}");
+    assert_eq!(f["top_ports"][0]["transport"], "tcp", "{f}");
+    assert_eq!(f["active_hours"].as_array().map(Vec::len), Some(24), "{f}");
+    // Six connections of 700 bytes up an hour, all day.
+    assert_eq!(f["daily_bytes_up"]["max"], 100_800.0, "{f}");
+    assert_eq!(f["connections_per_hour"]["p50"], 6.0, "{f}");
+    assert_eq!(f["destinations"], 1, "{f}");
+    let end = behaviour["window_end_us"].as_i64().unwrap_or(0);
+    let start = behaviour["window_start_us"].as_i64().unwrap_or(0);
+    assert_eq!(end - start, 24 * 3_600_000_000, "{behaviour}");
+    let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM requests")
+        .fetch_all(&pool)
+        .await
+        .expect("requests");
+    let all = bodies.join("\n");
+    for needle in [
+        "192.168.1.7\"",
+        "52.16.40",
+        "00:17:88:10:20:07",
+        "device-7\"",
+        "ws.bridge",
+        "Hue-Lamp",
+    ] {
+        assert!(!all.contains(needle), "{needle:?} left the sensor");
+    }
     anomaly.cancel();
     process::terminate(&child);
     let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;

@@ -67,6 +67,10 @@ json_enum!(
     "ENFORCEMENT_ACTION_"
 );
 
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
 fn is_zero_i64(v: &i64) -> bool {
     *v == 0
 }
@@ -188,9 +192,15 @@ pub struct Quantiles {
 #[serde(default)]
 pub struct DestinationCount {
     pub registered_domain: String,
+    #[serde(skip_serializing_if = "is_zero_u64")]
     pub connections: u64,
+    #[serde(skip_serializing_if = "is_zero_u64")]
     pub bytes_up: u64,
+    #[serde(skip_serializing_if = "is_zero_u64")]
     pub bytes_down: u64,
+    /// Hours of the window in which the device used it.
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub hours: u64,
 }
 
 /// A remote port in a feature summary.
@@ -199,6 +209,7 @@ pub struct DestinationCount {
 pub struct PortCount {
     pub transport: String,
     pub port: u32,
+    #[serde(skip_serializing_if = "is_zero_u64")]
     pub connections: u64,
 }
 
@@ -224,6 +235,15 @@ pub struct FeatureSummary {
     pub local_peers: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_queries_per_hour: Option<Quantiles>,
+    /// Distinct destinations in the window, named or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<u64>,
+    /// New destinations per day after the first day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_destinations_per_day: Option<f64>,
+    /// How far the baseline behind the summary can be trusted, 0..1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_confidence: Option<f64>,
 }
 
 /// Fingerprints that describe a kind of device, not a household.

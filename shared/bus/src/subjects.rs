@@ -27,6 +27,8 @@ pub enum Kind {
     Devices,
     /// `Alert` and `Incident`, from anomaly.
     Alerts,
+    /// `BaselineBatch`: summaries of device baselines, from anomaly.
+    Baselines,
     /// Intelligence from Asgard: golden profiles, threat signatures.
     Intel,
     /// Enforcement rules from Asgard, for a gateway enforcer.
@@ -39,12 +41,13 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Flows,
         Kind::Dns,
         Kind::Observations,
         Kind::Devices,
         Kind::Alerts,
+        Kind::Baselines,
         Kind::Intel,
         Kind::Enforcement,
         Kind::Control,
@@ -58,6 +61,7 @@ impl Kind {
             Kind::Observations => "observations",
             Kind::Devices => "devices",
             Kind::Alerts => "alerts",
+            Kind::Baselines => "baselines",
             Kind::Intel => "intel",
             Kind::Enforcement => "enforcement",
             Kind::Control => "control",
@@ -77,7 +81,7 @@ impl Kind {
         const DAY: u64 = 86_400;
         match self {
             Kind::Flows | Kind::Dns | Kind::Observations => Duration::from_secs(DAY),
-            Kind::Devices | Kind::Alerts => Duration::from_secs(7 * DAY),
+            Kind::Devices | Kind::Alerts | Kind::Baselines => Duration::from_secs(7 * DAY),
             Kind::Intel | Kind::Enforcement | Kind::Control => Duration::from_secs(30 * DAY),
         }
     }
@@ -89,7 +93,7 @@ impl Kind {
         match self {
             Kind::Flows => 1024 * MIB,
             Kind::Dns | Kind::Observations => 256 * MIB,
-            Kind::Devices | Kind::Alerts => 128 * MIB,
+            Kind::Devices | Kind::Alerts | Kind::Baselines => 128 * MIB,
             Kind::Intel | Kind::Enforcement => 64 * MIB,
             Kind::Control => 16 * MIB,
         }

@@ -14,7 +14,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use heimdall_proto::sensor::v1::{Alert, GoldenProfile, Severity, Transport};
+use heimdall_proto::sensor::v1::{
+    Alert, BaselineSummary, DeviceType, GoldenProfile, PortUse, Quantiles, Severity, SiteUse,
+    Transport,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{Flow, HOUR, kv};
@@ -53,6 +56,9 @@ pub struct BaselineConfig {
     pub max_destinations: usize,
     /// Devices tracked at most.
     pub max_devices: usize,
+    /// A baseline is summarised for sharing (see [`summary`]) each time it
+    /// has grown by this many hours; 0 never.
+    pub summary_hours: u32,
 }
 
 impl Default for BaselineConfig {
@@ -71,6 +77,7 @@ impl Default for BaselineConfig {
             utc_offset_minutes: 0,
             max_destinations: 2000,
             max_devices: 10_000,
+            summary_hours: 24,
         }
     }
 }
@@ -385,6 +392,103 @@ impl Baseline {
     }
 }
 
+/// p50, p90, p99 and max of `v` (nearest rank), or `None` for no values.
+fn quantiles(mut v: Vec<f64>) -> Option<Quantiles> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    Some(Quantiles {
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+        max: v[v.len() - 1],
+    })
+}
+
+/// What `p`'s baseline says, without any address: named destinations by
+/// site (at most 20, used in at least two hours), ports, daily volumes,
+/// the hours of the day it is active in, churn and confidence. The input
+/// of a behavioural signature (the asgard-bridge anonymizes the rest).
+pub fn summary(key: &str, p: &DeviceProfile, cfg: &BaselineConfig) -> BaselineSummary {
+    let b = &p.baseline;
+    let mut sites: Vec<(&str, u32)> = p
+        .sites
+        .iter()
+        .filter_map(|(k, name)| Some((name.as_str(), *b.dest_hours.get(k)?)))
+        .filter(|(_, h)| *h >= 2)
+        .collect();
+    sites.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    sites.truncate(20);
+    let mut ports: Vec<u32> = b.ports.keys().copied().collect();
+    ports.sort_unstable();
+    ports.truncate(20);
+    let mut days: HashMap<i64, (f64, f64)> = HashMap::new();
+    let mut per_hour = Vec::new();
+    let mut by_hod = [0.0f64; 24];
+    for (hod, h) in b.hours.iter().enumerate().take(24) {
+        for (day, up, down, conns) in &h.days {
+            let e = days.entry(*day).or_default();
+            e.0 += *up as f64;
+            e.1 += *down as f64;
+            if *conns > 0 {
+                per_hour.push(*conns as f64);
+                by_hod[hod] += *conns as f64;
+            }
+        }
+    }
+    let total: f64 = by_hod.iter().sum();
+    let at = |hour: i64| hour * crate::HOUR;
+    BaselineSummary {
+        sensor_id: String::new(),
+        device_key: key.to_string(),
+        mac: p.mac.map(|m| m.to_vec().into()).unwrap_or_default(),
+        device_type: DeviceType::from_str_name(&format!(
+            "DEVICE_TYPE_{}",
+            p.device_type.to_ascii_uppercase()
+        ))
+        .unwrap_or(DeviceType::Unspecified) as i32,
+        version: b.version,
+        confidence: b.confidence,
+        window_start_us: at(b
+            .first_hour
+            .max(b.last_hour - i64::from(cfg.window_days) * 24 + 1)),
+        window_end_us: at(b.last_hour + 1),
+        active_hours_seen: b.active_hours_seen,
+        top_sites: sites
+            .into_iter()
+            .map(|(site, hours)| SiteUse {
+                site: site.to_string(),
+                hours,
+            })
+            .collect(),
+        destinations: b.destinations.len() as u64,
+        ports: ports
+            .into_iter()
+            .map(|k| PortUse {
+                transport: (k >> 16) as i32,
+                port: k & 0xffff,
+            })
+            .collect(),
+        daily_bytes_up: quantiles(days.values().map(|d| d.0).collect()),
+        daily_bytes_down: quantiles(days.values().map(|d| d.1).collect()),
+        active_hours: if total > 0.0 {
+            by_hod.iter().map(|c| c / total).collect()
+        } else {
+            Vec::new()
+        },
+        connections_per_hour: quantiles(per_hour),
+        destination_churn_per_day: b.churn_per_day,
+        port_churn_per_day: b.port_churn_per_day,
+        seed_profile_id: b
+            .seed
+            .as_ref()
+            .map(|s| s.profile_id.clone())
+            .unwrap_or_default(),
+    }
+}
+
 /// A device's learning and judging state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeviceProfile {
@@ -402,6 +506,13 @@ pub struct DeviceProfile {
     /// Set when the baseline changed and is not yet stored.
     #[serde(skip)]
     pub dirty: bool,
+    /// The site each named destination key stands for, for summaries
+    /// (pruned to the baseline's destinations when summarised).
+    #[serde(default)]
+    pub sites: HashMap<u64, String>,
+    /// Last hour of the baseline when it was last summarised.
+    #[serde(default)]
+    pub summarised_hour: i64,
 }
 
 /// Which baseline detectors may fire for one device.
@@ -422,9 +533,18 @@ pub struct Profiler {
     /// Every baseline version made since the last call to
     /// [`Profiler::take_versions`], by device.
     versions: Vec<(String, Baseline)>,
-    /// Keep every version for [`Profiler::take_versions`] (a service that
-    /// stores them); off, only the latest baseline is kept.
+    /// Keep every version for [`Profiler::take_versions`] and a summary
+    /// every [`BaselineConfig::summary_hours`] for
+    /// [`Profiler::take_summaries`] (a service that stores and shares
+    /// them); off, only the latest baseline is kept.
     pub record_versions: bool,
+    summaries: Vec<BaselineSummary>,
+    /// Thresholds per device type and device, over `cfg` (set by the
+    /// monitor when a thresholds file has such layers).
+    pub thresholds: Option<(
+        Arc<crate::thresholds::Thresholds>,
+        crate::thresholds::Resolved,
+    )>,
     out: Vec<(String, Alert)>,
 }
 
@@ -446,6 +566,12 @@ impl Profiler {
     /// with its device.
     pub fn take_versions(&mut self) -> Vec<(String, Baseline)> {
         std::mem::take(&mut self.versions)
+    }
+
+    /// Summaries of baselines that grew by a summary interval since the
+    /// last call (`sensor_id` left empty for the caller).
+    pub fn take_summaries(&mut self) -> Vec<BaselineSummary> {
+        std::mem::take(&mut self.summaries)
     }
 
     /// A golden profile for a device type: seeds the baselines of young
@@ -520,6 +646,19 @@ impl Profiler {
                 d.dirty = true;
                 if self.record_versions {
                     self.versions.push((device.to_string(), d.baseline.clone()));
+                    let every = i64::from(cfg.summary_hours);
+                    // The first summary after a full interval of data.
+                    let since = if d.summarised_hour == 0 {
+                        d.baseline.first_hour - 1
+                    } else {
+                        d.summarised_hour
+                    };
+                    if every > 0 && d.baseline.last_hour - since >= every {
+                        d.summarised_hour = d.baseline.last_hour;
+                        let kept = &d.baseline.destinations;
+                        d.sites.retain(|k, _| kept.contains_key(k));
+                        self.summaries.push(summary(device, d, &cfg));
+                    }
                 }
             }
             d.current = Bucket {
@@ -538,6 +677,22 @@ impl Profiler {
         for k in keys {
             self.device(&k, ts_us);
         }
+    }
+
+    /// The thresholds that hold for `device` (at `ip`): its type's and its
+    /// own layers over the global ones.
+    fn cfg_of(&self, device: &str, ip: &IpAddr) -> BaselineConfig {
+        let Some((t, base)) = &self.thresholds else {
+            return self.cfg;
+        };
+        let (ty, mac) = self
+            .devices
+            .get(device)
+            .map_or(("", None), |d| (d.device_type.as_str(), d.mac));
+        let mac = mac.map(heimdall_proto::addr::mac_text).unwrap_or_default();
+        let ip = ip.to_string();
+        t.for_device(base, ty, &[device, &mac, &ip])
+            .map_or(self.cfg, |r| r.baseline)
     }
 
     /// Whether `device`'s confident baseline holds the destination `dst`
@@ -587,7 +742,7 @@ impl Profiler {
     /// One finished connection from `device`.
     pub fn flow(&mut self, device: &str, f: &Flow) {
         let name = self.names.get(&f.dst).cloned();
-        let cfg = self.cfg;
+        let cfg = self.cfg_of(device, &f.src);
         let Some(d) = self.device(device, f.ts_us) else {
             return;
         };
@@ -605,6 +760,12 @@ impl Profiler {
         let dest = destination(&f.dst, name.as_deref());
         let port = port_key(f.transport, f.dst_port);
         let new_dest = external && b.destinations.insert(dest);
+        if new_dest
+            && let Some(n) = name.as_deref()
+            && d.sites.len() < cfg.max_destinations * 2
+        {
+            d.sites.entry(dest).or_insert_with(|| n.to_string());
+        }
         let known = d.baseline.destinations.contains_key(&dest)
             || d.baseline
                 .seed
@@ -892,6 +1053,47 @@ mod tests {
             nd.description
         );
         assert!(nd.baseline_version.is_some());
+    }
+
+    #[test]
+    fn a_baseline_is_summarised_once_a_day_by_site_without_addresses() {
+        let mut p = Profiler::new(BaselineConfig::default());
+        p.record_versions = true;
+        plug(&mut p, 3);
+        let sums = p.take_summaries();
+        // Three days of data, the third hour-rolled only up to its last
+        // hour: summaries after the first and second day.
+        assert_eq!(sums.len(), 2, "{sums:?}");
+        let s = &sums[1];
+        assert_eq!(s.device_key, "plug");
+        assert_eq!(s.version, 48);
+        assert_eq!(
+            s.top_sites,
+            vec![SiteUse {
+                site: "tplinkcloud.com".into(),
+                hours: 48
+            }]
+        );
+        assert_eq!(s.destinations, 1);
+        assert_eq!(s.ports.len(), 1);
+        assert_eq!(
+            (s.ports[0].transport, s.ports[0].port),
+            (Transport::Tcp as i32, 443)
+        );
+        assert_eq!(s.active_hours.len(), 24);
+        assert!((s.active_hours.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        // Six connections of 600 bytes up an hour: 86,400 bytes in a whole
+        // UTC day; the window starts mid-day, so one day is partial.
+        let up = s.daily_bytes_up.expect("daily up");
+        assert_eq!(up.max, 86_400.0);
+        assert!(up.p50 > 0.0 && up.p50 <= up.max, "{up:?}");
+        assert_eq!(s.connections_per_hour.expect("per hour").p50, 6.0);
+        assert_eq!(s.window_end_us - s.window_start_us, 48 * HOUR);
+        let text = format!("{s:?}");
+        assert!(
+            !text.contains("52.1.2.3") && !text.contains("iot."),
+            "{text}"
+        );
     }
 
     #[test]

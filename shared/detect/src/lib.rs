@@ -39,6 +39,7 @@ pub mod baseline;
 pub mod monitor;
 pub mod sim;
 pub mod threat;
+pub mod thresholds;
 
 pub use monitor::Monitor;
 
@@ -301,6 +302,11 @@ type Sessions = VecDeque<(i64, u64, u64)>;
 #[derive(Debug, Default)]
 pub struct Detector {
     cfg: DetectConfig,
+    /// Thresholds and mutes of sources whose device has its own (see
+    /// [`thresholds`]); the rest use `cfg` and `mute`.
+    per_source: HashMap<IpAddr, std::sync::Arc<thresholds::Resolved>>,
+    /// Alert types silenced for every source.
+    mute: Vec<String>,
     ports: HashMap<(IpAddr, IpAddr), Spread<(u16, i32)>>,
     hosts: HashMap<(IpAddr, u16, i32), Spread<IpAddr>>,
     arp: HashMap<Source, Spread<IpAddr>>,
@@ -327,6 +333,48 @@ impl Detector {
     /// The alerts raised since the last call.
     pub fn take(&mut self) -> Vec<Alert> {
         std::mem::take(&mut self.out)
+    }
+
+    /// The thresholds every source starts from.
+    pub fn config(&self) -> DetectConfig {
+        self.cfg
+    }
+
+    /// Thresholds and mutes for every source.
+    pub fn set_global(&mut self, r: &thresholds::Resolved) {
+        self.cfg = r.detect;
+        self.mute.clone_from(&r.mute);
+    }
+
+    /// Thresholds and mutes of one source (`None`: the global ones).
+    pub fn set_source(&mut self, ip: IpAddr, r: Option<std::sync::Arc<thresholds::Resolved>>) {
+        match r {
+            Some(r) => {
+                if self.per_source.len() >= self.cfg.max_keys {
+                    self.per_source.clear();
+                }
+                self.per_source.insert(ip, r);
+            }
+            None => {
+                self.per_source.remove(&ip);
+            }
+        }
+    }
+
+    /// The thresholds that hold for `ip`.
+    fn cfg_for(&self, ip: &IpAddr) -> DetectConfig {
+        if self.per_source.is_empty() {
+            return self.cfg;
+        }
+        self.per_source.get(ip).map_or(self.cfg, |r| r.detect)
+    }
+
+    /// Whether `alert_type` is silenced for `src`.
+    fn muted(&self, alert_type: &str, src: &Source) -> bool {
+        match src.ip.and_then(|ip| self.per_source.get(&ip)) {
+            Some(r) => r.muted(alert_type),
+            None => self.mute.iter().any(|m| m == alert_type),
+        }
     }
 
     fn tick(&mut self, ts: i64) {
@@ -386,6 +434,9 @@ impl Detector {
     /// Raise `alert` unless its key fired within the suppression period;
     /// it joins the source's open incident (within an hour) or opens one.
     fn raise(&mut self, mut alert: Alert, src: Source) {
+        if self.muted(&alert.alert_type, &src) {
+            return;
+        }
         let key = alert.suppression_key.clone();
         if let Some(t) = self.suppressed.get(&key)
             && alert.ts_us - *t < self.cfg.suppress_us
@@ -445,7 +496,7 @@ impl Detector {
         }
         let proto = f.transport as i32;
         if f.is_probe() && unicast(&f.dst) {
-            let cfg = self.cfg;
+            let cfg = self.cfg_for(&f.src);
             let s = self.ports.entry((f.src, f.dst)).or_default();
             s.add((f.dst_port, proto), f.ts_us);
             let (fast, slow) = (s.within(cfg.fast_window_us), s.within(cfg.slow_window_us));
@@ -526,7 +577,7 @@ impl Detector {
     /// A session to a login service: short and like the others from the
     /// same source, many times, is someone trying passwords.
     fn login(&mut self, f: &Flow) {
-        let cfg = self.cfg;
+        let cfg = self.cfg_for(&f.src);
         let key = (f.src, f.dst, f.dst_port);
         if !self.logins.contains_key(&key) && self.logins.len() >= cfg.max_keys {
             return;
@@ -615,7 +666,7 @@ impl Detector {
         if !name.contains('.') || heimdall_anonymize::is_local_name(&name) {
             return;
         }
-        let cfg = self.cfg;
+        let cfg = self.cfg_for(&src);
         let w = self.nx.entry(src).or_default();
         if ts_us - w.start_us > cfg.dga_window_us {
             *w = NxWindow {
@@ -669,7 +720,7 @@ impl Detector {
     }
 
     fn beat(&mut self, f: &Flow) {
-        let cfg = self.cfg;
+        let cfg = self.cfg_for(&f.src);
         let key = (f.src, f.dst, f.dst_port, f.transport as i32);
         if !self.beats.contains_key(&key) && self.beats.len() >= cfg.max_keys {
             return;
@@ -771,7 +822,7 @@ impl Detector {
     /// One DNS query.
     pub fn dns(&mut self, ts_us: i64, src: IpAddr, name: &str, qtype: Option<u16>) {
         self.tick(ts_us);
-        let cfg = self.cfg;
+        let cfg = self.cfg_for(&src);
         let w = self.dns.entry(src).or_default();
         if ts_us - w.start_us > cfg.dns_window_us {
             *w = DnsWindow {
@@ -875,7 +926,7 @@ impl Detector {
             ip: heimdall_proto::addr::ip(&a.sender_ip).filter(|ip| !ip.is_unspecified()),
             mac,
         };
-        let cfg = self.cfg;
+        let cfg = src.ip.map_or(self.cfg, |ip| self.cfg_for(&ip));
         let s = self.arp.entry(src).or_default();
         s.add(target, o.ts_us);
         let fast = s.within(cfg.fast_window_us);
