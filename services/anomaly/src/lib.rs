@@ -373,6 +373,27 @@ pub struct Service {
     thresholds: Option<Thresholds>,
 }
 
+/// Outbox rows (seq, sensor, encoded message) decoded and grouped by
+/// sensor, sensors and rows in the order given.
+type SensorRows<M> = Vec<(String, Vec<i64>, Vec<M>)>;
+
+fn by_sensor<M: Message + Default>(
+    rows: Vec<(i64, String, Vec<u8>)>,
+) -> Result<SensorRows<M>, prost::DecodeError> {
+    let mut out: SensorRows<M> = Vec::new();
+    for (seq, sensor, body) in rows {
+        let m = M::decode(body.as_slice())?;
+        match out.iter_mut().find(|(s, _, _)| *s == sensor) {
+            Some((_, seqs, ms)) => {
+                seqs.push(seq);
+                ms.push(m);
+            }
+            None => out.push((sensor, vec![seq], vec![m])),
+        }
+    }
+    Ok(out)
+}
+
 fn wall_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -953,20 +974,11 @@ impl Service {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut by_sensor: Vec<(String, Vec<i64>, Vec<Alert>)> = Vec::new();
-        for (seq, sensor, body) in rows {
-            let mut a = Alert::decode(body.as_slice())?;
-            a.sensor_id.clone_from(&sensor);
-            match by_sensor.iter_mut().find(|(s, _, _)| *s == sensor) {
-                Some((_, seqs, alerts)) => {
-                    seqs.push(seq);
-                    alerts.push(a);
-                }
-                None => by_sensor.push((sensor, vec![seq], vec![a])),
-            }
-        }
         let mut sent = 0;
-        for (sensor, seqs, alerts) in by_sensor {
+        for (sensor, seqs, mut alerts) in by_sensor::<Alert>(rows)? {
+            for a in &mut alerts {
+                a.sensor_id.clone_from(&sensor);
+            }
             let mut incident_ids: Vec<String> =
                 alerts.iter().map(|a| a.incident_id.clone()).collect();
             incident_ids.sort();
@@ -1018,19 +1030,8 @@ impl Service {
             sqlx::query_as("SELECT seq, sensor_id, body FROM summaries ORDER BY seq LIMIT 500")
                 .fetch_all(&self.pool)
                 .await?;
-        let mut by_sensor: Vec<(String, Vec<i64>, Vec<BaselineSummary>)> = Vec::new();
-        for (seq, sensor, body) in rows {
-            let sum = BaselineSummary::decode(body.as_slice())?;
-            match by_sensor.iter_mut().find(|(s, _, _)| *s == sensor) {
-                Some((_, seqs, sums)) => {
-                    seqs.push(seq);
-                    sums.push(sum);
-                }
-                None => by_sensor.push((sensor, vec![seq], vec![sum])),
-            }
-        }
         let mut sent = 0;
-        for (sensor, seqs, records) in by_sensor {
+        for (sensor, seqs, records) in by_sensor::<BaselineSummary>(rows)? {
             // The same rows make the same id: a retry after a failed
             // update is recognised by the bus.
             let batch = BaselineBatch {

@@ -58,6 +58,16 @@ use outbox::ItemKind;
 pub const PREFIX: &str = "HEIMDALL_ASGARD_";
 /// The bridge's schema.
 pub const SCHEMA: &str = "asgard_bridge";
+
+/// The streams the bridge reads (devices, alerts, baseline summaries) and
+/// writes (intelligence, enforcement rules).
+pub const STREAMS: [Kind; 5] = [
+    Kind::Devices,
+    Kind::Alerts,
+    Kind::Baselines,
+    Kind::Intel,
+    Kind::Enforcement,
+];
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// `HEIMDALL_ASGARD_*`.
@@ -723,14 +733,7 @@ pub async fn run(
         .await?
         .with_health(health.clone());
     bus.register_metrics(&metrics);
-    bus.ensure_streams(&[
-        Kind::Devices,
-        Kind::Alerts,
-        Kind::Baselines,
-        Kind::Intel,
-        Kind::Enforcement,
-    ])
-    .await?;
+    bus.ensure_streams(&STREAMS).await?;
     health.ready("nats", "consuming devices, alerts and baseline summaries");
     info!(url = %s.url, "asgard bridge ready");
 

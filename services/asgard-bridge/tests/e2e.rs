@@ -42,15 +42,9 @@ impl Rig {
         let bus = Bus::connect(&bus_config, "asgard-test")
             .await
             .expect("NATS must be running (make setup)");
-        bus.ensure_streams(&[
-            Kind::Devices,
-            Kind::Alerts,
-            Kind::Baselines,
-            Kind::Intel,
-            Kind::Enforcement,
-        ])
-        .await
-        .expect("streams");
+        bus.ensure_streams(&heimdall_asgard_bridge::STREAMS)
+            .await
+            .expect("streams");
         let https = process::free_port().expect("port");
         let telemetry = process::free_port().expect("port");
         let mut env = heimdall_asgard_dev::settings_env(

@@ -96,12 +96,20 @@ async fn settled(pool: &sqlx::PgPool, devices: i64, log: &std::path::Path) {
     wait_for(pool, unpublished, 0, log).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
+/// A fresh database and NATS namespace, and the service process set up
+/// for them (not started), logging to the returned path.
+async fn rig(
+    name: &str,
+) -> (
+    TestDb,
+    heimdall_bus::BusConfig,
+    std::path::PathBuf,
+    process::ServiceProcess,
+) {
     let db = TestDb::new()
         .await
         .expect("PostgreSQL must be running (make setup)");
-    let bus_config = heimdall_bus::testing::config("fp");
+    let bus_config = heimdall_bus::testing::config(name);
     let log = std::env::temp_dir().join(format!("{}-fingerprint.log", bus_config.namespace));
     let svc = process::ServiceProcess::new(
         Path::new(env!("CARGO_BIN_EXE_heimdall-fingerprint")),
@@ -110,9 +118,15 @@ async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
     )
     .expect("port")
     .with("HEIMDALL_DATABASE_URL", db.url())
-    .with("HEIMDALL_FINGERPRINT_SENSORS", SENSOR)
     .with("HEIMDALL_FINGERPRINT_GRACE", "1s")
     .with("HEIMDALL_FINGERPRINT_FLUSH_INTERVAL", "500ms");
+    (db, bus_config, log, svc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_and_events_survive_a_crash_without_loss_or_duplicates() {
+    let (db, bus_config, log, svc) = rig("fp").await;
+    let svc = svc.with("HEIMDALL_FINGERPRINT_SENSORS", SENSOR);
     let bus = Bus::connect(&bus_config, "fp-test")
         .await
         .expect("NATS must be running (make setup)");
@@ -281,20 +295,7 @@ async fn a_golden_profile_from_intel_names_a_device_that_uses_its_makers_cloud()
         ArpObservation, DestinationExpectation, DeviceType, DnsRecord, GoldenProfile, IntelUpdate,
         observation,
     };
-    let db = TestDb::new()
-        .await
-        .expect("PostgreSQL must be running (make setup)");
-    let bus_config = heimdall_bus::testing::config("fphint");
-    let log = std::env::temp_dir().join(format!("{}-fingerprint.log", bus_config.namespace));
-    let svc = process::ServiceProcess::new(
-        Path::new(env!("CARGO_BIN_EXE_heimdall-fingerprint")),
-        &bus_config.namespace,
-        &log,
-    )
-    .expect("port")
-    .with("HEIMDALL_DATABASE_URL", db.url())
-    .with("HEIMDALL_FINGERPRINT_GRACE", "1s")
-    .with("HEIMDALL_FINGERPRINT_FLUSH_INTERVAL", "500ms");
+    let (db, bus_config, log, svc) = rig("fphint").await;
     let bus = Bus::connect(&bus_config, "fphint-test")
         .await
         .expect("NATS must be running (make setup)");

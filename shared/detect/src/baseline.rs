@@ -513,6 +513,10 @@ pub struct DeviceProfile {
     /// Last hour of the baseline when it was last summarised.
     #[serde(default)]
     pub summarised_hour: i64,
+    /// The thresholds resolved for this device at an address (see
+    /// [`Profiler::thresholds`]), until its address, MAC or type changes.
+    #[serde(skip)]
+    resolved: Option<(IpAddr, BaselineConfig)>,
 }
 
 /// Which baseline detectors may fire for one device.
@@ -596,6 +600,7 @@ impl Profiler {
         };
         if d.device_type != device_type {
             d.device_type = device_type.to_string();
+            d.resolved = None;
             if d.baseline.confidence < cfg.min_confidence && seed.is_some() {
                 d.baseline.seed = seed;
             }
@@ -681,18 +686,28 @@ impl Profiler {
 
     /// The thresholds that hold for `device` (at `ip`): its type's and its
     /// own layers over the global ones.
-    fn cfg_of(&self, device: &str, ip: &IpAddr) -> BaselineConfig {
+    /// Resolved once per device and address, not per connection.
+    fn cfg_of(&mut self, device: &str, ip: &IpAddr) -> BaselineConfig {
         let Some((t, base)) = &self.thresholds else {
             return self.cfg;
         };
-        let (ty, mac) = self
-            .devices
-            .get(device)
+        let d = self.devices.get_mut(device);
+        if let Some((at, cfg)) = d.as_ref().and_then(|d| d.resolved)
+            && at == *ip
+        {
+            return cfg;
+        }
+        let (ty, mac) = d
+            .as_ref()
             .map_or(("", None), |d| (d.device_type.as_str(), d.mac));
         let mac = mac.map(heimdall_proto::addr::mac_text).unwrap_or_default();
-        let ip = ip.to_string();
-        t.for_device(base, ty, &[device, &mac, &ip])
-            .map_or(self.cfg, |r| r.baseline)
+        let cfg = t
+            .for_device(base, ty, &[device, &mac, &ip.to_string()])
+            .map_or(self.cfg, |r| r.baseline);
+        if let Some(d) = d {
+            d.resolved = Some((*ip, cfg));
+        }
+        cfg
     }
 
     /// Whether `device`'s confident baseline holds the destination `dst`
@@ -748,8 +763,9 @@ impl Profiler {
         };
         d.dirty = true;
         d.ip = Some(f.src);
-        if f.src_mac.is_some() {
+        if f.src_mac.is_some() && d.mac != f.src_mac {
             d.mac = f.src_mac;
+            d.resolved = None;
         }
         let b = &mut d.current;
         b.connections += 1;

@@ -654,22 +654,9 @@ fn inject(g: &mut Gen, devices: &[Device], judge: i64, days: i64, out: &mut Vec<
         .filter(|d| matches!(d.kind.as_str(), "printer" | "tv" | "laptop"))
         .collect();
     let judge_days = days - (judge - T0) / DAY;
-    let kinds = [
-        "port_scan",
-        "host_sweep",
-        "beaconing",
-        "dns_tunneling",
-        "dga",
-        "brute_force",
-        "new_destination",
-        "new_port",
-        "volume_spike",
-        "exfiltration",
-        "unusual_time",
-        "threat_match",
-    ];
     let mut slot = 0i64;
-    for kind in kinds {
+    // Every detector's type, in the order their injections are scheduled.
+    for kind in crate::thresholds::ALERT_TYPES {
         for strength in ["documented", "weak"] {
             for _rep in 0..4 {
                 let pool: &[&Device] = match kind {
