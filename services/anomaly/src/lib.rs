@@ -17,12 +17,18 @@
 //!   device can be rolled back to one, by API (`POST
 //!   /v1/baselines/{sensor}/{device}/rollback`) or command line
 //!   (`heimdall-anomaly rollback`). A rollback is a new version too.
-//! - Profiles (baseline plus the hour being collected) are checkpointed
-//!   every `HEIMDALL_ANOMALY_CHECKPOINT_INTERVAL` and at shutdown; a
-//!   restarted replica resumes from them, with the intelligence and device
-//!   names it had, before it takes a message. A crash loses at most the
-//!   counts of one checkpoint interval of the current hour, never an alert
-//!   or a stored version.
+//! - Every `HEIMDALL_ANOMALY_CHECKPOINT_INTERVAL` and at shutdown, each
+//!   monitor that changed is saved whole (the detectors' windows,
+//!   suppressions and incidents, and the profiles: baseline plus the hour
+//!   being collected) in one transaction with the stream position each
+//!   consumer had been applied to. A restarted replica resumes the
+//!   monitors, with the intelligence and device names it had, and has the
+//!   bus deliver again every message after those positions before it takes
+//!   a new one. A crash (SIGKILL included) therefore neither loses nor
+//!   doubles what was applied: the alerts are those of a replica that never
+//!   stopped. Only messages that stream retention removed while the replica
+//!   was down are lost, and they are counted
+//!   (`heimdall_anomaly_resume_gap_sequences`).
 //! - Work is partitioned by device: the capture service publishes each
 //!   device's records to one partition; a replica consumes the partitions
 //!   listed in `HEIMDALL_ANOMALY_PARTITIONS` (all by default) with durable
@@ -292,6 +298,7 @@ struct ServiceMetrics {
     rollbacks: Counter,
     devices: Gauge,
     checkpoint_errors: Counter,
+    resume_gaps: Counter,
 }
 
 impl ServiceMetrics {
@@ -325,6 +332,11 @@ impl ServiceMetrics {
             "anomaly_checkpoint_errors",
             "Checkpoints of profiles that failed (retried at the next)",
             self.checkpoint_errors.clone(),
+        );
+        m.register(
+            "anomaly_resume_gap_sequences",
+            "Stream sequences removed by retention between the saved state and a restart (not applied)",
+            self.resume_gaps.clone(),
         );
     }
 
@@ -371,6 +383,29 @@ pub struct Service {
     metrics: ServiceMetrics,
     /// Thresholds per device type and device, from the settings' file.
     thresholds: Option<Thresholds>,
+    /// How far each record consumer (by durable name) has been applied to
+    /// the monitors: the stream sequence of its last message. Changed only
+    /// with `monitors` locked, so a checkpoint stores both alike.
+    positions: std::sync::Mutex<HashMap<String, u64>>,
+    /// Monitors fed since the last checkpoint.
+    changed: std::sync::Mutex<std::collections::HashSet<Part>>,
+    /// Alerts, versions and summaries a failed transaction could not store:
+    /// kept for the next attempt, since the records that made them are
+    /// not fed again.
+    unsaved: std::sync::Mutex<HashMap<Part, Unsaved>>,
+}
+
+/// What [`Service::persist`] has yet to store for one monitor.
+#[derive(Debug, Default)]
+struct Unsaved {
+    alerts: Vec<Alert>,
+    versions: Vec<(String, Baseline)>,
+    summaries: Vec<BaselineSummary>,
+}
+
+/// Locks a std mutex whose holder cannot leave it inconsistent.
+fn held<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Outbox rows (seq, sensor, encoded message) decoded and grouped by
@@ -438,6 +473,9 @@ impl Service {
             devices: Mutex::new(HashMap::new()),
             outbox: Notify::new(),
             metrics: ServiceMetrics::default(),
+            positions: std::sync::Mutex::new(HashMap::new()),
+            changed: std::sync::Mutex::new(std::collections::HashSet::new()),
+            unsaved: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -487,6 +525,27 @@ impl Service {
         }
         m.profiler.record_versions = true;
         m.intel(&self.intel.lock().await.as_update());
+        let saved: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT body FROM monitor_state WHERE sensor_id = $1 AND part = $2")
+                .bind(sensor)
+                .bind(i32::from(part))
+                .fetch_optional(&self.pool)
+                .await?;
+        if let Some(body) = saved {
+            m.resume(serde_json::from_slice(&body)?);
+            if let Some(devs) = self.devices.lock().await.get(sensor) {
+                for (mac, (id, t)) in devs {
+                    m.device(*mac, id, t);
+                }
+            }
+            info!(
+                sensor,
+                partition = part,
+                devices = m.profiles_of().len(),
+                "monitor resumed"
+            );
+            return Ok(m);
+        }
         if let Some(devs) = self.devices.lock().await.get(sensor) {
             for (mac, (id, t)) in devs {
                 m.device(*mac, id, t);
@@ -509,13 +568,19 @@ impl Service {
     }
 
     /// Runs `f` on the monitor of the sensor's partition, then stores the
-    /// alerts and baseline versions it produced in one transaction. On a
-    /// failure the partition is dropped, to be reloaded from the database,
-    /// and the batch comes again.
+    /// alerts and baseline versions it produced in one transaction.
+    ///
+    /// `from` names the message: its consumer's durable name and its stream
+    /// sequence. A message at or below the consumer's position was fed
+    /// already (it comes again because storing failed, or the
+    /// acknowledgement was lost): `f` is skipped and only what is still
+    /// unsaved is stored. On a failure what was not stored is kept for the
+    /// next attempt and the batch comes again.
     pub async fn apply(
         &self,
         sensor: &str,
         part: u16,
+        from: Option<(&str, u64)>,
         f: impl FnOnce(&mut Monitor),
     ) -> Result<usize, HandleError> {
         let mut mons = self.monitors.lock().await;
@@ -527,11 +592,23 @@ impl Service {
         let Some(m) = mons.get_mut(&key) else {
             return Ok(0);
         };
-        f(m);
-        let result = self.persist(sensor, part, m).await;
-        if result.is_err() {
-            mons.remove(&key);
+        let fed = match from {
+            Some((durable, seq)) => {
+                let mut positions = held(&self.positions);
+                if positions.get(durable).is_some_and(|p| *p >= seq) {
+                    false
+                } else {
+                    positions.insert(durable.to_string(), seq);
+                    true
+                }
+            }
+            None => true,
+        };
+        if fed {
+            f(m);
+            held(&self.changed).insert(key.clone());
         }
+        let result = self.persist(sensor, part, m).await;
         let devices: usize = mons.values().map(|m| m.profiles_of().len()).sum();
         self.metrics.devices.set(devices as i64);
         result
@@ -543,12 +620,25 @@ impl Service {
         part: u16,
         m: &mut Monitor,
     ) -> Result<usize, HandleError> {
-        let alerts = m.take();
-        let versions = m.profiler.take_versions();
-        let summaries = m.profiler.take_summaries();
-        if alerts.is_empty() && versions.is_empty() {
+        let key = (sensor.to_string(), part);
+        let mut u = held(&self.unsaved).remove(&key).unwrap_or_default();
+        u.alerts.extend(m.take());
+        u.versions.extend(m.profiler.take_versions());
+        u.summaries.extend(m.profiler.take_summaries());
+        if u.alerts.is_empty() && u.versions.is_empty() && u.summaries.is_empty() {
             return Ok(0);
         }
+        let result = self.store(sensor, m, &u).await;
+        if result.is_err() {
+            held(&self.unsaved).insert(key, u);
+        }
+        result
+    }
+
+    /// One transaction: `u`'s summaries, versions (with the profiles they
+    /// belong to) and alerts (with their incidents).
+    async fn store(&self, sensor: &str, m: &Monitor, u: &Unsaved) -> Result<usize, HandleError> {
+        let (alerts, versions, summaries) = (&u.alerts, &u.versions, &u.summaries);
         let mut tx = self.pool.begin().await?;
         for mut sum in summaries.iter().cloned() {
             sum.sensor_id = sensor.to_string();
@@ -564,17 +654,18 @@ impl Service {
             .await?;
         }
         let mut devices: Vec<&str> = Vec::new();
-        for (key, b) in &versions {
+        for (key, b) in versions {
             store_version(&mut tx, sensor, key, b, "learnt").await?;
             if !devices.contains(&key.as_str()) {
                 devices.push(key);
             }
         }
+        // The profiles themselves are stored with the monitor at the next
+        // checkpoint, with the consumer positions they go with.
         for key in &devices {
             let Some(p) = m.profiler.devices.get(*key) else {
                 continue;
             };
-            store_profile(&mut tx, sensor, part, key, p).await?;
             sqlx::query(
                 "DELETE FROM baseline_versions WHERE sensor_id = $1 AND device_key = $2 AND version <= $3",
             )
@@ -583,12 +674,6 @@ impl Service {
             .bind(p.baseline.version as i64 - i64::from(self.settings.versions_kept))
             .execute(&mut *tx)
             .await?;
-        }
-        let devices: Vec<String> = devices.into_iter().map(str::to_string).collect();
-        for key in &devices {
-            if let Some(p) = m.profiler.devices.get_mut(key) {
-                p.dirty = false;
-            }
         }
         for mut a in alerts.iter().cloned() {
             a.sensor_id = sensor.to_string();
@@ -649,36 +734,82 @@ impl Service {
         Ok(alerts.len())
     }
 
-    /// Stores every profile that changed since the last checkpoint.
+    /// Saves every monitor fed since the last checkpoint, the profiles
+    /// that changed, and how far each consumer had been applied, in one
+    /// transaction; returns how many profiles were stored.
     pub async fn checkpoint(&self) -> Result<usize, HandleError> {
         let mut mons = self.monitors.lock().await;
-        let mut written = 0;
-        for ((sensor, part), m) in mons.iter_mut() {
-            let dirty: Vec<String> = m
+        self.checkpoint_locked(&mut mons).await
+    }
+
+    async fn checkpoint_locked(
+        &self,
+        mons: &mut HashMap<Part, Monitor>,
+    ) -> Result<usize, HandleError> {
+        let changed = held(&self.changed).clone();
+        let positions = held(&self.positions).clone();
+        let mut tx = self.pool.begin().await?;
+        let mut written = Vec::new();
+        let mut saved = 0;
+        for ((sensor, part), m) in mons.iter() {
+            let dirty: Vec<&String> = m
                 .profiler
                 .devices
                 .iter()
                 .filter(|(_, p)| p.dirty)
-                .map(|(k, _)| k.clone())
+                .map(|(k, _)| k)
                 .collect();
-            if dirty.is_empty() {
+            if dirty.is_empty() && !changed.contains(&(sensor.clone(), *part)) {
                 continue;
             }
-            let mut tx = self.pool.begin().await?;
             for k in &dirty {
-                if let Some(p) = m.profiler.devices.get(k) {
+                if let Some(p) = m.profiler.devices.get(*k) {
                     store_profile(&mut tx, sensor, *part, k, p).await?;
                 }
             }
-            tx.commit().await?;
-            for k in &dirty {
-                if let Some(p) = m.profiler.devices.get_mut(k) {
-                    p.dirty = false;
+            sqlx::query(
+                "INSERT INTO monitor_state (sensor_id, part, body, saved_at) VALUES ($1, $2, $3, now()) \
+                 ON CONFLICT (sensor_id, part) DO UPDATE SET body = EXCLUDED.body, saved_at = now()",
+            )
+            .bind(sensor)
+            .bind(i32::from(*part))
+            .bind(serde_json::to_vec(m)?)
+            .execute(&mut *tx)
+            .await?;
+            saved += 1;
+            written.push((
+                (sensor.clone(), *part),
+                dirty.into_iter().cloned().collect::<Vec<_>>(),
+            ));
+        }
+        if saved == 0 {
+            return Ok(0);
+        }
+        for (durable, seq) in &positions {
+            sqlx::query(
+                "INSERT INTO consumer_positions (durable, stream_seq, saved_at) VALUES ($1, $2, now()) \
+                 ON CONFLICT (durable) DO UPDATE SET stream_seq = EXCLUDED.stream_seq, saved_at = now()",
+            )
+            .bind(durable)
+            .bind(*seq as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let mut profiles = 0;
+        let mut still = held(&self.changed);
+        for (key, dirty) in written {
+            still.remove(&key);
+            if let Some(m) = mons.get_mut(&key) {
+                for k in &dirty {
+                    if let Some(p) = m.profiler.devices.get_mut(k) {
+                        p.dirty = false;
+                    }
                 }
             }
-            written += dirty.len();
+            profiles += dirty.len();
         }
-        Ok(written)
+        Ok(profiles)
     }
 
     /// Rolls `device`'s baseline back to stored `version`; the result is a
@@ -697,11 +828,11 @@ impl Service {
         .fetch_optional(&self.pool)
         .await?;
         let mut mons = self.monitors.lock().await;
-        let held = mons
+        let holding = mons
             .iter()
             .find(|((s, _), m)| s == sensor && m.profiles_of().contains_key(device))
             .map(|(k, _)| k.1);
-        let part = match (held, part) {
+        let part = match (holding, part) {
             (Some(p), _) => p,
             (None, Some(p)) if self.owns(p as u16) => {
                 let p = p as u16;
@@ -769,15 +900,20 @@ impl Service {
             .await?;
         tx.commit().await?;
         p.dirty = false;
+        let new_version = p.baseline.version;
         self.metrics.rollbacks.inc();
         info!(
             sensor,
             device,
             to = version,
-            new_version = p.baseline.version,
+            new_version,
             "baseline rolled back"
         );
-        Ok(p.baseline.version)
+        // The saved monitor holds the rolled-back baseline too, so a crash
+        // now does not bring the old one back.
+        held(&self.changed).insert((sensor.to_string(), part));
+        self.checkpoint_locked(&mut mons).await?;
+        Ok(new_version)
     }
 
     /// Applies rollbacks asked for from the command line for devices this
@@ -927,13 +1063,14 @@ impl Service {
             }
         }
         let mut moved = Vec::new();
-        for ((sensor, _), m) in self.monitors.lock().await.iter_mut() {
+        for ((sensor, part), m) in self.monitors.lock().await.iter_mut() {
             if *sensor == b.sensor_id {
                 for (mac, id, t) in &named {
                     if m.device(*mac, id, t) {
                         moved.push((heimdall_proto::addr::mac_text(*mac), id.clone()));
                     }
                 }
+                held(&self.changed).insert((sensor.clone(), *part));
             }
         }
         if moved.is_empty() {
@@ -1088,6 +1225,44 @@ impl Service {
             });
         }
         Ok(out)
+    }
+
+    /// Has the bus deliver again every record message after the positions
+    /// saved with the monitors, so what was applied after the last
+    /// checkpoint (and lost with a crash) is applied again, once. With no
+    /// saved state at all (`fresh`), every message the streams still hold
+    /// comes, as for a consumer made for the first time.
+    async fn resume_consumers(&self, bus: &Bus, fresh: bool) -> anyhow::Result<()> {
+        let stored: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+            "SELECT durable, stream_seq FROM consumer_positions",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect();
+        for kind in [Kind::Flows, Kind::Dns, Kind::Observations] {
+            for spec in self.specs(bus, kind) {
+                let after = match stored.get(&spec.durable) {
+                    Some(seq) => *seq as u64,
+                    None if fresh => 0,
+                    None => continue,
+                };
+                let from = bus.rewind(&spec, after).await?;
+                held(&self.positions).insert(spec.durable.clone(), after);
+                if from > after + 1 {
+                    self.metrics.resume_gaps.inc_by(from - after - 1);
+                    warn!(
+                        consumer = %spec.durable,
+                        saved_at = after,
+                        resumes_at = from,
+                        "retention removed messages after the saved position; what they held is lost"
+                    );
+                } else {
+                    info!(consumer = %spec.durable, resumes_at = from, "consumer resumes after the saved state");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Consumer specs for `kind`: one per partition of this replica, or one
@@ -1275,12 +1450,12 @@ async fn on_batch<R>(
     svc: &Service,
     kind: &'static str,
     sensor: &str,
-    subject: &str,
+    (subject, durable, seq): (&str, &str, u64),
     records: &[R],
     feed: fn(&mut Monitor, &R),
 ) -> Result<(), HandleError> {
     let part = partition_of_subject(subject);
-    svc.apply(sensor, part, |m| {
+    svc.apply(sensor, part, Some((durable, seq)), |m| {
         for r in records {
             feed(m, r);
         }
@@ -1295,12 +1470,14 @@ macro_rules! consume_records {
     ($tasks:expr, $svc:expr, $bus:expr, $stop:expr, $kind:expr, $msg:ty, $label:expr, $feed:expr) => {
         for spec in $svc.specs(&$bus, $kind) {
             let (bus, svc, stop) = ($bus.clone(), $svc.clone(), $stop.clone());
+            let durable: Arc<str> = spec.durable.as_str().into();
             $tasks.spawn(async move {
                 bus.consume::<$msg, _, _, HandleError>(spec, stop, |m| {
-                    let svc = svc.clone();
+                    let (svc, durable) = (svc.clone(), durable.clone());
                     async move {
                         let b = &m.message;
-                        on_batch(&svc, $label, &b.sensor_id, &m.subject, &b.records, $feed).await
+                        let from = (m.subject.as_str(), &*durable, m.sequence);
+                        on_batch(&svc, $label, &b.sensor_id, from, &b.records, $feed).await
                     }
                 })
                 .await?;
@@ -1336,12 +1513,15 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("loading stored state: {e}"))?;
     // Every stored partition of this replica is loaded before a message is
     // taken, so a restart resumes where it stopped.
-    let parts: Vec<(String, i32)> = sqlx::query_as("SELECT DISTINCT sensor_id, part FROM profiles")
-        .fetch_all(&svc.pool)
-        .await?;
+    let parts: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT sensor_id, part FROM monitor_state UNION SELECT sensor_id, part FROM profiles",
+    )
+    .fetch_all(&svc.pool)
+    .await?;
+    let fresh = parts.is_empty();
     for (sensor, part) in parts {
         if svc.owns(part as u16) {
-            svc.apply(&sensor, part as u16, |_| {})
+            svc.apply(&sensor, part as u16, None, |_| {})
                 .await
                 .map_err(|e| anyhow::anyhow!("loading profiles: {e}"))?;
         }
@@ -1362,6 +1542,7 @@ pub async fn run(
         Kind::Baselines,
     ])
     .await?;
+    svc.resume_consumers(&bus, fresh).await?;
     health.ready(
         "nats",
         "consuming flows, dns, observations, devices and intel",

@@ -402,3 +402,190 @@ async fn baselines_are_learnt_versioned_rolled_back_and_survive_a_restart() {
     let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
     let _ = bus.delete_streams(&Kind::ALL).await;
 }
+
+/// A simulated connection as the capture service would publish it.
+fn record(f: &heimdall_detect::Flow, n: usize) -> ConnRecord {
+    let bytes = |a: IpAddr| match a {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    };
+    ConnRecord {
+        ts_us: f.ts_us,
+        uid: format!("S{n}"),
+        id_orig_h: bytes(f.src).into(),
+        id_orig_p: 20_000 + (n % 40_000) as u32,
+        id_resp_h: bytes(f.dst).into(),
+        id_resp_p: u32::from(f.dst_port),
+        proto: f.transport as i32,
+        conn_state: f.state as i32,
+        orig_bytes: Some(f.orig_bytes),
+        resp_bytes: Some(f.resp_bytes),
+        resp_pkts: Some(f.resp_pkts),
+        duration_us: Some(f.duration_us),
+        orig_l2_addr: f.src_mac.map(|m| m.to_vec()).unwrap_or_default().into(),
+        sensor_id: SENSOR.into(),
+        ..Default::default()
+    }
+}
+
+/// The service is killed with SIGKILL while it works through three days of
+/// a simulated home, and started again: the alerts it stores are exactly
+/// those one monitor that never stopped raises from the same records, none
+/// lost and none twice, and each reaches NATS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_mid_stream_loses_and_doubles_no_alert() {
+    use heimdall_detect::sim::{Home, Record};
+
+    let db = TestDb::new()
+        .await
+        .expect("PostgreSQL must be running (make setup)");
+    let bus_config = heimdall_bus::testing::config("anomaly-kill");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("anomaly.log");
+    let svc = process::ServiceProcess::new(
+        Path::new(env!("CARGO_BIN_EXE_heimdall-anomaly")),
+        &bus_config.namespace,
+        &log,
+    )
+    .expect("port")
+    .with("HEIMDALL_DATABASE_URL", db.url())
+    .with("HEIMDALL_ANOMALY_CHECKPOINT_INTERVAL", "500ms");
+    let bus = Bus::connect(&bus_config, "anomaly-kill-test")
+        .await
+        .expect("NATS must be running (make setup)");
+    bus.ensure_streams(&[Kind::Flows, Kind::Alerts])
+        .await
+        .expect("streams");
+    let pool = heimdall_store::connect(db.config(), heimdall_anomaly_service::SCHEMA)
+        .await
+        .expect("pool");
+
+    // Connections only: one consumer feeds the monitor, in the order they
+    // were published, as one monitor in this test reads them.
+    let home = Home::generate(11, 3, 2);
+    let conns: Vec<ConnRecord> = home
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Conn(f) => Some(f),
+            Record::Dns { .. } => None,
+        })
+        .enumerate()
+        .map(|(n, f)| record(f, n))
+        .collect();
+    let settings = heimdall_anomaly_service::AnomalySettings::default();
+    let mut monitor = heimdall_detect::Monitor::new(
+        heimdall_detect::DetectConfig::default(),
+        settings.baseline(),
+    );
+    monitor.profiler.record_versions = true;
+    let mut expected: Vec<String> = Vec::new();
+    for c in &conns {
+        monitor.conn_record(c);
+        expected.extend(monitor.take().into_iter().map(|a| a.alert_id));
+    }
+    expected.sort();
+    assert!(expected.len() >= 20, "{} alerts", expected.len());
+
+    let subject = bus.subjects().publish(Kind::Flows, SENSOR, 0);
+    for (i, chunk) in conns.chunks(300).enumerate() {
+        let b = ConnBatch {
+            batch_id: format!("sim-{i}"),
+            sensor_id: SENSOR.into(),
+            created_us: 0,
+            records: chunk.to_vec(),
+        };
+        bus.publish(&subject, &b.batch_id, &b)
+            .await
+            .expect("publish");
+    }
+
+    // Killed once a checkpoint is stored and a quarter of the records are
+    // in, with more applied since that checkpoint.
+    let mut child = svc.start().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = process::metric(svc.addr, "heimdall_anomaly_records_total{kind=\"conn\"}")
+            .await
+            .unwrap_or(0.0);
+        let saved: i64 = sqlx::query_scalar("SELECT count(*) FROM consumer_positions")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+        if saved > 0 && done >= conns.len() as f64 / 4.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {done} records");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.start_kill().expect("SIGKILL");
+    let _ = child.wait().await;
+    let at_kill: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+
+    let mut child = svc.start().await;
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM alerts",
+        expected.len() as i64,
+        &log,
+    )
+    .await;
+    // Give a wrongly replayed message time to show.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut stored: Vec<String> = sqlx::query_scalar("SELECT alert_id FROM alerts")
+        .fetch_all(&pool)
+        .await
+        .expect("alerts");
+    stored.sort();
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        said.contains("consumer resumes after the saved state"),
+        "{said}"
+    );
+    assert!(
+        stored == expected,
+        "{} stored ({at_kill} before the kill), {} expected; missing {:?}, extra {:?}",
+        stored.len(),
+        expected.len(),
+        expected
+            .iter()
+            .filter(|e| !stored.contains(e))
+            .collect::<Vec<_>>(),
+        stored
+            .iter()
+            .filter(|s| !expected.contains(s))
+            .collect::<Vec<_>>(),
+    );
+
+    // Every alert reached NATS. The outbox may send a batch again when the
+    // kill fell between sending and marking it: consumers drop the repeat
+    // by its event id.
+    let got = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (g, s, want) = (got.clone(), stop.clone(), expected.len());
+    let run = bus.consume::<AlertBatch, _, _, String>(
+        bus.consumer_spec(Kind::Alerts, "anomaly-kill-reader", None),
+        stop.clone(),
+        move |m| {
+            let mut g = g.lock().expect("lock");
+            for e in m.message.records {
+                if let Some(alert_event::Payload::Alert(a)) = e.payload {
+                    g.insert(a.alert_id);
+                }
+            }
+            if g.len() >= want {
+                s.cancel();
+            }
+            async { Ok(()) }
+        },
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(30), run).await;
+    let published: Vec<String> = got.lock().expect("lock").iter().cloned().collect();
+    assert_eq!(published, expected);
+    process::terminate(&child);
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    let _ = bus.delete_streams(&Kind::ALL).await;
+}

@@ -271,6 +271,10 @@ pub struct Received<M> {
     pub msg_id: String,
     /// How many times it has been delivered (1 the first time).
     pub delivered: u64,
+    /// Its sequence number in the stream: a consumer that keeps state
+    /// outside the bus stores the last one it applied with that state, and
+    /// [`Bus::rewind`]s to the next after a restart.
+    pub sequence: u64,
     /// The message.
     pub message: M,
 }
@@ -531,6 +535,16 @@ impl Bus {
         }
     }
 
+    /// Make the durable consumer of `spec` deliver again every message after
+    /// stream sequence `after`, for a service whose state was stored with
+    /// the messages up to `after` applied and which lost what it applied
+    /// since (a crash). Call before [`Bus::consume`] binds the consumer.
+    /// Returns the first sequence that will come; more than `after + 1`
+    /// means retention removed messages in between, which cannot come again.
+    pub async fn rewind(&self, spec: &ConsumerSpec, after: u64) -> Result<u64, Error> {
+        self.transport.rewind(spec.clone(), after + 1).await
+    }
+
     /// Run a durable consumer until `shutdown`: decode each message as `M`,
     /// call `handler` inside a span that continues the publisher's trace, and
     /// acknowledge only after the handler returned `Ok`. A handler error
@@ -639,6 +653,7 @@ impl Bus {
                     .unwrap_or_default()
                     .to_string(),
                 delivered: delivery.delivered(),
+                sequence: delivery.sequence(),
                 message,
             };
             let delivered = received.delivered;

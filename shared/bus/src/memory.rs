@@ -269,6 +269,41 @@ impl Transport for MemoryTransport {
         })
     }
 
+    fn rewind(&self, spec: ConsumerSpec, start: u64) -> BoxFuture<'_, Result<u64, Error>> {
+        Box::pin(async move {
+            let from = {
+                let mut state = self.lock();
+                let stream =
+                    state
+                        .streams
+                        .get_mut(&spec.stream)
+                        .ok_or_else(|| Error::Consumer {
+                            stream: spec.stream.clone(),
+                            consumer: spec.durable.clone(),
+                            reason: "stream not found".into(),
+                        })?;
+                stream.enforce_limits(Instant::now());
+                let first = stream.messages.front().map_or(stream.next_seq, |m| m.seq);
+                let from = if start > stream.next_seq {
+                    first
+                } else {
+                    start.max(first)
+                };
+                stream.consumers.insert(
+                    spec.durable.clone(),
+                    MemConsumer {
+                        spec,
+                        cursor: from,
+                        pending: BTreeMap::new(),
+                    },
+                );
+                from
+            };
+            self.shared.changed.notify_waiters();
+            Ok(from)
+        })
+    }
+
     fn delete_stream(&self, stream: String) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             self.lock().streams.remove(&stream);
@@ -458,6 +493,9 @@ impl Delivery for MemDelivery {
     }
     fn delivered(&self) -> u64 {
         self.delivered
+    }
+    fn sequence(&self) -> u64 {
+        self.seq
     }
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), Error>> {
         self.settle(None);

@@ -203,6 +203,49 @@ impl Transport for NatsTransport {
         })
     }
 
+    fn rewind(&self, spec: ConsumerSpec, start: u64) -> BoxFuture<'_, Result<u64, Error>> {
+        Box::pin(async move {
+            let err = |e: &dyn std::fmt::Display| Error::Consumer {
+                stream: spec.stream.clone(),
+                consumer: spec.durable.clone(),
+                reason: e.to_string(),
+            };
+            let mut stream = self
+                .js
+                .get_stream(&spec.stream)
+                .await
+                .map_err(|e| err(&e))?;
+            let state = stream.info().await.map_err(|e| err(&e))?.state.clone();
+            let first = state.first_sequence.max(1);
+            let from = if start > state.last_sequence + 1 {
+                first
+            } else {
+                start.max(first)
+            };
+            match stream.delete_consumer(&spec.durable).await {
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("not found") => {}
+                Err(e) => return Err(err(&e)),
+            }
+            stream
+                .create_consumer(consumer::pull::Config {
+                    durable_name: Some(spec.durable.clone()),
+                    filter_subject: spec.filter.clone(),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: spec.ack_wait,
+                    max_ack_pending: spec.max_ack_pending,
+                    max_deliver: spec.max_deliver,
+                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: from,
+                    },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| err(&e))?;
+            Ok(from)
+        })
+    }
+
     fn delete_stream(&self, stream: String) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             match self.js.delete_stream(&stream).await {
@@ -244,14 +287,15 @@ impl Inbox for NatsInbox {
         Box::pin(async move {
             match self.messages.next().await {
                 Some(Ok(message)) => {
-                    let delivered = message
+                    let (delivered, sequence) = message
                         .info()
-                        .map(|i| i.delivered.max(1) as u64)
-                        .unwrap_or(1);
+                        .map(|i| (i.delivered.max(1) as u64, i.stream_sequence))
+                        .unwrap_or((1, 0));
                     let headers = from_nats_headers(message.headers.as_ref());
                     Ok(Box::new(NatsDelivery {
                         headers,
                         delivered,
+                        sequence,
                         message,
                     }) as Box<dyn Delivery>)
                 }
@@ -266,6 +310,7 @@ struct NatsDelivery {
     message: jetstream::Message,
     headers: Headers,
     delivered: u64,
+    sequence: u64,
 }
 
 impl NatsDelivery {
@@ -293,6 +338,9 @@ impl Delivery for NatsDelivery {
     }
     fn delivered(&self) -> u64 {
         self.delivered
+    }
+    fn sequence(&self) -> u64 {
+        self.sequence
     }
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), Error>> {
         self.verdict(AckKind::Ack)

@@ -172,6 +172,62 @@ async fn a_consumer_resumes_where_it_left_off() {
 }
 
 #[tokio::test]
+async fn a_rewound_consumer_delivers_again_from_the_stored_sequence() {
+    for (name, bus) in backends().await {
+        bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
+        let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
+        let mut sequences = Vec::new();
+        for i in 0..6 {
+            let ack = bus
+                .publish(&subject, &format!("w{i}"), &batch(&format!("w{i}"), 1))
+                .await
+                .expect("publish");
+            sequences.push(ack.sequence);
+        }
+        let ids = |got: Vec<(String, u64)>| got.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        assert_eq!(
+            drain(&bus, "rewinder", |_| false, 6).await.len(),
+            6,
+            "{name}"
+        );
+        // A service whose state holds w0..w2 asks for what followed.
+        let spec = bus.consumer_spec(Kind::Flows, "rewinder", None);
+        let from = bus.rewind(&spec, sequences[2]).await.expect("rewind");
+        assert_eq!(from, sequences[3], "{name}");
+        assert_eq!(
+            ids(drain(&bus, "rewinder", |_| false, 3).await),
+            ["w3", "w4", "w5"],
+            "{name}"
+        );
+        // The sequence a handler sees is the one the publisher was given.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        bus.rewind(&spec, sequences[4]).await.expect("rewind");
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let run = bus.consume::<ConnBatch, _, _, String>(spec.clone(), stop.clone(), move |m| {
+            seen2.lock().expect("lock").push(m.sequence);
+            stop2.cancel();
+            async { Ok(()) }
+        });
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("in time")
+            .expect("ran");
+        assert_eq!(*seen.lock().expect("lock"), [sequences[5]], "{name}");
+        // A position from a stream that was since deleted and made again
+        // (it is younger than the position): everything it holds.
+        let from = bus.rewind(&spec, sequences[5] + 100).await.expect("rewind");
+        assert_eq!(from, sequences[0], "{name}");
+        assert_eq!(
+            drain(&bus, "rewinder", |_| false, 6).await.len(),
+            6,
+            "{name}"
+        );
+        bus.delete_streams(&Kind::ALL).await.expect("clean up");
+    }
+}
+
+#[tokio::test]
 async fn a_message_of_the_wrong_type_is_terminated_not_retried() {
     for (name, bus) in backends().await {
         bus.ensure_streams(&[Kind::Flows]).await.expect("streams");

@@ -89,6 +89,8 @@ pub trait Delivery: Send {
     fn payload(&self) -> &Bytes;
     /// How many times it has been delivered, this one included.
     fn delivered(&self) -> u64;
+    /// Its sequence number in the stream (1 for the first message).
+    fn sequence(&self) -> u64;
     /// Done: never deliver it again. Returns after the bus confirmed it.
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), Error>>;
     /// Failed for now: deliver it again after `delay`.
@@ -112,6 +114,14 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     fn publish(&self, msg: Outgoing) -> BoxFuture<'_, Result<PublishAck, Error>>;
     /// Bind to (creating if needed) a durable consumer.
     fn consumer(&self, spec: ConsumerSpec) -> BoxFuture<'_, Result<Box<dyn Inbox>, Error>>;
+    /// Set the durable consumer's position so that its next delivery is the
+    /// message with stream sequence `start` (recreating the consumer; what
+    /// it had delivered and not acknowledged comes again from there). When
+    /// retention has removed that message, it starts at the oldest one
+    /// left; when the stream is younger than `start` (it was deleted and
+    /// made again), at its first message. Returns the sequence it starts
+    /// at.
+    fn rewind(&self, spec: ConsumerSpec, start: u64) -> BoxFuture<'_, Result<u64, Error>>;
     /// Remove `stream` and its consumers; no error if it does not exist.
     fn delete_stream(&self, stream: String) -> BoxFuture<'_, Result<(), Error>>;
     /// Messages stored in `stream` and not yet removed by retention.

@@ -525,30 +525,41 @@ fn judging(p: &DeviceProfile, cfg: &BaselineConfig) -> bool {
 }
 
 /// Every device's profile; feed records in time order per device.
-#[derive(Debug, Default)]
+///
+/// It serializes (serde) to the profiles and the names it learnt, without
+/// its settings, golden profiles or anything not yet taken.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Profiler {
+    #[serde(skip)]
     pub cfg: BaselineConfig,
     pub devices: HashMap<String, DeviceProfile>,
     /// Registered domain each address was last looked up as (in one home,
     /// an address means the same service whoever asked).
+    #[serde(with = "crate::pairs")]
     names: HashMap<IpAddr, Arc<str>>,
     /// Golden profiles by device type name.
+    #[serde(skip)]
     golden: HashMap<String, Seed>,
     /// Every baseline version made since the last call to
     /// [`Profiler::take_versions`], by device.
+    #[serde(skip)]
     versions: Vec<(String, Baseline)>,
     /// Keep every version for [`Profiler::take_versions`] and a summary
     /// every [`BaselineConfig::summary_hours`] for
     /// [`Profiler::take_summaries`] (a service that stores and shares
     /// them); off, only the latest baseline is kept.
+    #[serde(skip)]
     pub record_versions: bool,
+    #[serde(skip)]
     summaries: Vec<BaselineSummary>,
     /// Thresholds per device type and device, over `cfg` (set by the
     /// monitor when a thresholds file has such layers).
+    #[serde(skip)]
     pub thresholds: Option<(
         Arc<crate::thresholds::Thresholds>,
         crate::thresholds::Resolved,
     )>,
+    #[serde(skip)]
     out: Vec<(String, Alert)>,
 }
 
@@ -606,6 +617,12 @@ impl Profiler {
             }
             d.dirty = true;
         }
+    }
+
+    /// Takes over the profiles and names `saved` had learnt.
+    pub fn resume(&mut self, saved: Profiler) {
+        self.devices = saved.devices;
+        self.names = saved.names;
     }
 
     /// Replaces a device's baseline (a stored one, or a rollback).

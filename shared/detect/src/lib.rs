@@ -46,6 +46,7 @@ pub use monitor::Monitor;
 use heimdall_proto::sensor::v1::{
     Alert, ArpOp, ConnState, KeyValue, Observation, Severity, Transport, observation,
 };
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 const MINUTE: i64 = 60_000_000;
@@ -183,7 +184,7 @@ impl Flow {
 }
 
 /// Who did it, for alerts and incidents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct Source {
     ip: Option<IpAddr>,
     mac: Option<[u8; 6]>,
@@ -223,8 +224,13 @@ pub(crate) fn private(ip: &IpAddr) -> bool {
 }
 
 /// Distinct values seen per key, each with when it was last seen.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "V: Serialize",
+    deserialize = "V: Deserialize<'de> + Eq + std::hash::Hash"
+))]
 struct Spread<V> {
+    #[serde(with = "pairs")]
     seen: HashMap<V, i64>,
     first_us: i64,
     last_us: i64,
@@ -263,14 +269,14 @@ impl<V: std::hash::Hash + Eq + Copy> Spread<V> {
 }
 
 /// Connection starts and sizes to one destination.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Beats {
     starts: VecDeque<(i64, u64)>,
     alerted: bool,
 }
 
 /// DNS behaviour of one device in the current window.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct DnsWindow {
     start_us: i64,
     suspicious: HashSet<String>,
@@ -280,7 +286,7 @@ struct DnsWindow {
 }
 
 /// Names that did not exist, from one device in the current window.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct NxWindow {
     start_us: i64,
     names: HashSet<String>,
@@ -299,27 +305,66 @@ const LOGIN_PORTS: [u16; 15] = [
 type Sessions = VecDeque<(i64, u64, u64)>;
 
 /// The detectors' state. Feed records, then take the alerts.
-#[derive(Debug, Default)]
+///
+/// It serializes (serde) to what it has seen, without its settings and
+/// without alerts not yet taken: see [`Monitor`] for saving and resuming.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Detector {
+    #[serde(skip)]
     cfg: DetectConfig,
     /// Thresholds and mutes of sources whose device has its own (see
     /// [`thresholds`]); the rest use `cfg` and `mute`.
+    #[serde(skip)]
     per_source: HashMap<IpAddr, std::sync::Arc<thresholds::Resolved>>,
     /// Alert types silenced for every source.
+    #[serde(skip)]
     mute: Vec<String>,
+    #[serde(with = "pairs")]
     ports: HashMap<(IpAddr, IpAddr), Spread<(u16, i32)>>,
+    #[serde(with = "pairs")]
     hosts: HashMap<(IpAddr, u16, i32), Spread<IpAddr>>,
+    #[serde(with = "pairs")]
     arp: HashMap<Source, Spread<IpAddr>>,
+    #[serde(with = "pairs")]
     beats: HashMap<(IpAddr, IpAddr, u16, i32), Beats>,
+    #[serde(with = "pairs")]
     dns: HashMap<IpAddr, DnsWindow>,
+    #[serde(with = "pairs")]
     nx: HashMap<IpAddr, NxWindow>,
+    #[serde(with = "pairs")]
     logins: HashMap<(IpAddr, IpAddr, u16), Sessions>,
+    #[serde(with = "pairs")]
     macs: HashMap<IpAddr, [u8; 6]>,
     suppressed: HashMap<String, i64>,
     incidents: HashMap<String, (String, i64)>,
     latest_us: i64,
     events: u64,
+    #[serde(skip)]
     out: Vec<Alert>,
+}
+
+/// Maps written as lists of pairs, so their keys need not be strings.
+pub(crate) mod pairs {
+    use std::collections::HashMap;
+    use std::hash::Hash;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &HashMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map)
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<HashMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Eq + Hash,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 impl Detector {
@@ -328,6 +373,18 @@ impl Detector {
             cfg,
             ..Detector::default()
         }
+    }
+
+    /// Takes over what `saved` had seen (windows, suppressions,
+    /// incidents), keeping this detector's settings.
+    pub fn resume(&mut self, saved: Detector) {
+        let settings = (
+            self.cfg,
+            std::mem::take(&mut self.mute),
+            std::mem::take(&mut self.out),
+        );
+        *self = saved;
+        (self.cfg, self.mute, self.out) = settings;
     }
 
     /// The alerts raised since the last call.

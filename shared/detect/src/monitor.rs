@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use heimdall_proto::sensor::v1::{Alert, IntelUpdate, Observation, observation};
+use serde::{Deserialize, Serialize};
 
 use crate::baseline::{BaselineConfig, DeviceProfile, Profiler};
 use crate::threat::Threats;
@@ -16,23 +17,37 @@ use crate::thresholds::{Resolved, Thresholds};
 use crate::{DetectConfig, Detector, Flow};
 
 /// The detectors of one sensor (one home).
-#[derive(Debug, Default)]
+///
+/// It serializes (serde) to what it learnt from records: the detectors'
+/// windows, suppressions and incidents, the profiles, and which MAC each
+/// address had. Settings, intelligence, device names and alerts not yet
+/// taken are left out: a service saves a monitor, makes a new one with its
+/// settings, intelligence and devices, and [`Monitor::resume`]s the saved
+/// one into it.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Monitor {
     pub detector: Detector,
     pub profiler: Profiler,
+    #[serde(skip)]
     pub threats: Threats,
     /// Device ids and types from the fingerprint service, by MAC.
+    #[serde(skip)]
     devices: HashMap<[u8; 6], (String, String)>,
     /// The MAC each LAN address was last seen with.
+    #[serde(with = "crate::pairs")]
     macs: HashMap<IpAddr, [u8; 6]>,
     /// The key each MAC's profile is kept under (its device id, else its
     /// MAC in text), made once rather than per record.
+    #[serde(skip)]
     keys: HashMap<[u8; 6], String>,
     /// Golden profiles applied.
+    #[serde(skip)]
     profiles: usize,
     /// Thresholds with type or device layers, and the global result.
+    #[serde(skip)]
     thresholds: Option<(Arc<Thresholds>, Resolved)>,
     /// Sources whose thresholds are settled (see [`Detector::set_source`]).
+    #[serde(skip)]
     settled: HashSet<IpAddr>,
 }
 
@@ -140,6 +155,17 @@ impl Monitor {
             self.profiler.device_type(device_id, device_type);
         }
         moved
+    }
+
+    /// Takes over what `saved` learnt from records (see [`Monitor`]),
+    /// keeping this monitor's settings and intelligence. Give it the
+    /// devices ([`Monitor::device`]) afterwards.
+    pub fn resume(&mut self, saved: Monitor) {
+        self.detector.resume(saved.detector);
+        self.profiler.resume(saved.profiler);
+        self.macs = saved.macs;
+        self.keys.clear();
+        self.settled.clear();
     }
 
     /// Intelligence: threat signatures and golden profiles.

@@ -998,6 +998,21 @@ pub struct Evaluation {
 }
 
 /// Runs every detector over `home` and scores the alerts against the truth.
+/// Gives `m` one record.
+pub fn feed(m: &mut Monitor, r: &Record) {
+    match r {
+        Record::Conn(f) => m.flow(f),
+        Record::Dns {
+            ts_us,
+            src,
+            name,
+            qtype,
+            rcode,
+            answers,
+        } => m.dns(*ts_us, *src, name, Some(*qtype), Some(*rcode), answers),
+    }
+}
+
 pub fn evaluate(home: &Home, detect: DetectConfig, baseline: BaselineConfig) -> Evaluation {
     let mut m = Monitor::new(detect, baseline);
     m.intel(&heimdall_proto::sensor::v1::IntelUpdate {
@@ -1006,17 +1021,7 @@ pub fn evaluate(home: &Home, detect: DetectConfig, baseline: BaselineConfig) -> 
     });
     let mut alerts: Vec<Alert> = Vec::new();
     for r in &home.records {
-        match r {
-            Record::Conn(f) => m.flow(f),
-            Record::Dns {
-                ts_us,
-                src,
-                name,
-                qtype,
-                rcode,
-                answers,
-            } => m.dns(*ts_us, *src, name, Some(*qtype), Some(*rcode), answers),
-        }
+        feed(&mut m, r);
         alerts.extend(m.take());
     }
     let judge = T0 + home.learn_days * DAY;
@@ -1149,5 +1154,50 @@ mod tests {
         assert_eq!(a.injections, b.injections);
         assert!(a.devices.len() >= 20);
         assert_eq!(a.injections.len(), 12 * 2 * 4);
+    }
+
+    /// A service stores its monitor now and then and resumes from it after
+    /// a crash: what it raises must not depend on where it stopped.
+    #[test]
+    fn a_saved_and_resumed_monitor_raises_what_an_uninterrupted_one_does() {
+        let home = Home::generate(5, 3, 2);
+        let intel = heimdall_proto::sensor::v1::IntelUpdate {
+            threat_signatures: home.signatures.clone(),
+            ..Default::default()
+        };
+        let fresh = || {
+            let mut m = Monitor::new(DetectConfig::default(), BaselineConfig::default());
+            m.intel(&intel);
+            m
+        };
+        let mut m = fresh();
+        let mut whole = Vec::new();
+        for r in &home.records {
+            feed(&mut m, r);
+            whole.extend(m.take());
+        }
+        let mut m = fresh();
+        let mut resumed = Vec::new();
+        let stops = [
+            home.records.len() / 7,
+            home.records.len() / 2,
+            home.records.len() * 5 / 6,
+        ];
+        let mut saved_bytes = 0;
+        for (i, r) in home.records.iter().enumerate() {
+            if stops.contains(&i) {
+                let saved = serde_json::to_vec(&m).expect("serialize");
+                saved_bytes = saved_bytes.max(saved.len());
+                m = fresh();
+                m.resume(serde_json::from_slice(&saved).expect("deserialize"));
+            }
+            feed(&mut m, r);
+            resumed.extend(m.take());
+        }
+        assert!(whole.len() > 50, "{} alerts", whole.len());
+        assert!(saved_bytes > 10_000, "{saved_bytes}");
+        let ids = |v: &[Alert]| v.iter().map(|a| a.alert_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&resumed), ids(&whole));
+        assert_eq!(resumed, whole);
     }
 }
