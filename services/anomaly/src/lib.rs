@@ -29,6 +29,11 @@
 //!   stopped. Only messages that stream retention removed while the replica
 //!   was down are lost, and they are counted
 //!   (`heimdall_anomaly_resume_gap_sequences`).
+//! - Incidents close after an hour of their device's record time without
+//!   an alert, or when a person closes them (API, command line); a person
+//!   may acknowledge one too. Every change of state is published from the
+//!   incidents table, and after a person's close the device's next alert
+//!   opens a new incident.
 //! - Work is partitioned by device: the capture service publishes each
 //!   device's records to one partition; a replica consumes the partitions
 //!   listed in `HEIMDALL_ANOMALY_PARTITIONS` (all by default) with durable
@@ -45,8 +50,7 @@ use heimdall_detect::thresholds::Thresholds;
 use heimdall_detect::{DetectConfig, Monitor};
 use heimdall_proto::sensor::v1::{
     Alert, AlertBatch, AlertEvent, BaselineBatch, BaselineSummary, ConnBatch, DeviceEventBatch,
-    DnsBatch, GoldenProfile, Incident, IncidentState, IntelUpdate, ObservationBatch, Severity,
-    ThreatSignature, alert_event,
+    DnsBatch, GoldenProfile, IntelUpdate, ObservationBatch, Severity, ThreatSignature, alert_event,
 };
 use heimdall_store::{PgPool, StoreConfig};
 use heimdall_telemetry::{Metrics, TelemetryConfig};
@@ -62,6 +66,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 mod api;
+mod incidents;
+
+pub use incidents::{Action, IncidentError, IncidentInfo, act, list as incidents};
 
 /// The schema this service owns.
 pub const SCHEMA: &str = "anomaly";
@@ -265,7 +272,7 @@ heimdall_telemetry::service_config! {
 /// Why a batch could not be applied; it is delivered again.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
-    /// The database refused; the partition's state is reloaded from it.
+    /// The database refused; the batch comes again.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     /// A stored profile did not parse.
@@ -401,6 +408,8 @@ struct Unsaved {
     alerts: Vec<Alert>,
     versions: Vec<(String, Baseline)>,
     summaries: Vec<BaselineSummary>,
+    /// Incidents no alert can join any more, with when they went quiet.
+    closed: Vec<(String, i64)>,
 }
 
 /// Locks a std mutex whose holder cannot leave it inconsistent.
@@ -625,7 +634,12 @@ impl Service {
         u.alerts.extend(m.take());
         u.versions.extend(m.profiler.take_versions());
         u.summaries.extend(m.profiler.take_summaries());
-        if u.alerts.is_empty() && u.versions.is_empty() && u.summaries.is_empty() {
+        u.closed.extend(m.detector.close_idle_incidents());
+        if u.alerts.is_empty()
+            && u.versions.is_empty()
+            && u.summaries.is_empty()
+            && u.closed.is_empty()
+        {
             return Ok(0);
         }
         let result = self.store(sensor, m, &u).await;
@@ -726,9 +740,19 @@ impl Service {
             .execute(&mut *tx)
             .await?;
         }
+        for (id, quiet_since) in &u.closed {
+            sqlx::query(
+                "UPDATE incidents SET state = 3, closed_us = $2, changed_by = 'inactivity', state_published = false \
+                 WHERE incident_id = $1 AND state <> 3",
+            )
+            .bind(id)
+            .bind(quiet_since)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         self.metrics.versions.inc_by(versions.len() as u64);
-        if !alerts.is_empty() || !summaries.is_empty() {
+        if !alerts.is_empty() || !summaries.is_empty() || !u.closed.is_empty() {
             self.outbox.notify_one();
         }
         Ok(alerts.len())
@@ -1188,45 +1212,6 @@ impl Service {
         Ok(sent)
     }
 
-    async fn incidents(&self, ids: &[String]) -> Result<Vec<Incident>, sqlx::Error> {
-        type Row = (String, String, String, i64, i64, i32, Vec<String>, String);
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT incident_id, sensor_id, device_id, opened_us, updated_us, severity, alert_types, summary \
-             FROM incidents WHERE incident_id = ANY($1)",
-        )
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::new();
-        for (id, sensor, device, opened, updated, severity, types, summary) in rows {
-            let alert_ids: Vec<String> = sqlx::query_scalar(
-                "SELECT alert_id FROM alerts WHERE incident_id = $1 ORDER BY ts_us, seq",
-            )
-            .bind(&id)
-            .fetch_all(&self.pool)
-            .await?;
-            out.push(Incident {
-                incident_id: id,
-                sensor_id: sensor,
-                device_id: device,
-                alert_ids,
-                severity,
-                summary: format!(
-                    "{} ({} alert types: {}); first: {summary}",
-                    severity_name(severity),
-                    types.len(),
-                    types.join(", ")
-                ),
-                opened_us: opened,
-                updated_us: updated,
-                closed_us: None,
-                state: IncidentState::Open as i32,
-                alert_types: types,
-            });
-        }
-        Ok(out)
-    }
-
     /// Has the bus deliver again every record message after the positions
     /// saved with the monitors, so what was applied after the last
     /// checkpoint (and lost with a crash) is applied again, once. With no
@@ -1623,6 +1608,9 @@ pub async fn run(
                         if let Err(e) = svc.rollback_requests().await {
                             warn!(error = %e, "reading rollback requests failed; will retry");
                         }
+                        if let Err(e) = svc.detach_closed().await {
+                            warn!(error = %e, "applying closed incidents failed; will retry");
+                        }
                     }
                 }
                 loop {
@@ -1631,6 +1619,16 @@ pub async fn run(
                         Ok(n) => info!(alerts = n, "alerts published"),
                         Err(e) => {
                             warn!(error = %e, "publishing alerts failed; will retry");
+                            break;
+                        }
+                    }
+                }
+                loop {
+                    match svc.publish_incident_states(&bus).await {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) => {
+                            warn!(error = %e, "publishing incident states failed; will retry");
                             break;
                         }
                     }

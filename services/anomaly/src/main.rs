@@ -7,6 +7,12 @@
 //! - `heimdall-anomaly rollback SENSOR DEVICE VERSION`: roll the device's
 //!   baseline back to a stored version (the running service applies it
 //!   within a second; a stopped one when it starts).
+//! - `heimdall-anomaly incidents SENSOR [open|acknowledged|closed]`: the
+//!   sensor's incidents, newest first.
+//! - `heimdall-anomaly acknowledge|close SENSOR INCIDENT --by NAME [--note
+//!   TEXT]`: a person's verdict on an incident (the running service
+//!   publishes it, and after a close opens a new incident for the device's
+//!   next alert, within a second).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // the subcommands' answers
 
@@ -80,6 +86,63 @@ async fn main() -> anyhow::Result<()> {
                 "rollback of {device} to version {version} requested; no running service took it within 10 s, so it applies when the service starts"
             );
             Ok(())
+        }
+        Some("incidents") => {
+            let Some(sensor) = args.get(1) else {
+                usage("incidents SENSOR [open|acknowledged|closed]");
+            };
+            let pool = heimdall_anomaly_service::open_database().await?;
+            let list =
+                heimdall_anomaly_service::incidents(&pool, sensor, args.get(2).map(String::as_str))
+                    .await?;
+            println!("incident           state         severity  alerts  device             types");
+            for i in list {
+                println!(
+                    "{:<18} {:<13} {:<9} {:>6}  {:<18} {}{}",
+                    i.incident_id,
+                    i.state,
+                    i.severity,
+                    i.alert_count,
+                    i.device_id,
+                    i.alert_types.join(","),
+                    i.changed_by
+                        .map(|by| format!("  ({} by {by})", i.state))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Some(verb @ ("acknowledge" | "close")) => {
+            let line = format!("{verb} SENSOR INCIDENT --by NAME [--note TEXT]");
+            let (Some(sensor), Some(incident)) = (args.get(1), args.get(2)) else {
+                usage(&line);
+            };
+            let (mut by, mut note) = (None, String::new());
+            let mut rest = args[3..].iter();
+            while let Some(a) = rest.next() {
+                match (a.as_str(), rest.next()) {
+                    ("--by", Some(v)) => by = Some(v.clone()),
+                    ("--note", Some(v)) => note.clone_from(v),
+                    _ => usage(&line),
+                }
+            }
+            let Some(by) = by else { usage(&line) };
+            let action = if verb == "close" {
+                heimdall_anomaly_service::Action::Close
+            } else {
+                heimdall_anomaly_service::Action::Acknowledge
+            };
+            let pool = heimdall_anomaly_service::open_database().await?;
+            match heimdall_anomaly_service::act(&pool, sensor, incident, action, &by, &note).await {
+                Ok(i) => {
+                    println!("incident {} is {} (by {by})", i.incident_id, i.state);
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("heimdall-anomaly: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
         _ => {
             heimdall_telemetry::service_main::<heimdall_anomaly_service::Config, _, _>(

@@ -4,6 +4,7 @@
 //! stored and published; the baseline is rolled back by API and by command
 //! line; a restarted service judges with the baseline it had.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -587,5 +588,226 @@ async fn a_sigkill_mid_stream_loses_and_doubles_no_alert() {
     assert_eq!(published, expected);
     process::terminate(&child);
     let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    let _ = bus.delete_streams(&Kind::ALL).await;
+}
+
+/// A fast scan of `host` from the plug: forty refused ports in 0.4 s.
+fn scan(t: i64, host: &str) -> Vec<ConnRecord> {
+    (0..40)
+        .map(|p| conn(t + p * 10_000, host, 20 + p as u32, ConnState::Rej, 0, 0))
+        .collect()
+}
+
+/// Incidents end: an hour of the device's record time without an alert
+/// closes one; a person closes or acknowledges one by API or command line.
+/// After a person's close the device's next alert opens a new incident,
+/// and every change is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_close_by_inactivity_and_by_a_person() {
+    let db = TestDb::new()
+        .await
+        .expect("PostgreSQL must be running (make setup)");
+    let bus_config = heimdall_bus::testing::config("anomaly-incidents");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("anomaly.log");
+    let svc = process::ServiceProcess::new(
+        Path::new(env!("CARGO_BIN_EXE_heimdall-anomaly")),
+        &bus_config.namespace,
+        &log,
+    )
+    .expect("port")
+    .with("HEIMDALL_DATABASE_URL", db.url());
+    let bus = Bus::connect(&bus_config, "anomaly-incidents-test")
+        .await
+        .expect("NATS must be running (make setup)");
+    bus.ensure_streams(&[Kind::Flows, Kind::Alerts])
+        .await
+        .expect("streams");
+    let child = svc.start().await;
+    let pool = heimdall_store::connect(db.config(), heimdall_anomaly_service::SCHEMA)
+        .await
+        .expect("pool");
+    let incident_of = |host: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT incident_id FROM alerts WHERE alert_type = 'port_scan' AND description LIKE $1",
+            )
+            .bind(format!("%{host}%"))
+            .fetch_one(&pool)
+            .await
+            .expect("incident")
+        }
+    };
+
+    // A scan, then two quiet hours: closed by inactivity, an hour after
+    // its last alert.
+    publish(&bus, "scan-1", scan(T0, "192.168.1.1"), Vec::new()).await;
+    wait_for(&pool, "SELECT count(*) FROM alerts", 1, &log).await;
+    let first = incident_of("192.168.1.1").await;
+    publish(
+        &bus,
+        "quiet",
+        vec![conn(
+            T0 + 120 * MINUTE,
+            "52.10.20.30",
+            443,
+            ConnState::Sf,
+            620,
+            940,
+        )],
+        Vec::new(),
+    )
+    .await;
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM incidents WHERE state = 3 AND changed_by = 'inactivity'",
+        1,
+        &log,
+    )
+    .await;
+    let (id, closed_us, updated_us): (String, i64, i64) =
+        sqlx::query_as("SELECT incident_id, closed_us, updated_us FROM incidents WHERE state = 3")
+            .fetch_one(&pool)
+            .await
+            .expect("closed");
+    assert_eq!(id, first);
+    assert_eq!(closed_us, updated_us + 60 * MINUTE);
+
+    // A person closes the next one; the device's next alert opens another.
+    let t = T0 + 180 * MINUTE;
+    publish(&bus, "scan-2", scan(t, "192.168.1.2"), Vec::new()).await;
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM alerts WHERE description LIKE '%192.168.1.2%'",
+        1,
+        &log,
+    )
+    .await;
+    let second = incident_of("192.168.1.2").await;
+    assert_ne!(second, first);
+    let path = format!("/v1/incidents/{SENSOR}/{second}/close");
+    let (code, body) = process::http_post_json(
+        svc.addr,
+        &path,
+        "{\"by\": \"alice\", \"note\": \"my own nmap\"}",
+    )
+    .await
+    .expect("POST");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"state\":\"closed\""), "{body}");
+    let (code, body) = process::http_post_json(svc.addr, &path, "{\"by\": \"alice\"}")
+        .await
+        .expect("POST");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("closed already"), "{body}");
+    let (code, body) = process::http_post_json(
+        svc.addr,
+        &format!("/v1/incidents/{SENSOR}/Inope/close"),
+        "{\"by\": \"alice\"}",
+    )
+    .await
+    .expect("POST");
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = process::http_post_json(svc.addr, &path, "{}")
+        .await
+        .expect("POST");
+    assert_eq!(code, 400, "{body}");
+    publish(
+        &bus,
+        "scan-3",
+        scan(t + 10 * MINUTE, "192.168.1.3"),
+        Vec::new(),
+    )
+    .await;
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM alerts WHERE description LIKE '%192.168.1.3%'",
+        1,
+        &log,
+    )
+    .await;
+    let third = incident_of("192.168.1.3").await;
+    assert_ne!(third, second, "a closed incident took another alert");
+
+    // Acknowledged from the command line; listed by state.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_heimdall-anomaly"))
+        .args(["acknowledge", SENSOR, &third, "--by", "bob"])
+        .env("HEIMDALL_DATABASE_URL", db.url())
+        .output()
+        .expect("run");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("acknowledged"), "{said}");
+    let (code, body) = process::http_get(svc.addr, &format!("/v1/incidents/{SENSOR}?state=closed"))
+        .await
+        .expect("GET");
+    assert_eq!(code, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let mut closed: Vec<&str> = listed["incidents"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|i| i["incident_id"].as_str().expect("id"))
+        .collect();
+    closed.sort_unstable();
+    let mut want = vec![first.as_str(), second.as_str()];
+    want.sort_unstable();
+    assert_eq!(closed, want);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_heimdall-anomaly"))
+        .args(["incidents", SENSOR])
+        .env("HEIMDALL_DATABASE_URL", db.url())
+        .output()
+        .expect("run");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("closed by alice"), "{said}");
+    assert!(said.contains("acknowledged by bob"), "{said}");
+
+    // Every change reached NATS.
+    let got = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (g, s) = (got.clone(), stop.clone());
+    let wanted = [
+        (first.clone(), 3, "closed by inactivity".to_string()),
+        (
+            second.clone(),
+            3,
+            "closed by alice: my own nmap".to_string(),
+        ),
+        (third.clone(), 2, "acknowledged by bob".to_string()),
+    ];
+    let w = wanted.clone();
+    let run = bus.consume::<AlertBatch, _, _, String>(
+        bus.consumer_spec(Kind::Alerts, "anomaly-incidents-reader", None),
+        stop.clone(),
+        move |m| {
+            let mut g = g.lock().expect("lock");
+            for e in m.message.records {
+                if let Some(alert_event::Payload::Incident(i)) = e.payload {
+                    g.insert((i.incident_id.clone(), i.state), i);
+                }
+            }
+            if w.iter()
+                .all(|(id, st, _)| g.contains_key(&(id.clone(), *st)))
+            {
+                s.cancel();
+            }
+            async { Ok(()) }
+        },
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(20), run).await;
+    let got = got.lock().expect("lock").clone();
+    for (id, state, says) in &wanted {
+        let i = got
+            .get(&(id.clone(), *state))
+            .unwrap_or_else(|| panic!("no event for {id} in state {state}: {:?}", got.keys()));
+        assert!(i.summary.ends_with(says.as_str()), "{}", i.summary);
+        assert_eq!(i.closed_us.is_some(), *state == 3, "{i:?}");
+    }
+    process::terminate(&child);
     let _ = bus.delete_streams(&Kind::ALL).await;
 }

@@ -25,7 +25,9 @@
 //!   evidence, names the source (IP and MAC when known) and the
 //!   destination, and carries a suppression key: one cause gives one
 //!   alert per suppression period, not one per packet.
-//! - Alerts from one device within an hour of each other share an incident.
+//! - Alerts from one device within an hour of each other share an incident;
+//!   an hour without one closes it ([`Detector::close_idle_incidents`]), and
+//!   so does a person ([`Detector::close_incident`]).
 //! - State is bounded: windows expire, and the number of tracked keys is
 //!   capped ([`DetectConfig::max_keys`], [`baseline::BaselineConfig`]);
 //!   nothing grows with the length of a capture.
@@ -51,6 +53,9 @@ use sha2::{Digest, Sha256};
 
 const MINUTE: i64 = 60_000_000;
 pub(crate) const HOUR: i64 = 60 * MINUTE;
+/// Alerts of one device at most this far apart (record time) share an
+/// incident; after this long without one, the incident is closed.
+pub const INCIDENT_GAP_US: i64 = HOUR;
 
 /// Thresholds of every detector.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -375,6 +380,31 @@ impl Detector {
         }
     }
 
+    /// Incidents no alert can join any more (their device raised nothing
+    /// for [`INCIDENT_GAP_US`] of record time): forgotten here and returned
+    /// as (incident id, when it went quiet).
+    pub fn close_idle_incidents(&mut self) -> Vec<(String, i64)> {
+        let now = self.latest_us;
+        let mut closed = Vec::new();
+        self.incidents.retain(|_, (id, last)| {
+            let open = now - *last <= INCIDENT_GAP_US;
+            if !open {
+                closed.push((id.clone(), *last + INCIDENT_GAP_US));
+            }
+            open
+        });
+        closed.sort();
+        closed
+    }
+
+    /// A person closed `incident_id`: the device's next alert opens a new
+    /// incident. Returns whether it was still open here.
+    pub fn close_incident(&mut self, incident_id: &str) -> bool {
+        let before = self.incidents.len();
+        self.incidents.retain(|_, (id, _)| id != incident_id);
+        self.incidents.len() != before
+    }
+
     /// Takes over what `saved` had seen (windows, suppressions,
     /// incidents), keeping this detector's settings.
     pub fn resume(&mut self, saved: Detector) {
@@ -503,7 +533,7 @@ impl Detector {
         self.suppressed.insert(key, alert.ts_us);
         let who = src.key();
         let incident = match self.incidents.get(&who) {
-            Some((id, last)) if alert.ts_us - *last <= HOUR => id.clone(),
+            Some((id, last)) if alert.ts_us - *last <= INCIDENT_GAP_US => id.clone(),
             _ => {
                 let d = Sha256::digest(format!("{who}|{}", alert.ts_us));
                 format!(
