@@ -469,7 +469,7 @@ async fn a_sigkill_mid_stream_loses_and_doubles_no_alert() {
         .iter()
         .filter_map(|r| match r {
             Record::Conn(f) => Some(f),
-            Record::Dns { .. } => None,
+            Record::Dns { .. } | Record::Arp { .. } => None,
         })
         .enumerate()
         .map(|(n, f)| record(f, n))

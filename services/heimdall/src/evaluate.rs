@@ -118,6 +118,14 @@ fn write_out(dir: &Path, home: &Home, e: &Evaluation) -> std::io::Result<()> {
             } => json!({
                 "kind": "dns", "ts_us": ts_us, "src": src, "query": name, "qtype": qtype, "rcode": rcode, "answers": answers,
             }),
+            Record::Arp {
+                ts_us,
+                src,
+                mac,
+                target,
+            } => json!({
+                "kind": "arp", "ts_us": ts_us, "src": src, "src_mac": heimdall_proto::addr::mac_text(*mac), "target": target,
+            }),
         };
         serde_json::to_writer(&mut out, &v)?;
         out.write_all(b"\n")?;

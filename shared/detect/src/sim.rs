@@ -7,8 +7,10 @@
 //! heartbeats, cameras that upload around the clock, a NAS with a nightly
 //! backup, a printer used in office hours), benign look-alikes (heartbeats,
 //! CDN address churn, browsers' random-name probes, a firmware update, a
-//! game download, a device that joins halfway) and, after the learning
-//! days, injected anomalies of every detector's type at two strengths. The
+//! game download, a device that joins halfway, ARP for the gateway and a
+//! few peers) and, after the learning days, injected anomalies of every
+//! detector's type at two strengths (half the host sweeps by ARP, half by
+//! probing a port). The
 //! ground truth says which device did what, when.
 //!
 //! [`evaluate`] runs a [`Monitor`] over the records in time order and
@@ -20,7 +22,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use heimdall_proto::sensor::v1::{
-    Alert, ConnState, Severity, SignatureKind, ThreatSignature, Transport,
+    Alert, ArpObservation, ArpOp, ConnState, Observation, Severity, SignatureKind, ThreatSignature,
+    Transport, observation,
 };
 use serde::Serialize;
 
@@ -46,13 +49,20 @@ pub enum Record {
         rcode: u8,
         answers: Vec<IpAddr>,
     },
+    /// An ARP request: `src` (with `mac`) asks who has `target`.
+    Arp {
+        ts_us: i64,
+        src: IpAddr,
+        mac: [u8; 6],
+        target: IpAddr,
+    },
 }
 
 impl Record {
     pub fn ts_us(&self) -> i64 {
         match self {
             Record::Conn(f) => f.ts_us,
-            Record::Dns { ts_us, .. } => *ts_us,
+            Record::Dns { ts_us, .. } | Record::Arp { ts_us, .. } => *ts_us,
         }
     }
 }
@@ -342,6 +352,8 @@ fn address(rng: &mut Rng, domain: &str, cdn: bool) -> IpAddr {
 
 struct Gen {
     rng: Rng,
+    /// ARP's own stream, so adding ARP left the rest of the home as it was.
+    arp_rng: Rng,
     out: Vec<Record>,
 }
 
@@ -389,6 +401,16 @@ impl Gen {
         });
     }
 
+    /// `d` asks ARP who has `target`.
+    fn arp(&mut self, ts: i64, d: &Device, target: IpAddr) {
+        self.out.push(Record::Arp {
+            ts_us: ts,
+            src: d.ip,
+            mac: parse_mac(&d.mac),
+            target,
+        });
+    }
+
     /// A look-up then a session to `domain`.
     fn visit(&mut self, ts: i64, d: &Device, domain: &str, p: &Profile, cdn: bool) {
         let sub = ["www", "api", "cdn", "edge", "static"][self.rng.below(5) as usize];
@@ -422,6 +444,7 @@ impl Home {
     pub fn generate(seed: u64, days: i64, learn_days: i64) -> Home {
         let mut g = Gen {
             rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+            arp_rng: Rng(seed.wrapping_mul(0xd1b5_4a32_d192_ed03) | 1),
             out: Vec::new(),
         };
         let mut devices = Vec::new();
@@ -521,9 +544,26 @@ impl Home {
                         g.lookup(ts, d, &l, 3, Vec::new());
                     }
                 }
+                // An active device resolves the gateway once or twice an
+                // hour (its ARP entry goes stale), and now and then a few
+                // peers (the printer, a speaker, the NAS).
+                if count > 0 || p.heartbeat_s.is_some() {
+                    for _ in 0..g.arp_rng.range(1, 3) {
+                        let ts = hour + g.arp_rng.below(HOUR as u64) as i64;
+                        g.arp(ts, d, IpAddr::V4(Ipv4Addr::new(192, 168, 1, 1)));
+                    }
+                    if g.arp_rng.chance(0.1) {
+                        let ts = hour + g.arp_rng.below(HOUR as u64) as i64;
+                        for k in 0..g.arp_rng.range(2, 7) {
+                            let peer = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 10 + k as u8 * 3));
+                            g.arp(ts + k as i64 * 200_000, d, peer);
+                        }
+                    }
+                }
                 // Laptops use the NAS at work.
                 if p.kind == "laptop" && count > 0 {
                     let nas = IpAddr::V4(Ipv4Addr::from(NAS_IP));
+                    g.arp(hour, d, nas);
                     for _ in 0..g.rng.range(1, 5) {
                         let ts = hour + g.rng.below(HOUR as u64) as i64;
                         let (up, down) =
@@ -658,7 +698,7 @@ fn inject(g: &mut Gen, devices: &[Device], judge: i64, days: i64, out: &mut Vec<
     // Every detector's type, in the order their injections are scheduled.
     for kind in crate::thresholds::ALERT_TYPES {
         for strength in ["documented", "weak"] {
-            for _rep in 0..4 {
+            for rep in 0..4 {
                 let pool: &[&Device] = match kind {
                     "new_destination" | "new_port" | "volume_spike" | "exfiltration" => &iot,
                     "unusual_time" => &quiet_nights,
@@ -676,7 +716,15 @@ fn inject(g: &mut Gen, devices: &[Device], judge: i64, days: i64, out: &mut Vec<
                 let start =
                     judge + day * DAY + hour * HOUR + g.rng.below(20 * MINUTE as u64) as i64;
                 let doc = strength == "documented";
+                // Every other sweep maps the LAN by ARP instead of probing
+                // a port.
+                let kind = if kind == "host_sweep" && rep % 2 == 1 {
+                    "host_sweep_arp"
+                } else {
+                    kind
+                };
                 let (end, what) = one(g, kind, doc, &d, start);
+                let kind = kind.trim_end_matches("_arp");
                 out.push(Injection {
                     kind: kind.into(),
                     strength: strength.into(),
@@ -728,6 +776,17 @@ fn one(g: &mut Gen, kind: &str, doc: bool, d: &Device, start: i64) -> (i64, Stri
             (
                 start + hosts * gap,
                 format!("telnet probes of {hosts} LAN addresses"),
+            )
+        }
+        "host_sweep_arp" => {
+            let (hosts, gap) = if doc { (60, 500_000) } else { (25, 2 * SECOND) };
+            for h in 0..hosts {
+                let ip = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 100 + h as u8));
+                g.arp(start + h * gap, d, ip);
+            }
+            (
+                start + hosts * gap,
+                format!("ARP who-has for {hosts} LAN addresses"),
             )
         }
         "beaconing" => {
@@ -1010,6 +1069,29 @@ pub fn feed(m: &mut Monitor, r: &Record) {
             rcode,
             answers,
         } => m.dns(*ts_us, *src, name, Some(*qtype), Some(*rcode), answers),
+        Record::Arp {
+            ts_us,
+            src,
+            mac,
+            target,
+        } => {
+            let bytes = |ip: &IpAddr| match ip {
+                IpAddr::V4(v) => v.octets().to_vec(),
+                IpAddr::V6(v) => v.octets().to_vec(),
+            };
+            m.observation(&Observation {
+                ts_us: *ts_us,
+                src_mac: mac.to_vec().into(),
+                kind: Some(observation::Kind::Arp(ArpObservation {
+                    op: ArpOp::Request as i32,
+                    sender_mac: mac.to_vec().into(),
+                    sender_ip: bytes(src).into(),
+                    target_ip: bytes(target).into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            });
+        }
     }
 }
 
