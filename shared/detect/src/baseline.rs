@@ -242,6 +242,13 @@ pub struct Baseline {
     pub hours: Vec<HourOfDay>,
     /// Per hour of day, on how many days of the window it had activity.
     pub active: Vec<u32>,
+    /// Hours of the week with activity (local; bit 0 is Monday 00:00), per
+    /// week since the epoch, for the last [`WEEKS_KEPT`] weeks, flagged
+    /// hours included: an hour the device used on the same weekday in an
+    /// earlier week (Saturday morning) is not unusual, though the window
+    /// lost it or never learnt it.
+    #[serde(default)]
+    pub weeks: Vec<(i64, [u64; 3])>,
     /// New destinations and ports per day after the first day.
     pub churn_per_day: f64,
     pub port_churn_per_day: f64,
@@ -251,7 +258,30 @@ pub struct Baseline {
     pub seed: Option<Seed>,
 }
 
+/// Weeks of hour-of-week activity a baseline keeps.
+pub const WEEKS_KEPT: i64 = 4;
+
+/// The week (since the Monday before the epoch) and the hour of the week
+/// (Monday 00:00 = 0) of a local hour since the epoch.
+fn week_hour(local_hour: i64) -> (i64, usize) {
+    // 1970-01-01 was a Thursday: three days after a Monday.
+    let from_monday = local_hour + 3 * 24;
+    (
+        from_monday.div_euclid(7 * 24),
+        from_monday.rem_euclid(7 * 24) as usize,
+    )
+}
+
 impl Baseline {
+    /// Whether the device was active in this hour of the week (local hour
+    /// since the epoch) in any week kept.
+    pub fn used_this_hour_of_week(&self, local_hour: i64) -> bool {
+        let (_, bit) = week_hour(local_hour);
+        self.weeks
+            .iter()
+            .any(|(_, bits)| bits[bit / 64] >> (bit % 64) & 1 == 1)
+    }
+
     /// Days from the first to the last hour with activity: quiet hours
     /// folded after the last activity (a device switched off, a capture
     /// that ended) are not data.
@@ -302,6 +332,20 @@ impl Baseline {
         }
         let local = b.hour + i64::from(cfg.utc_offset_minutes) / 60;
         let (day, hod) = (local.div_euclid(24), local.rem_euclid(24) as usize);
+        // Unlike the window, the weeks keep flagged hours too: once is an
+        // alert, the same hour of the next week is a habit.
+        if active {
+            let (week, bit) = week_hour(local);
+            if let Some((_, bits)) = self.weeks.iter_mut().find(|(w, _)| *w == week) {
+                bits[bit / 64] |= 1 << (bit % 64);
+            } else {
+                let mut bits = [0u64; 3];
+                bits[bit / 64] |= 1 << (bit % 64);
+                self.weeks.push((week, bits));
+                self.weeks.sort_unstable_by_key(|(w, _)| *w);
+            }
+            self.weeks.retain(|(w, _)| *w > week - WEEKS_KEPT);
+        }
         if !flagged {
             let h = &mut self.hours[hod];
             h.days.retain(|(d, ..)| *d != day);
@@ -893,6 +937,7 @@ impl Profiler {
         // unusual_time: busy in an hour of day it never uses.
         let quiet_hour = if own {
             base.active.get(hod).is_some_and(|a| *a == 0)
+                && !base.used_this_hour_of_week(local)
                 && base.active.iter().filter(|a| **a > 0).count() <= cfg.unusual_max_active_hours
                 && base.days() >= 2.0
         } else {
@@ -1029,6 +1074,8 @@ mod tests {
     use super::*;
     use heimdall_proto::sensor::v1::ConnState;
 
+    const DAY_US: i64 = 24 * HOUR;
+
     fn flow(ts_us: i64, dst: &str, port: u16, up: u64, down: u64) -> Flow {
         Flow {
             ts_us,
@@ -1127,6 +1174,37 @@ mod tests {
             !text.contains("52.1.2.3") && !text.contains("iot."),
             "{text}"
         );
+    }
+
+    /// A TV watched on weekday evenings and on weekend mornings too: its
+    /// first Saturday morning is unusual, the Saturdays after it are not.
+    #[test]
+    fn a_weekend_habit_is_unusual_once_then_learnt_by_the_hour_of_the_week() {
+        let mut p = Profiler::new(BaselineConfig::default());
+        // Monday 2026-11-02 00:00 UTC.
+        let monday = 1_793_577_600i64 * 1_000_000;
+        let mut unusual_by_week = [0usize; 3];
+        for day in 0..21i64 {
+            let weekend = day % 7 >= 5;
+            let hours: &[i64] = if weekend { &[10, 20, 21] } else { &[20, 21] };
+            for h in 0..24 {
+                let n = if hours.contains(&h) { 20 } else { 0 };
+                for i in 0..n {
+                    let ts = monday + day * DAY_US + h * HOUR + i * 120_000_000;
+                    p.flow("tv", &flow(ts, "52.1.2.3", 443, 2_000, 90_000));
+                }
+            }
+            let found = p
+                .take()
+                .into_iter()
+                .filter(|(_, a)| a.alert_type == "unusual_time")
+                .count();
+            unusual_by_week[(day / 7) as usize] += found;
+        }
+        assert!(unusual_by_week[0] >= 1, "{unusual_by_week:?}");
+        assert_eq!(unusual_by_week[1..], [0, 0], "{unusual_by_week:?}");
+        let b = &p.devices["tv"].baseline;
+        assert!(b.weeks.len() as i64 <= WEEKS_KEPT, "{:?}", b.weeks);
     }
 
     #[test]
