@@ -59,6 +59,15 @@ pub struct BaselineConfig {
     /// A baseline is summarised for sharing (see [`summary`]) each time it
     /// has grown by this many hours; 0 never.
     pub summary_hours: u32,
+    /// LAN fan-out: devices that contacted at most this many LAN hosts in
+    /// any hour of the window (a plug: the gateway) are judged by it ...
+    pub lan_quiet_max: u32,
+    /// ... host_sweep when an hour has at least this many LAN hosts (and
+    /// more than twice the window's most plus two) ...
+    pub lan_min_hosts: u32,
+    /// ... and port_scan when an hour has at least this many probed ports
+    /// on one LAN host (and more than twice the window's most plus two).
+    pub lan_min_ports: u32,
 }
 
 impl Default for BaselineConfig {
@@ -78,6 +87,9 @@ impl Default for BaselineConfig {
             max_destinations: 2000,
             max_devices: 10_000,
             summary_hours: 24,
+            lan_quiet_max: 3,
+            lan_min_hosts: 4,
+            lan_min_ports: 4,
         }
     }
 }
@@ -154,6 +166,24 @@ pub struct Bucket {
     /// Bytes received from destinations outside the baseline.
     #[serde(default)]
     pub bytes_down_new: u64,
+    /// LAN hosts contacted (keys of their addresses).
+    #[serde(default)]
+    pub lan_hosts: HashSet<u64>,
+    /// Probed (host key, port key) pairs on the LAN: connections that
+    /// never became a session.
+    #[serde(default)]
+    pub lan_probes: HashSet<(u64, u32)>,
+}
+
+impl Bucket {
+    /// The most ports probed on one LAN host.
+    fn lan_ports_max(&self) -> usize {
+        let mut per: HashMap<u64, usize> = HashMap::new();
+        for (h, _) in &self.lan_probes {
+            *per.entry(*h).or_default() += 1;
+        }
+        per.into_values().max().unwrap_or(0)
+    }
 }
 
 /// One hour of the day over the window: per day, bytes up, bytes down and
@@ -249,6 +279,10 @@ pub struct Baseline {
     /// lost it or never learnt it.
     #[serde(default)]
     pub weeks: Vec<(i64, [u64; 3])>,
+    /// Per day of the window: the most LAN hosts contacted in one hour,
+    /// and the most ports probed on one LAN host in one hour.
+    #[serde(default)]
+    pub lan: VecDeque<(i64, u32, u32)>,
     /// New destinations and ports per day after the first day.
     pub churn_per_day: f64,
     pub port_churn_per_day: f64,
@@ -280,6 +314,14 @@ impl Baseline {
         self.weeks
             .iter()
             .any(|(_, bits)| bits[bit / 64] >> (bit % 64) & 1 == 1)
+    }
+
+    /// The most LAN hosts in an hour, and the most ports probed on one LAN
+    /// host in an hour, over the window.
+    pub fn lan_max(&self) -> (u32, u32) {
+        self.lan
+            .iter()
+            .fold((0, 0), |(h, p), (_, dh, dp)| (h.max(*dh), p.max(*dp)))
     }
 
     /// Days from the first to the last hour with activity: quiet hours
@@ -353,6 +395,20 @@ impl Baseline {
                 .push_back((day, b.bytes_up, b.bytes_down, b.connections));
         }
         let window = i64::from(cfg.window_days);
+        if !flagged {
+            let hosts = b.lan_hosts.len() as u32;
+            let ports = b.lan_ports_max() as u32;
+            match self.lan.back_mut() {
+                Some((d, h, p)) if *d == day => {
+                    *h = (*h).max(hosts);
+                    *p = (*p).max(ports);
+                }
+                _ => self.lan.push_back((day, hosts, ports)),
+            }
+        }
+        while self.lan.front().is_some_and(|(d, ..)| *d <= day - window) {
+            self.lan.pop_front();
+        }
         for h in &mut self.hours {
             while h.days.front().is_some_and(|(d, ..)| *d <= day - window) {
                 h.days.pop_front();
@@ -690,9 +746,15 @@ impl Profiler {
             if d.current.hour > 0 {
                 let done = std::mem::take(&mut d.current);
                 let version = d.baseline.version;
-                let flagged = ["volume_spike", "exfiltration", "unusual_time"]
-                    .iter()
-                    .any(|t| d.fired.contains(*t));
+                let flagged = [
+                    "volume_spike",
+                    "exfiltration",
+                    "unusual_time",
+                    "host_sweep",
+                    "port_scan",
+                ]
+                .iter()
+                .any(|t| d.fired.contains(*t));
                 d.baseline.fold_judged(&done, &cfg, flagged);
                 // Hours with nothing in them count as quiet hours of the
                 // day, up to a day of them (a device switched off for a week
@@ -834,6 +896,21 @@ impl Profiler {
         b.bytes_up += f.orig_bytes;
         b.bytes_down += f.resp_bytes;
         let external = !crate::private(&f.dst) && crate::unicast(&f.dst);
+        let lan = crate::private(&f.dst) && crate::unicast(&f.dst) && f.dst != f.src;
+        let mut new_lan_host = false;
+        let mut new_lan_probe = false;
+        if lan && b.lan_hosts.len() < 4096 {
+            let host = match f.dst {
+                IpAddr::V4(v) => key(&[b"lan4", &v.octets()]),
+                IpAddr::V6(v) => key(&[b"lan6", &v.octets()]),
+            };
+            new_lan_host = b.lan_hosts.insert(host);
+            if f.is_probe() {
+                new_lan_probe = b
+                    .lan_probes
+                    .insert((host, port_key(f.transport, f.dst_port)));
+            }
+        }
         let dest = destination(&f.dst, name.as_deref());
         let port = port_key(f.transport, f.dst_port);
         let new_dest = external && b.destinations.insert(dest);
@@ -931,6 +1008,63 @@ impl Profiler {
                 ..Default::default()
             });
         }
+        // The LAN: a device that kept to a host or two (a plug and the
+        // gateway) and now reaches many, or probes a LAN host's ports, is
+        // mapping the network, however slowly.
+        let (lan_hosts_max, lan_ports_max) = base.lan_max();
+        if own && base.days() >= 2.0 && lan_hosts_max <= cfg.lan_quiet_max {
+            let hosts = d.current.lan_hosts.len() as u32;
+            if new_lan_host
+                && hosts >= cfg.lan_min_hosts.max(2 * lan_hosts_max + 2)
+                && !d.fired.contains("host_sweep")
+            {
+                alerts.push(Alert {
+                    alert_type: "host_sweep".into(),
+                    severity: Severity::Medium as i32,
+                    score: (f64::from(hosts) / 20.0).clamp(0.5, 1.0),
+                    description: format!(
+                        "{} contacted {hosts} LAN hosts in this hour; in {} days it never contacted more than {lan_hosts_max} in an hour",
+                        f.src, cfg.window_days
+                    ),
+                    expected: format!("at most {lan_hosts_max} LAN hosts an hour"),
+                    observed: format!("{hosts} LAN hosts, the latest {}", f.dst),
+                    evidence: vec![
+                        kv("lan_hosts", hosts.to_string()),
+                        kv("usual_max", lan_hosts_max.to_string()),
+                        kv("method", "baseline".into()),
+                    ],
+                    suppression_key: format!("host_sweep|lan|{device}"),
+                    ..Default::default()
+                });
+            }
+            let ports = if new_lan_probe {
+                d.current.lan_ports_max() as u32
+            } else {
+                0
+            };
+            if ports >= cfg.lan_min_ports.max(2 * lan_ports_max + 2)
+                && !d.fired.contains("port_scan")
+            {
+                alerts.push(Alert {
+                    alert_type: "port_scan".into(),
+                    severity: Severity::Medium as i32,
+                    score: (f64::from(ports) / 20.0).clamp(0.5, 1.0),
+                    description: format!(
+                        "{} probed {ports} ports of a LAN host in this hour ({} the latest); in {} days it never probed more than {lan_ports_max}",
+                        f.src, f.dst, cfg.window_days
+                    ),
+                    expected: format!("at most {lan_ports_max} probed ports on a LAN host"),
+                    observed: format!("{ports} probed ports on {}", f.dst),
+                    evidence: vec![
+                        kv("ports", ports.to_string()),
+                        kv("usual_max", lan_ports_max.to_string()),
+                        kv("method", "baseline".into()),
+                    ],
+                    suppression_key: format!("port_scan|lan|{device}"),
+                    ..Default::default()
+                });
+            }
+        }
         let local = d.current.hour + i64::from(cfg.utc_offset_minutes) / 60;
         let hod = local.rem_euclid(24) as usize;
         let b = &d.current;
@@ -1009,10 +1143,10 @@ impl Profiler {
         for mut a in alerts {
             if matches!(
                 a.alert_type.as_str(),
-                "unusual_time" | "exfiltration" | "volume_spike"
+                "unusual_time" | "exfiltration" | "volume_spike" | "host_sweep" | "port_scan"
             ) {
                 d.fired.insert(a.alert_type.clone());
-                if a.alert_type != "unusual_time" {
+                if matches!(a.alert_type.as_str(), "exfiltration" | "volume_spike") {
                     a.suppression_key = format!("{}|{device}", a.alert_type);
                 }
             }
@@ -1174,6 +1308,56 @@ mod tests {
             !text.contains("52.1.2.3") && !text.contains("iot."),
             "{text}"
         );
+    }
+
+    /// A plug that kept to its cloud: four probed ports of the router are
+    /// a port scan, four LAN hosts in an hour a sweep, both at the fourth.
+    #[test]
+    fn a_plug_that_kept_off_the_lan_is_caught_at_its_fourth_probe() {
+        let mut p = Profiler::new(BaselineConfig::default());
+        plug(&mut p, 8);
+        assert!(p.take().is_empty());
+        let probe = |ts: i64, dst: &str, port: u16| Flow {
+            state: ConnState::Rej,
+            orig_bytes: 0,
+            resp_bytes: 0,
+            resp_pkts: 1,
+            ..flow(ts, dst, port, 0, 0)
+        };
+        let hour = p.devices["plug"].current.hour;
+        let ts = hour * HOUR + 20 * 60_000_000;
+        let mut raised = Vec::new();
+        for (i, port) in [22u16, 23, 80, 8080].into_iter().enumerate() {
+            p.flow(
+                "plug",
+                &probe(ts + i as i64 * 30_000_000, "192.168.1.1", port),
+            );
+            raised.push(
+                p.take()
+                    .into_iter()
+                    .map(|(_, a)| a.alert_type)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(raised[..3], [vec![], vec![], vec![]] as [Vec<String>; 3]);
+        assert_eq!(raised[3], ["port_scan"]);
+        let ts = (hour + 1) * HOUR + 5 * 60_000_000;
+        let mut raised = Vec::new();
+        for h in 0..4 {
+            let dst = format!("192.168.1.{}", 30 + h);
+            p.flow("plug", &probe(ts + h * 40_000_000, &dst, 80));
+            raised.push(
+                p.take()
+                    .into_iter()
+                    .map(|(_, a)| a.alert_type)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert!(raised[..3].iter().all(Vec::is_empty), "{raised:?}");
+        assert_eq!(raised[3], ["host_sweep"], "{raised:?}");
+        // Flagged hours are not learnt: the plug's LAN habit stays nil.
+        p.flow("plug", &flow((hour + 3) * HOUR, "52.1.2.3", 443, 600, 900));
+        assert_eq!(p.devices["plug"].baseline.lan_max(), (0, 0));
     }
 
     /// A TV watched on weekday evenings and on weekend mornings too: its

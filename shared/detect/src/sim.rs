@@ -354,6 +354,8 @@ struct Gen {
     rng: Rng,
     /// ARP's own stream, so adding ARP left the rest of the home as it was.
     arp_rng: Rng,
+    /// new_port injections so far.
+    new_ports: usize,
     out: Vec<Record>,
 }
 
@@ -445,6 +447,7 @@ impl Home {
         let mut g = Gen {
             rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
             arp_rng: Rng(seed.wrapping_mul(0xd1b5_4a32_d192_ed03) | 1),
+            new_ports: 0,
             out: Vec::new(),
         };
         let mut devices = Vec::new();
@@ -697,11 +700,19 @@ fn inject(g: &mut Gen, devices: &[Device], judge: i64, days: i64, out: &mut Vec<
     let mut slot = 0i64;
     // Every detector's type, in the order their injections are scheduled.
     for kind in crate::thresholds::ALERT_TYPES {
-        for strength in ["documented", "weak"] {
+        // The quiet probes the fixed thresholds cannot see: found only
+        // against a device's own LAN habits.
+        let strengths: &[&str] = if matches!(kind, "port_scan" | "host_sweep") {
+            &["documented", "weak", "quiet"]
+        } else {
+            &["documented", "weak"]
+        };
+        for strength in strengths.iter().copied() {
             for rep in 0..4 {
-                let pool: &[&Device] = match kind {
-                    "new_destination" | "new_port" | "volume_spike" | "exfiltration" => &iot,
-                    "unusual_time" => &quiet_nights,
+                let pool: &[&Device] = match (kind, strength) {
+                    ("new_destination" | "new_port" | "volume_spike" | "exfiltration", _)
+                    | (_, "quiet") => &iot,
+                    ("unusual_time", _) => &quiet_nights,
                     _ => &anyone,
                 };
                 let d = pool[g.rng.below(pool.len() as u64) as usize].clone();
@@ -718,13 +729,16 @@ fn inject(g: &mut Gen, devices: &[Device], judge: i64, days: i64, out: &mut Vec<
                 let doc = strength == "documented";
                 // Every other sweep maps the LAN by ARP instead of probing
                 // a port.
-                let kind = if kind == "host_sweep" && rep % 2 == 1 {
-                    "host_sweep_arp"
-                } else {
-                    kind
+                let kind = match (kind, strength) {
+                    (_, "quiet") => match kind {
+                        "port_scan" => "port_scan_quiet",
+                        _ => "host_sweep_quiet",
+                    },
+                    ("host_sweep", _) if rep % 2 == 1 => "host_sweep_arp",
+                    _ => kind,
                 };
                 let (end, what) = one(g, kind, doc, &d, start);
-                let kind = kind.trim_end_matches("_arp");
+                let kind = kind.trim_end_matches("_arp").trim_end_matches("_quiet");
                 out.push(Injection {
                     kind: kind.into(),
                     strength: strength.into(),
@@ -776,6 +790,35 @@ fn one(g: &mut Gen, kind: &str, doc: bool, d: &Device, start: i64) -> (i64, Stri
             (
                 start + hosts * gap,
                 format!("telnet probes of {hosts} LAN addresses"),
+            )
+        }
+        "port_scan_quiet" => {
+            let target = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 1));
+            for (i, port) in [22u16, 23, 80, 8080].into_iter().enumerate() {
+                g.conn(
+                    start + i as i64 * 30 * SECOND,
+                    d,
+                    target,
+                    port,
+                    ConnState::Rej,
+                    0,
+                    0,
+                    0,
+                );
+            }
+            (
+                start + 90 * SECOND,
+                "4 ports of the router in 2 minutes".into(),
+            )
+        }
+        "host_sweep_quiet" => {
+            for h in 0..5i64 {
+                let ip = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 30 + h as u8));
+                g.conn(start + h * 40 * SECOND, d, ip, 80, ConnState::S0, 0, 0, 0);
+            }
+            (
+                start + 160 * SECOND,
+                "5 LAN hosts on 80/tcp in 3 minutes".into(),
             )
         }
         "host_sweep_arp" => {
@@ -909,9 +952,11 @@ fn one(g: &mut Gen, kind: &str, doc: bool, d: &Device, start: i64) -> (i64, Stri
             };
             let ip = address(&mut g.rng, domain, false);
             g.lookup(start, d, &format!("api.{domain}"), 0, vec![ip]);
-            // A different port each time: a port once seen is learnt.
-            let port =
-                [2323u16, 4444, 6667, 31337, 8080, 1080, 5555, 9001][g.rng.below(8) as usize];
+            // A different port each time (a port once seen is learnt, and
+            // two injections may fall on one device).
+            const PORTS: [u16; 8] = [2323, 4444, 6667, 31337, 8080, 1080, 5555, 9001];
+            let port = PORTS[g.new_ports % PORTS.len()];
+            g.new_ports += 1;
             let _ = doc;
             g.conn(
                 start + SECOND,
@@ -1235,7 +1280,7 @@ mod tests {
         assert_eq!(a.records.len(), b.records.len());
         assert_eq!(a.injections, b.injections);
         assert!(a.devices.len() >= 20);
-        assert_eq!(a.injections.len(), 12 * 2 * 4);
+        assert_eq!(a.injections.len(), 12 * 2 * 4 + 2 * 4);
     }
 
     /// A service stores its monitor now and then and resumes from it after

@@ -87,6 +87,11 @@ pub struct Overrides {
     /// hours of the day than this are not judged.
     pub unusual_min_connections: Option<u64>,
     pub unusual_max_active_hours: Option<usize>,
+    /// LAN fan-out against the baseline: devices that kept to this many
+    /// LAN hosts an hour are judged; hosts and probed ports that alert.
+    pub lan_quiet_max: Option<u32>,
+    pub lan_min_hosts: Option<u32>,
+    pub lan_min_ports: Option<u32>,
     /// Alert types this layer silences.
     #[serde(default)]
     pub mute: Vec<String>,
@@ -126,7 +131,10 @@ impl Overrides {
             volume_min_bytes,
             exfil_ratio,
             unusual_min_connections,
-            unusual_max_active_hours
+            unusual_max_active_hours,
+            lan_quiet_max,
+            lan_min_hosts,
+            lan_min_ports
         );
     }
 
@@ -143,6 +151,8 @@ impl Overrides {
             ("dga_nxdomains", self.dga_nxdomains),
             ("brute_sessions", self.brute_sessions),
             ("unusual_max_active_hours", self.unusual_max_active_hours),
+            ("lan_min_hosts", self.lan_min_hosts.map(|v| v as usize)),
+            ("lan_min_ports", self.lan_min_ports.map(|v| v as usize)),
         ];
         for (name, v) in counts {
             if v == Some(0) {
