@@ -95,7 +95,8 @@ done
 psql -X -h 127.0.0.1 -U heimdall -d heimdall -c \
   "SELECT DISTINCT ON (s->>'anon_device_id') s->>'anon_device_id' AS anon_device_id, s->>'device_type' AS type, s->>'vendor' AS vendor, s->>'oui' AS oui FROM asgard_dev.batches b, jsonb_array_elements(b.body->'signatures') s WHERE b.kind = 'signatures' ORDER BY s->>'anon_device_id', b.received_at DESC"
 echo "== the anomaly service: devices it profiles and the alerts it raised for demo-sensor (schema anomaly)"
-for _ in $(seq 1 100); do
+# Profiles are stored at the service's checkpoints (every 10 s).
+for _ in $(seq 1 300); do
   n="$(psql_ -c "SELECT count(*) FROM anomaly.profiles WHERE sensor_id = 'demo-sensor'")"
   [ "$n" -gt 0 ] && break
   sleep 0.1
@@ -104,6 +105,8 @@ psql -X -h 127.0.0.1 -U heimdall -d heimdall -c \
   "SELECT device_key, version, round(confidence::numeric, 2) AS confidence, device_type, jsonb_array_length(coalesce(body->'current'->'destinations', '[]'::jsonb)) AS destinations_this_hour FROM anomaly.profiles WHERE sensor_id = 'demo-sensor' ORDER BY device_key"
 psql -X -h 127.0.0.1 -U heimdall -d heimdall -c \
   "SELECT alert_type, count(*) AS alerts, max(severity) AS max_severity, count(DISTINCT incident_id) AS incidents FROM anomaly.alerts WHERE sensor_id = 'demo-sensor' GROUP BY alert_type ORDER BY alert_type"
+psql -X -h 127.0.0.1 -U heimdall -d heimdall -c \
+  "SELECT incident_id, device_id, CASE state WHEN 1 THEN 'open' WHEN 2 THEN 'acknowledged' ELSE 'closed' END AS state, changed_by, alert_count, alert_types FROM anomaly.incidents WHERE sensor_id = 'demo-sensor' ORDER BY opened_us LIMIT 10"
 echo "(a ten-minute capture is too short to learn a baseline: the baseline detectors judge after about 3 days of a device's data, the shape detectors at once)"
 echo "== bus metrics of the sink (http://127.0.0.1:9101/metrics)"
 curl -s http://127.0.0.1:9101/metrics | grep -E '^heimdall_bus_(handled|poison|handler_errors)' || true
