@@ -98,10 +98,10 @@ pub async fn act(
     .execute(pool)
     .await?
     .rows_affected();
-    let found = list(pool, sensor, None)
+    let found = query(pool, sensor, Some(incident), None)
         .await?
         .into_iter()
-        .find(|i| i.incident_id == incident);
+        .next();
     match (changed, found) {
         (1, Some(i)) => Ok(i),
         (_, Some(_)) => Err(IncidentError::Closed {
@@ -121,6 +121,23 @@ pub async fn list(
     sensor: &str,
     state: Option<&str>,
 ) -> Result<Vec<IncidentInfo>, sqlx::Error> {
+    query(pool, sensor, None, state).await
+}
+
+/// A sensor's incidents (or the one named `incident`) in `state` (all
+/// when `None`), newest first, at most 1000.
+async fn query(
+    pool: &PgPool,
+    sensor: &str,
+    incident: Option<&str>,
+    state: Option<&str>,
+) -> Result<Vec<IncidentInfo>, sqlx::Error> {
+    let state: Option<i16> = state.map(|s| match s {
+        "open" => IncidentState::Open as i16,
+        "acknowledged" => IncidentState::Acknowledged as i16,
+        "closed" => IncidentState::Closed as i16,
+        _ => -1,
+    });
     type Row = (
         String,
         String,
@@ -138,9 +155,12 @@ pub async fn list(
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT incident_id, device_id, state, severity, alert_types, alert_count, opened_us, updated_us, \
          closed_us, changed_by, note, summary FROM incidents WHERE sensor_id = $1 \
+         AND ($2::text IS NULL OR incident_id = $2) AND ($3::smallint IS NULL OR state = $3) \
          ORDER BY updated_us DESC, incident_id LIMIT 1000",
     )
     .bind(sensor)
+    .bind(incident)
+    .bind(state)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -159,7 +179,6 @@ pub async fn list(
             note: r.10,
             summary: r.11,
         })
-        .filter(|i| state.is_none_or(|s| i.state == s))
         .collect())
 }
 
@@ -249,26 +268,34 @@ impl Service {
         let everything = matches!(self.settings.partition_list(), Ok(None));
         let stale = wall_us() - 24 * 3_600_000_000;
         let mut mons = self.monitors.lock().await;
-        let mut done = Vec::new();
+        let (mut here, mut elsewhere) = (Vec::new(), Vec::new());
         for (sensor, id, closed) in &rows {
-            let mut here = false;
+            let mut held_here = false;
             for ((s, part), m) in mons.iter_mut() {
                 if s == sensor && m.detector.close_incident(id) {
                     held(&self.changed).insert((s.clone(), *part));
-                    here = true;
+                    held_here = true;
                 }
             }
-            if here || everything || closed.is_some_and(|c| c < stale) {
-                done.push(id.clone());
+            if held_here {
+                here.push(id.clone());
+            } else if everything || closed.is_some_and(|c| c < stale) {
+                elsewhere.push(id.clone());
             }
         }
-        self.checkpoint_locked(&mut mons).await?;
+        // Detached in the transaction that saves the monitors without them.
+        if !here.is_empty() {
+            self.checkpoint_with(&mut mons, &here).await?;
+        }
         drop(mons);
-        sqlx::query("UPDATE incidents SET detached = true WHERE incident_id = ANY($1)")
-            .bind(&done)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.len())
+        if !elsewhere.is_empty() {
+            sqlx::query("UPDATE incidents SET detached = true WHERE incident_id = ANY($1)")
+                .bind(&elsewhere)
+                .execute(&self.pool)
+                .await?;
+        }
+        let done = here.len() + elsewhere.len();
+        Ok(done)
     }
 
     /// Publishes changes of state (closed, acknowledged) not yet published;

@@ -29,8 +29,9 @@
 //!   stopped. Only messages that stream retention removed while the replica
 //!   was down are lost, and they are counted
 //!   (`heimdall_anomaly_resume_gap_sequences`).
-//! - Incidents close after an hour of their device's record time without
-//!   an alert, or when a person closes them (API, command line); a person
+//! - Incidents close after an hour of record time (the newest record of
+//!   their sensor's partition) without an alert, or when a person closes
+//!   them (API, command line); a person
 //!   may acknowledge one too. Every change of state is published from the
 //!   incidents table, and after a person's close the device's next alert
 //!   opens a new incident.
@@ -278,6 +279,9 @@ pub enum HandleError {
     /// A stored profile did not parse.
     #[error("profile: {0}")]
     Json(#[from] serde_json::Error),
+    /// An earlier message of the consumer must be fed first.
+    #[error("{consumer} waits for message {sequence}, which could not be applied yet")]
+    Waiting { consumer: String, sequence: u64 },
 }
 
 /// Why a rollback was refused.
@@ -396,6 +400,10 @@ pub struct Service {
     positions: std::sync::Mutex<HashMap<String, u64>>,
     /// Monitors fed since the last checkpoint.
     changed: std::sync::Mutex<std::collections::HashSet<Part>>,
+    /// Per consumer, the first message that could not be fed (its
+    /// monitor did not load, or earlier output did not store): later ones
+    /// wait for it.
+    blocked: std::sync::Mutex<HashMap<String, u64>>,
     /// Alerts, versions and summaries a failed transaction could not store:
     /// kept for the next attempt, since the records that made them are
     /// not fed again.
@@ -484,6 +492,7 @@ impl Service {
             metrics: ServiceMetrics::default(),
             positions: std::sync::Mutex::new(HashMap::new()),
             changed: std::sync::Mutex::new(std::collections::HashSet::new()),
+            blocked: std::sync::Mutex::new(HashMap::new()),
             unsaved: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -540,8 +549,15 @@ impl Service {
                 .bind(i32::from(part))
                 .fetch_optional(&self.pool)
                 .await?;
-        if let Some(body) = saved {
-            m.resume(serde_json::from_slice(&body)?);
+        let saved = saved.and_then(|body| match serde_json::from_slice::<Monitor>(&body) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                warn!(sensor, partition = part, error = %e, "the saved monitor does not read; starting from the stored profiles");
+                None
+            }
+        });
+        if let Some(saved) = saved {
+            m.resume(saved);
             if let Some(devs) = self.devices.lock().await.get(sensor) {
                 for (mac, (id, t)) in devs {
                     m.device(*mac, id, t);
@@ -592,11 +608,29 @@ impl Service {
         from: Option<(&str, u64)>,
         f: impl FnOnce(&mut Monitor),
     ) -> Result<usize, HandleError> {
+        // A message with no stream sequence is fed untracked.
+        let from = from.filter(|(_, seq)| *seq > 0);
+        // Messages of a consumer are fed in stream order: after one could
+        // not be fed, later ones wait (and come again) until it is.
+        if let Some((durable, seq)) = from
+            && let Some(first) = held(&self.blocked).get(durable).copied()
+            && seq > first
+        {
+            return Err(HandleError::Waiting {
+                consumer: durable.to_string(),
+                sequence: first,
+            });
+        }
         let mut mons = self.monitors.lock().await;
         let key = (sensor.to_string(), part);
-        if !mons.contains_key(&key) {
-            let m = self.load(sensor, part).await?;
-            mons.insert(key.clone(), m);
+        let ready = self.prepare(&mut mons, sensor, part).await;
+        if let Err(e) = ready {
+            if let Some((durable, seq)) = from {
+                let mut blocked = held(&self.blocked);
+                let b = blocked.entry(durable.to_string()).or_insert(seq);
+                *b = (*b).min(seq);
+            }
+            return Err(e);
         }
         let Some(m) = mons.get_mut(&key) else {
             return Ok(0);
@@ -613,6 +647,12 @@ impl Service {
             }
             None => true,
         };
+        if let Some((durable, seq)) = from {
+            let mut blocked = held(&self.blocked);
+            if blocked.get(durable).is_some_and(|b| *b <= seq) {
+                blocked.remove(durable);
+            }
+        }
         if fed {
             f(m);
             held(&self.changed).insert(key.clone());
@@ -621,6 +661,31 @@ impl Service {
         let devices: usize = mons.values().map(|m| m.profiles_of().len()).sum();
         self.metrics.devices.set(devices as i64);
         result
+    }
+
+    /// Loads the partition's monitor if needed and stores what an earlier
+    /// batch left unsaved: both before a record is fed, so unsaved output
+    /// never grows past one batch and a checkpoint never saves a position
+    /// past an alert that is not stored.
+    async fn prepare(
+        &self,
+        mons: &mut HashMap<Part, Monitor>,
+        sensor: &str,
+        part: u16,
+    ) -> Result<(), HandleError> {
+        let key = (sensor.to_string(), part);
+        if !mons.contains_key(&key) {
+            let m = self.load(sensor, part).await?;
+            mons.insert(key.clone(), m);
+        }
+        let unsaved = held(&self.unsaved).remove(&key);
+        if let (Some(u), Some(m)) = (unsaved, mons.get(&key))
+            && let Err(e) = self.store(sensor, m, &u).await
+        {
+            held(&self.unsaved).insert(key, u);
+            return Err(e);
+        }
+        Ok(())
     }
 
     async fn persist(
@@ -728,7 +793,8 @@ impl Service {
                  ON CONFLICT (incident_id) DO UPDATE SET updated_us = GREATEST(incidents.updated_us, EXCLUDED.updated_us), \
                  severity = GREATEST(incidents.severity, EXCLUDED.severity), \
                  alert_types = (SELECT array_agg(DISTINCT t ORDER BY t) FROM unnest(incidents.alert_types || EXCLUDED.alert_types) t), \
-                 alert_count = incidents.alert_count + 1",
+                 alert_count = incidents.alert_count + 1 \
+                 WHERE incidents.state <> 3",
             )
             .bind(&a.incident_id)
             .bind(sensor)
@@ -742,8 +808,8 @@ impl Service {
         }
         for (id, quiet_since) in &u.closed {
             sqlx::query(
-                "UPDATE incidents SET state = 3, closed_us = $2, changed_by = 'inactivity', state_published = false \
-                 WHERE incident_id = $1 AND state <> 3",
+                "UPDATE incidents SET state = 3, closed_us = $2, changed_by = 'inactivity', note = NULL, \
+                 state_published = false WHERE incident_id = $1 AND state <> 3",
             )
             .bind(id)
             .bind(quiet_since)
@@ -770,6 +836,21 @@ impl Service {
         &self,
         mons: &mut HashMap<Part, Monitor>,
     ) -> Result<usize, HandleError> {
+        self.checkpoint_with(mons, &[]).await
+    }
+
+    /// [`Service::checkpoint_locked`], marking the incidents `detached` in
+    /// the same transaction.
+    pub(crate) async fn checkpoint_with(
+        &self,
+        mons: &mut HashMap<Part, Monitor>,
+        detached: &[String],
+    ) -> Result<usize, HandleError> {
+        // Output not yet stored first: positions must not pass it.
+        let waiting: Vec<Part> = held(&self.unsaved).keys().cloned().collect();
+        for (sensor, part) in waiting {
+            self.prepare(mons, &sensor, part).await?;
+        }
         let changed = held(&self.changed).clone();
         let positions = held(&self.positions).clone();
         let mut tx = self.pool.begin().await?;
@@ -806,8 +887,14 @@ impl Service {
                 dirty.into_iter().cloned().collect::<Vec<_>>(),
             ));
         }
-        if saved == 0 {
+        if saved == 0 && detached.is_empty() {
             return Ok(0);
+        }
+        if !detached.is_empty() {
+            sqlx::query("UPDATE incidents SET detached = true WHERE incident_id = ANY($1)")
+                .bind(detached)
+                .execute(&mut *tx)
+                .await?;
         }
         for (durable, seq) in &positions {
             sqlx::query(
@@ -1214,10 +1301,10 @@ impl Service {
 
     /// Has the bus deliver again every record message after the positions
     /// saved with the monitors, so what was applied after the last
-    /// checkpoint (and lost with a crash) is applied again, once. With no
-    /// saved state at all (`fresh`), every message the streams still hold
-    /// comes, as for a consumer made for the first time.
-    async fn resume_consumers(&self, bus: &Bus, fresh: bool) -> anyhow::Result<()> {
+    /// checkpoint (and lost with a crash) is applied again, once. A consumer
+    /// with no saved position gets every message the stream still holds,
+    /// as a consumer made for the first time does.
+    async fn resume_consumers(&self, bus: &Bus) -> anyhow::Result<()> {
         let stored: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
             "SELECT durable, stream_seq FROM consumer_positions",
         )
@@ -1227,14 +1314,15 @@ impl Service {
         .collect();
         for kind in [Kind::Flows, Kind::Dns, Kind::Observations] {
             for spec in self.specs(bus, kind) {
-                let after = match stored.get(&spec.durable) {
-                    Some(seq) => *seq as u64,
-                    None if fresh => 0,
-                    None => continue,
-                };
+                // A consumer with no saved position applied nothing that a
+                // checkpoint holds: all it ever delivered comes again.
+                let after = stored.get(&spec.durable).map_or(0, |seq| *seq as u64);
                 let from = bus.rewind(&spec, after).await?;
-                held(&self.positions).insert(spec.durable.clone(), after);
-                if from > after + 1 {
+                // A stream younger than the position (deleted and made
+                // again) starts over: nothing of it was applied.
+                held(&self.positions)
+                    .insert(spec.durable.clone(), after.min(from.saturating_sub(1)));
+                if from > after + 1 && after > 0 {
                     self.metrics.resume_gaps.inc_by(from - after - 1);
                     warn!(
                         consumer = %spec.durable,
@@ -1503,7 +1591,6 @@ pub async fn run(
     )
     .fetch_all(&svc.pool)
     .await?;
-    let fresh = parts.is_empty();
     for (sensor, part) in parts {
         if svc.owns(part as u16) {
             svc.apply(&sensor, part as u16, None, |_| {})
@@ -1527,7 +1614,7 @@ pub async fn run(
         Kind::Baselines,
     ])
     .await?;
-    svc.resume_consumers(&bus, fresh).await?;
+    svc.resume_consumers(&bus).await?;
     health.ready(
         "nats",
         "consuming flows, dns, observations, devices and intel",

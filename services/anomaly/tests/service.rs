@@ -153,32 +153,67 @@ async fn wait_for(pool: &sqlx::PgPool, sql: &str, at_least: i64, log: &Path) -> 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn baselines_are_learnt_versioned_rolled_back_and_survive_a_restart() {
+/// One test's own database, NATS namespace, log and service process (not
+/// started yet).
+struct Rig {
+    db: TestDb,
+    bus: Bus,
+    svc: process::ServiceProcess,
+    pool: sqlx::PgPool,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig(name: &str, checkpoint: Option<&str>, streams: &[Kind]) -> Rig {
     let db = TestDb::new()
         .await
         .expect("PostgreSQL must be running (make setup)");
-    let bus_config = heimdall_bus::testing::config("anomaly");
+    let bus_config = heimdall_bus::testing::config(name);
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("anomaly.log");
-    let svc = process::ServiceProcess::new(
+    let mut svc = process::ServiceProcess::new(
         Path::new(env!("CARGO_BIN_EXE_heimdall-anomaly")),
         &bus_config.namespace,
         &log,
     )
     .expect("port")
-    .with("HEIMDALL_DATABASE_URL", db.url())
-    .with("HEIMDALL_ANOMALY_CHECKPOINT_INTERVAL", "300ms");
-    let bus = Bus::connect(&bus_config, "anomaly-test")
+    .with("HEIMDALL_DATABASE_URL", db.url());
+    if let Some(every) = checkpoint {
+        svc = svc.with("HEIMDALL_ANOMALY_CHECKPOINT_INTERVAL", every);
+    }
+    let bus = Bus::connect(&bus_config, &format!("{name}-test"))
         .await
         .expect("NATS must be running (make setup)");
-    bus.ensure_streams(&[Kind::Flows, Kind::Dns, Kind::Alerts])
-        .await
-        .expect("streams");
-    let mut child = svc.start().await;
+    bus.ensure_streams(streams).await.expect("streams");
     let pool = heimdall_store::connect(db.config(), heimdall_anomaly_service::SCHEMA)
         .await
         .expect("pool");
+    Rig {
+        db,
+        bus,
+        svc,
+        pool,
+        log,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baselines_are_learnt_versioned_rolled_back_and_survive_a_restart() {
+    let Rig {
+        db,
+        bus,
+        svc,
+        pool,
+        log,
+        _dir,
+    } = rig(
+        "anomaly",
+        Some("300ms"),
+        &[Kind::Flows, Kind::Dns, Kind::Alerts],
+    )
+    .await;
+    let mut child = svc.start().await;
 
     // Four days of normal life: learnt, versioned, and no alert.
     let (conns, dns) = normal(4);
@@ -437,29 +472,14 @@ fn record(f: &heimdall_detect::Flow, n: usize) -> ConnRecord {
 async fn a_sigkill_mid_stream_loses_and_doubles_no_alert() {
     use heimdall_detect::sim::{Home, Record};
 
-    let db = TestDb::new()
-        .await
-        .expect("PostgreSQL must be running (make setup)");
-    let bus_config = heimdall_bus::testing::config("anomaly-kill");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("anomaly.log");
-    let svc = process::ServiceProcess::new(
-        Path::new(env!("CARGO_BIN_EXE_heimdall-anomaly")),
-        &bus_config.namespace,
-        &log,
-    )
-    .expect("port")
-    .with("HEIMDALL_DATABASE_URL", db.url())
-    .with("HEIMDALL_ANOMALY_CHECKPOINT_INTERVAL", "500ms");
-    let bus = Bus::connect(&bus_config, "anomaly-kill-test")
-        .await
-        .expect("NATS must be running (make setup)");
-    bus.ensure_streams(&[Kind::Flows, Kind::Alerts])
-        .await
-        .expect("streams");
-    let pool = heimdall_store::connect(db.config(), heimdall_anomaly_service::SCHEMA)
-        .await
-        .expect("pool");
+    let Rig {
+        bus,
+        svc,
+        pool,
+        log,
+        _dir,
+        db: _db,
+    } = rig("anomaly-kill", Some("500ms"), &[Kind::Flows, Kind::Alerts]).await;
 
     // Connections only: one consumer feeds the monitor, in the order they
     // were published, as one monitor in this test reads them.
@@ -604,29 +624,15 @@ fn scan(t: i64, host: &str) -> Vec<ConnRecord> {
 /// and every change is published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incidents_close_by_inactivity_and_by_a_person() {
-    let db = TestDb::new()
-        .await
-        .expect("PostgreSQL must be running (make setup)");
-    let bus_config = heimdall_bus::testing::config("anomaly-incidents");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("anomaly.log");
-    let svc = process::ServiceProcess::new(
-        Path::new(env!("CARGO_BIN_EXE_heimdall-anomaly")),
-        &bus_config.namespace,
-        &log,
-    )
-    .expect("port")
-    .with("HEIMDALL_DATABASE_URL", db.url());
-    let bus = Bus::connect(&bus_config, "anomaly-incidents-test")
-        .await
-        .expect("NATS must be running (make setup)");
-    bus.ensure_streams(&[Kind::Flows, Kind::Alerts])
-        .await
-        .expect("streams");
+    let Rig {
+        db,
+        bus,
+        svc,
+        pool,
+        log,
+        _dir,
+    } = rig("anomaly-incidents", None, &[Kind::Flows, Kind::Alerts]).await;
     let child = svc.start().await;
-    let pool = heimdall_store::connect(db.config(), heimdall_anomaly_service::SCHEMA)
-        .await
-        .expect("pool");
     let incident_of = |host: &'static str| {
         let pool = pool.clone();
         async move {

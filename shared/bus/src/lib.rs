@@ -13,6 +13,10 @@
 //!   a message that does not decode is terminated and counted, never retried
 //!   forever. Delivery is at-least-once, so handlers write idempotently
 //!   (keyed on the record uid); together that is exactly-once in the store.
+//! - Each delivery carries its stream sequence, and [`Bus::rewind`] sets a
+//!   durable consumer back to the message after a stored one: a service
+//!   that saves its state with the last sequence it applied replays what
+//!   followed after a crash.
 //! - The W3C trace context of the publishing span travels in the message
 //!   headers; the consumer's span is its child, so one trace follows a batch
 //!   across services.

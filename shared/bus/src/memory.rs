@@ -63,6 +63,17 @@ struct MemConsumer {
     pending: BTreeMap<u64, (u64, Instant)>,
 }
 
+impl MemConsumer {
+    /// A consumer of `spec` whose next delivery is sequence `cursor`.
+    fn at(spec: ConsumerSpec, cursor: u64) -> Self {
+        MemConsumer {
+            spec,
+            cursor,
+            pending: BTreeMap::new(),
+        }
+    }
+}
+
 impl MemoryTransport {
     /// An empty bus.
     pub fn new() -> Self {
@@ -243,24 +254,15 @@ impl Transport for MemoryTransport {
                 // The stream keeps one message per subject (documented on
                 // ConsumerSpec::latest): start afresh at the oldest of them.
                 let first = stream.messages.front().map_or(stream.next_seq, |m| m.seq);
-                stream.consumers.insert(
-                    spec.durable.clone(),
-                    MemConsumer {
-                        spec: spec.clone(),
-                        cursor: first,
-                        pending: BTreeMap::new(),
-                    },
-                );
+                stream
+                    .consumers
+                    .insert(spec.durable.clone(), MemConsumer::at(spec.clone(), first));
             }
             stream
                 .consumers
                 .entry(spec.durable.clone())
                 .and_modify(|c| c.spec = spec.clone())
-                .or_insert_with(|| MemConsumer {
-                    spec: spec.clone(),
-                    cursor: 1,
-                    pending: BTreeMap::new(),
-                });
+                .or_insert_with(|| MemConsumer::at(spec.clone(), 1));
             Ok(Box::new(MemInbox {
                 transport: self.clone(),
                 stream: spec.stream,
@@ -289,14 +291,9 @@ impl Transport for MemoryTransport {
                 } else {
                     start.max(first)
                 };
-                stream.consumers.insert(
-                    spec.durable.clone(),
-                    MemConsumer {
-                        spec,
-                        cursor: from,
-                        pending: BTreeMap::new(),
-                    },
-                );
+                stream
+                    .consumers
+                    .insert(spec.durable.clone(), MemConsumer::at(spec, from));
                 from
             };
             self.shared.changed.notify_waiters();

@@ -151,20 +151,14 @@ impl Transport for NatsTransport {
                 .get_stream(&spec.stream)
                 .await
                 .map_err(|e| err(&e))?;
-            let config = consumer::pull::Config {
-                durable_name: Some(spec.durable.clone()),
-                filter_subject: spec.filter.clone(),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: spec.ack_wait,
-                max_ack_pending: spec.max_ack_pending,
-                max_deliver: spec.max_deliver,
-                deliver_policy: if spec.latest {
+            let config = pull_config(
+                &spec,
+                if spec.latest {
                     consumer::DeliverPolicy::LastPerSubject
                 } else {
                     consumer::DeliverPolicy::All
                 },
-                ..Default::default()
-            };
+            );
             if spec.latest {
                 // Read the current state again: a fresh consumer each bind.
                 let _ = stream.delete_consumer(&spec.durable).await;
@@ -228,18 +222,12 @@ impl Transport for NatsTransport {
                 Err(e) => return Err(err(&e)),
             }
             stream
-                .create_consumer(consumer::pull::Config {
-                    durable_name: Some(spec.durable.clone()),
-                    filter_subject: spec.filter.clone(),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: spec.ack_wait,
-                    max_ack_pending: spec.max_ack_pending,
-                    max_deliver: spec.max_deliver,
-                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                .create_consumer(pull_config(
+                    &spec,
+                    consumer::DeliverPolicy::ByStartSequence {
                         start_sequence: from,
                     },
-                    ..Default::default()
-                })
+                ))
                 .await
                 .map_err(|e| err(&e))?;
             Ok(from)
@@ -275,6 +263,20 @@ impl Transport for NatsTransport {
             })?;
             Ok(info.state.messages)
         })
+    }
+}
+
+/// The JetStream settings of `spec`, starting where `deliver` says.
+fn pull_config(spec: &ConsumerSpec, deliver: consumer::DeliverPolicy) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(spec.durable.clone()),
+        filter_subject: spec.filter.clone(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: spec.ack_wait,
+        max_ack_pending: spec.max_ack_pending,
+        max_deliver: spec.max_deliver,
+        deliver_policy: deliver,
+        ..Default::default()
     }
 }
 

@@ -63,10 +63,10 @@ pub struct BaselineConfig {
     /// any hour of the window (a plug: the gateway) are judged by it ...
     pub lan_quiet_max: u32,
     /// ... host_sweep when an hour has at least this many LAN hosts (and
-    /// more than twice the window's most plus two) ...
+    /// at least twice the window's most plus two) ...
     pub lan_min_hosts: u32,
     /// ... and port_scan when an hour has at least this many probed ports
-    /// on one LAN host (and more than twice the window's most plus two).
+    /// on one LAN host (and at least twice the window's most plus two).
     pub lan_min_ports: u32,
 }
 
@@ -170,19 +170,30 @@ pub struct Bucket {
     #[serde(default)]
     pub lan_hosts: HashSet<u64>,
     /// Probed (host key, port key) pairs on the LAN: connections that
-    /// never became a session.
-    #[serde(default)]
+    /// never became a session (at most [`LAN_PROBES_KEPT`]).
+    #[serde(default, with = "crate::pairs_set")]
     pub lan_probes: HashSet<(u64, u32)>,
+    /// Probed ports per LAN host, and the most of them on one host.
+    #[serde(default, with = "crate::pairs")]
+    pub lan_ports: HashMap<u64, u32>,
+    #[serde(default)]
+    pub lan_ports_most: u32,
 }
 
+/// Probed LAN (host, port) pairs a bucket keeps: a full port scan is
+/// caught long before, and the hour's state stays small.
+pub const LAN_PROBES_KEPT: usize = 4096;
+
 impl Bucket {
-    /// The most ports probed on one LAN host.
-    fn lan_ports_max(&self) -> usize {
-        let mut per: HashMap<u64, usize> = HashMap::new();
-        for (h, _) in &self.lan_probes {
-            *per.entry(*h).or_default() += 1;
+    /// Counts a probe of `port` on LAN host `host`; true when it is new.
+    fn lan_probe(&mut self, host: u64, port: u32) -> bool {
+        if self.lan_probes.len() >= LAN_PROBES_KEPT || !self.lan_probes.insert((host, port)) {
+            return false;
         }
-        per.into_values().max().unwrap_or(0)
+        let n = self.lan_ports.entry(host).or_default();
+        *n += 1;
+        self.lan_ports_most = self.lan_ports_most.max(*n);
+        true
     }
 }
 
@@ -397,7 +408,7 @@ impl Baseline {
         let window = i64::from(cfg.window_days);
         if !flagged {
             let hosts = b.lan_hosts.len() as u32;
-            let ports = b.lan_ports_max() as u32;
+            let ports = b.lan_ports_most;
             match self.lan.back_mut() {
                 Some((d, h, p)) if *d == day => {
                     *h = (*h).max(hosts);
@@ -629,6 +640,7 @@ fn judging(p: &DeviceProfile, cfg: &BaselineConfig) -> bool {
 /// It serializes (serde) to the profiles and the names it learnt, without
 /// its settings, golden profiles or anything not yet taken.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Profiler {
     #[serde(skip)]
     pub cfg: BaselineConfig,
@@ -906,9 +918,7 @@ impl Profiler {
             };
             new_lan_host = b.lan_hosts.insert(host);
             if f.is_probe() {
-                new_lan_probe = b
-                    .lan_probes
-                    .insert((host, port_key(f.transport, f.dst_port)));
+                new_lan_probe = b.lan_probe(host, port_key(f.transport, f.dst_port));
             }
         }
         let dest = destination(&f.dst, name.as_deref());
@@ -1033,12 +1043,16 @@ impl Profiler {
                         kv("usual_max", lan_hosts_max.to_string()),
                         kv("method", "baseline".into()),
                     ],
-                    suppression_key: format!("host_sweep|lan|{device}"),
+                    // The shape detector's key: one sweep, one alert.
+                    suppression_key: format!(
+                        "host_sweep|{}|{}|{}",
+                        f.src, f.dst_port, f.transport as i32
+                    ),
                     ..Default::default()
                 });
             }
             let ports = if new_lan_probe {
-                d.current.lan_ports_max() as u32
+                d.current.lan_ports_most
             } else {
                 0
             };
@@ -1060,7 +1074,7 @@ impl Profiler {
                         kv("usual_max", lan_ports_max.to_string()),
                         kv("method", "baseline".into()),
                     ],
-                    suppression_key: format!("port_scan|lan|{device}"),
+                    suppression_key: format!("port_scan|{}|{}", f.src, f.dst),
                     ..Default::default()
                 });
             }

@@ -14,8 +14,11 @@
 //! - Per-device baselines ([`baseline`]): a rolling window of hourly
 //!   buckets, folded in incrementally, one version per fold, with a
 //!   confidence; `new_destination`, `new_port`, `volume_spike`,
-//!   `exfiltration` and `unusual_time` judge a device only against a
-//!   confident baseline or a golden profile for its type.
+//!   `exfiltration` and `unusual_time` (which also remembers four weeks of
+//!   hours of the week) judge a device only against a confident baseline
+//!   or a golden profile for its type, and a device that kept off the LAN
+//!   is a `port_scan` or `host_sweep` at its fourth probed port or LAN host
+//!   (under the same suppression key as the shape detectors).
 //! - Threat signatures ([`threat`]): domains (and their subdomains),
 //!   addresses and networks raise `threat_match` with the signature's
 //!   severity.
@@ -314,6 +317,7 @@ type Sessions = VecDeque<(i64, u64, u64)>;
 /// It serializes (serde) to what it has seen, without its settings and
 /// without alerts not yet taken: see [`Monitor`] for saving and resuming.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Detector {
     #[serde(skip)]
     cfg: DetectConfig,
@@ -346,6 +350,29 @@ pub struct Detector {
     events: u64,
     #[serde(skip)]
     out: Vec<Alert>,
+}
+
+/// Sets of pairs written as lists (JSON keys must be strings).
+pub(crate) mod pairs_set {
+    use std::collections::HashSet;
+    use std::hash::Hash;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(
+        set: &HashSet<T>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(set)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<HashSet<T>, D::Error>
+    where
+        T: Deserialize<'de> + Eq + Hash,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<T>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 /// Maps written as lists of pairs, so their keys need not be strings.

@@ -25,6 +25,7 @@ use crate::{DetectConfig, Detector, Flow};
 /// settings, intelligence and devices, and [`Monitor::resume`]s the saved
 /// one into it.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Monitor {
     pub detector: Detector,
     pub profiler: Profiler,

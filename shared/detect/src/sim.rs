@@ -1101,7 +1101,6 @@ pub struct Evaluation {
     pub missed: Vec<String>,
 }
 
-/// Runs every detector over `home` and scores the alerts against the truth.
 /// Gives `m` one record.
 pub fn feed(m: &mut Monitor, r: &Record) {
     match r {
@@ -1140,6 +1139,7 @@ pub fn feed(m: &mut Monitor, r: &Record) {
     }
 }
 
+/// Runs every detector over `home` and scores the alerts against the truth.
 pub fn evaluate(home: &Home, detect: DetectConfig, baseline: BaselineConfig) -> Evaluation {
     let mut m = Monitor::new(detect, baseline);
     m.intel(&heimdall_proto::sensor::v1::IntelUpdate {
