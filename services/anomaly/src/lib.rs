@@ -585,8 +585,14 @@ impl Service {
         .await?;
         let n = rows.len();
         for (key, body) in rows {
-            let p: DeviceProfile = serde_json::from_value(body)?;
-            m.profiler.restore(&key, p);
+            match serde_json::from_value::<DeviceProfile>(body) {
+                Ok(p) => m.profiler.restore(&key, p),
+                // One unreadable row must not stop the partition: that
+                // device learns again.
+                Err(e) => {
+                    warn!(sensor, device = key, error = %e, "a stored profile does not read; the device starts afresh")
+                }
+            }
         }
         info!(sensor, partition = part, devices = n, "profiles loaded");
         Ok(m)

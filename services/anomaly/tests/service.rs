@@ -464,25 +464,12 @@ fn record(f: &heimdall_detect::Flow, n: usize) -> ConnRecord {
     }
 }
 
-/// The service is killed with SIGKILL while it works through three days of
-/// a simulated home, and started again: the alerts it stores are exactly
-/// those one monitor that never stopped raises from the same records, none
-/// lost and none twice, and each reaches NATS.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkill_mid_stream_loses_and_doubles_no_alert() {
+/// Three days of a simulated home's connections as the capture service
+/// would publish them, and the alert ids one monitor that never stopped
+/// raises from them. Connections only: one consumer feeds the monitor, in
+/// the order they were published, as the monitor here reads them.
+fn simulated() -> (Vec<ConnRecord>, Vec<String>) {
     use heimdall_detect::sim::{Home, Record};
-
-    let Rig {
-        bus,
-        svc,
-        pool,
-        log,
-        _dir,
-        db: _db,
-    } = rig("anomaly-kill", Some("500ms"), &[Kind::Flows, Kind::Alerts]).await;
-
-    // Connections only: one consumer feeds the monitor, in the order they
-    // were published, as one monitor in this test reads them.
     let home = Home::generate(11, 3, 2);
     let conns: Vec<ConnRecord> = home
         .records
@@ -507,7 +494,17 @@ async fn a_sigkill_mid_stream_loses_and_doubles_no_alert() {
     }
     expected.sort();
     assert!(expected.len() >= 20, "{} alerts", expected.len());
+    (conns, expected)
+}
 
+/// Publishes `conns` in batches of 300, then waits until the running
+/// service has applied a quarter of them and stored a checkpoint.
+async fn publish_and_wait_for_a_quarter(
+    bus: &Bus,
+    svc: &process::ServiceProcess,
+    pool: &sqlx::PgPool,
+    conns: &[ConnRecord],
+) {
     let subject = bus.subjects().publish(Kind::Flows, SENSOR, 0);
     for (i, chunk) in conns.chunks(300).enumerate() {
         let b = ConnBatch {
@@ -520,55 +517,50 @@ async fn a_sigkill_mid_stream_loses_and_doubles_no_alert() {
             .await
             .expect("publish");
     }
-
-    // Killed once a checkpoint is stored and a quarter of the records are
-    // in, with more applied since that checkpoint.
-    let mut child = svc.start().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let done = process::metric(svc.addr, "heimdall_anomaly_records_total{kind=\"conn\"}")
             .await
             .unwrap_or(0.0);
         let saved: i64 = sqlx::query_scalar("SELECT count(*) FROM consumer_positions")
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await
             .unwrap_or(0);
         if saved > 0 && done >= conns.len() as f64 / 4.0 {
-            break;
+            return;
         }
         assert!(Instant::now() < deadline, "no progress: {done} records");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    child.start_kill().expect("SIGKILL");
-    let _ = child.wait().await;
-    let at_kill: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
+}
 
-    let mut child = svc.start().await;
+/// Waits for `expected.len()` alerts, a little longer for any extra, and
+/// checks the stored ids are exactly `expected`; then that each reached
+/// NATS (the outbox may send a batch again when a crash fell between
+/// sending and marking it: consumers drop the repeat by its event id).
+async fn stored_and_published_exactly(
+    bus: &Bus,
+    pool: &sqlx::PgPool,
+    expected: &[String],
+    log: &Path,
+    reader: &str,
+) {
     wait_for(
-        &pool,
+        pool,
         "SELECT count(*) FROM alerts",
         expected.len() as i64,
-        &log,
+        log,
     )
     .await;
-    // Give a wrongly replayed message time to show.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut stored: Vec<String> = sqlx::query_scalar("SELECT alert_id FROM alerts")
-        .fetch_all(&pool)
+        .fetch_all(pool)
         .await
         .expect("alerts");
     stored.sort();
-    let said = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        said.contains("consumer resumes after the saved state"),
-        "{said}"
-    );
     assert!(
         stored == expected,
-        "{} stored ({at_kill} before the kill), {} expected; missing {:?}, extra {:?}",
+        "{} stored, {} expected; missing {:?}, extra {:?}",
         stored.len(),
         expected.len(),
         expected
@@ -580,15 +572,11 @@ async fn a_sigkill_mid_stream_loses_and_doubles_no_alert() {
             .filter(|s| !expected.contains(s))
             .collect::<Vec<_>>(),
     );
-
-    // Every alert reached NATS. The outbox may send a batch again when the
-    // kill fell between sending and marking it: consumers drop the repeat
-    // by its event id.
     let got = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let stop = tokio_util::sync::CancellationToken::new();
     let (g, s, want) = (got.clone(), stop.clone(), expected.len());
     let run = bus.consume::<AlertBatch, _, _, String>(
-        bus.consumer_spec(Kind::Alerts, "anomaly-kill-reader", None),
+        bus.consumer_spec(Kind::Alerts, reader, None),
         stop.clone(),
         move |m| {
             let mut g = g.lock().expect("lock");
@@ -606,6 +594,80 @@ async fn a_sigkill_mid_stream_loses_and_doubles_no_alert() {
     let _ = tokio::time::timeout(Duration::from_secs(30), run).await;
     let published: Vec<String> = got.lock().expect("lock").iter().cloned().collect();
     assert_eq!(published, expected);
+}
+
+/// The service is killed with SIGKILL while it works through three days of
+/// a simulated home, and started again: the alerts it stores are exactly
+/// those one monitor that never stopped raises from the same records, none
+/// lost and none twice, and each reaches NATS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_mid_stream_loses_and_doubles_no_alert() {
+    let Rig {
+        bus,
+        svc,
+        pool,
+        log,
+        _dir,
+        db: _db,
+    } = rig("anomaly-kill", Some("500ms"), &[Kind::Flows, Kind::Alerts]).await;
+    let (conns, expected) = simulated();
+    // Killed once a checkpoint is stored and a quarter of the records are
+    // in, with more applied since that checkpoint.
+    let mut child = svc.start().await;
+    publish_and_wait_for_a_quarter(&bus, &svc, &pool, &conns).await;
+    child.start_kill().expect("SIGKILL");
+    let _ = child.wait().await;
+    let mut child = svc.start().await;
+    stored_and_published_exactly(&bus, &pool, &expected, &log, "anomaly-kill-reader").await;
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        said.contains("consumer resumes after the saved state"),
+        "{said}"
+    );
+    process::terminate(&child);
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    let _ = bus.delete_streams(&Kind::ALL).await;
+}
+
+/// PostgreSQL refuses every alert for three seconds while the service
+/// works through the same home: the batches that could not store wait, in
+/// order, and afterwards the alerts are exactly the uninterrupted ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_mid_stream_loses_and_doubles_no_alert() {
+    let Rig {
+        bus,
+        svc,
+        pool,
+        log,
+        _dir,
+        db: _db,
+    } = rig(
+        "anomaly-outage",
+        Some("500ms"),
+        &[Kind::Flows, Kind::Alerts],
+    )
+    .await;
+    let (conns, expected) = simulated();
+    let mut child = svc.start().await;
+    publish_and_wait_for_a_quarter(&bus, &svc, &pool, &conns).await;
+    for sql in [
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'injected outage'; END $$",
+        "CREATE TRIGGER outage BEFORE INSERT ON alerts FOR EACH ROW EXECUTE FUNCTION refuse()",
+    ] {
+        sqlx::query(sql).execute(&pool).await.expect("outage");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sqlx::query("DROP TRIGGER outage ON alerts")
+        .execute(&pool)
+        .await
+        .expect("end of outage");
+    stored_and_published_exactly(&bus, &pool, &expected, &log, "anomaly-outage-reader").await;
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        said.contains("injected outage"),
+        "the outage never bit:\n{said}"
+    );
     process::terminate(&child);
     let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
     let _ = bus.delete_streams(&Kind::ALL).await;
