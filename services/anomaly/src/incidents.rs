@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use heimdall_bus::{Bus, Kind};
-use heimdall_proto::sensor::v1::{AlertBatch, AlertEvent, Incident, IncidentState, alert_event};
+use heimdall_bus::Bus;
+use heimdall_proto::sensor::v1::{AlertEvent, Incident, IncidentState, alert_event};
 use serde::Serialize;
 use sha1::{Digest, Sha1};
 use sqlx::PgPool;
@@ -332,15 +332,7 @@ impl Service {
                     payload: Some(alert_event::Payload::Incident(i)),
                 });
             }
-            let id: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-            let batch = AlertBatch {
-                batch_id: format!("incidents-{id}"),
-                sensor_id: sensor.clone(),
-                created_us: wall_us(),
-                records,
-            };
-            let subject = bus.subjects().publish(Kind::Alerts, &sensor, 0);
-            bus.publish(&subject, &batch.batch_id, &batch).await?;
+            crate::send_events(bus, &sensor, "incidents", h, records).await?;
             // A state that changed again meanwhile stays unpublished.
             for (id, state) in &items {
                 sqlx::query(

@@ -425,6 +425,32 @@ fn held<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Publishes `records` as one batch on the sensor's alerts subject, named
+/// `<kind>-<digest>` from `digest` (fed the events' ids), so a batch sent
+/// again after a crash is recognised by the bus.
+async fn send_events(
+    bus: &Bus,
+    sensor: &str,
+    kind: &str,
+    digest: Sha1,
+    records: Vec<AlertEvent>,
+) -> Result<(), heimdall_bus::Error> {
+    let id: String = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let batch = AlertBatch {
+        batch_id: format!("{kind}-{id}"),
+        sensor_id: sensor.to_string(),
+        created_us: wall_us(),
+        records,
+    };
+    let subject = bus.subjects().publish(Kind::Alerts, sensor, 0);
+    bus.publish(&subject, &batch.batch_id, &batch).await?;
+    Ok(())
+}
+
 /// Outbox rows (seq, sensor, encoded message) decoded and grouped by
 /// sensor, sensors and rows in the order given.
 type SensorRows<M> = Vec<(String, Vec<i64>, Vec<M>)>;
@@ -1258,15 +1284,7 @@ impl Service {
                     payload: Some(alert_event::Payload::Incident(i)),
                 });
             }
-            let id: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-            let batch = AlertBatch {
-                batch_id: format!("alerts-{id}"),
-                sensor_id: sensor.clone(),
-                created_us: wall_us(),
-                records,
-            };
-            let subject = bus.subjects().publish(Kind::Alerts, &sensor, 0);
-            bus.publish(&subject, &batch.batch_id, &batch).await?;
+            send_events(bus, &sensor, "alerts", h, records).await?;
             sqlx::query("UPDATE alerts SET published = true WHERE seq = ANY($1)")
                 .bind(&seqs)
                 .execute(&self.pool)

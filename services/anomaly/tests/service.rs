@@ -434,9 +434,7 @@ async fn baselines_are_learnt_versioned_rolled_back_and_survive_a_restart() {
         &log,
     )
     .await;
-    process::terminate(&child);
-    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
-    let _ = bus.delete_streams(&Kind::ALL).await;
+    finish(&mut child, &bus).await;
 }
 
 /// A simulated connection as the capture service would publish it.
@@ -624,9 +622,7 @@ async fn a_sigkill_mid_stream_loses_and_doubles_no_alert() {
         said.contains("consumer resumes after the saved state"),
         "{said}"
     );
-    process::terminate(&child);
-    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
-    let _ = bus.delete_streams(&Kind::ALL).await;
+    finish(&mut child, &bus).await;
 }
 
 /// PostgreSQL refuses every alert for three seconds while the service
@@ -668,7 +664,12 @@ async fn a_database_outage_mid_stream_loses_and_doubles_no_alert() {
         said.contains("injected outage"),
         "the outage never bit:\n{said}"
     );
-    process::terminate(&child);
+    finish(&mut child, &bus).await;
+}
+
+/// Ends a test: the service stops, the test's streams go.
+async fn finish(child: &mut tokio::process::Child, bus: &Bus) {
+    process::terminate(child);
     let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
     let _ = bus.delete_streams(&Kind::ALL).await;
 }
@@ -694,7 +695,7 @@ async fn incidents_close_by_inactivity_and_by_a_person() {
         log,
         _dir,
     } = rig("anomaly-incidents", None, &[Kind::Flows, Kind::Alerts]).await;
-    let child = svc.start().await;
+    let mut child = svc.start().await;
     let incident_of = |host: &'static str| {
         let pool = pool.clone();
         async move {
@@ -876,6 +877,5 @@ async fn incidents_close_by_inactivity_and_by_a_person() {
         assert!(i.summary.ends_with(says.as_str()), "{}", i.summary);
         assert_eq!(i.closed_us.is_some(), *state == 3, "{i:?}");
     }
-    process::terminate(&child);
-    let _ = bus.delete_streams(&Kind::ALL).await;
+    finish(&mut child, &bus).await;
 }

@@ -86,6 +86,19 @@ impl MemoryTransport {
 }
 
 /// `now + d`, or a day from now if that would overflow.
+/// The stream `spec` consumes, or the error a consumer of a missing one
+/// gets.
+fn stream_of<'a>(state: &'a mut State, spec: &ConsumerSpec) -> Result<&'a mut MemStream, Error> {
+    state
+        .streams
+        .get_mut(&spec.stream)
+        .ok_or_else(|| Error::Consumer {
+            stream: spec.stream.clone(),
+            consumer: spec.durable.clone(),
+            reason: "stream not found".into(),
+        })
+}
+
 fn later(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
         .or_else(|| now.checked_add(Duration::from_secs(86_400)))
@@ -230,14 +243,7 @@ impl Transport for MemoryTransport {
     fn consumer(&self, spec: ConsumerSpec) -> BoxFuture<'_, Result<Box<dyn Inbox>, Error>> {
         Box::pin(async move {
             let mut state = self.lock();
-            let stream = state
-                .streams
-                .get_mut(&spec.stream)
-                .ok_or_else(|| Error::Consumer {
-                    stream: spec.stream.clone(),
-                    consumer: spec.durable.clone(),
-                    reason: "stream not found".into(),
-                })?;
+            let stream = stream_of(&mut state, &spec)?;
             if let Some(existing) = stream.consumers.get(&spec.durable)
                 && existing.spec.filter != spec.filter
             {
@@ -275,15 +281,7 @@ impl Transport for MemoryTransport {
         Box::pin(async move {
             let from = {
                 let mut state = self.lock();
-                let stream =
-                    state
-                        .streams
-                        .get_mut(&spec.stream)
-                        .ok_or_else(|| Error::Consumer {
-                            stream: spec.stream.clone(),
-                            consumer: spec.durable.clone(),
-                            reason: "stream not found".into(),
-                        })?;
+                let stream = stream_of(&mut state, &spec)?;
                 stream.enforce_limits(Instant::now());
                 let first = stream.messages.front().map_or(stream.next_seq, |m| m.seq);
                 let from = if start > stream.next_seq {
