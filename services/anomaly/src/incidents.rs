@@ -12,7 +12,7 @@ use sha1::{Digest, Sha1};
 use sqlx::PgPool;
 use tracing::info;
 
-use crate::{Service, held, severity_name, wall_us};
+use crate::{Service, held, severity_name, short_name, wall_us};
 
 /// What a person may do to an incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,11 +55,7 @@ pub struct IncidentInfo {
 
 fn state_name(state: i16) -> String {
     IncidentState::try_from(i32::from(state))
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("INCIDENT_STATE_")
-                .to_ascii_lowercase()
-        })
+        .map(|s| short_name(s.as_str_name(), "INCIDENT_STATE_"))
         .unwrap_or_default()
 }
 
@@ -132,11 +128,10 @@ async fn query(
     incident: Option<&str>,
     state: Option<&str>,
 ) -> Result<Vec<IncidentInfo>, sqlx::Error> {
-    let state: Option<i16> = state.map(|s| match s {
-        "open" => IncidentState::Open as i16,
-        "acknowledged" => IncidentState::Acknowledged as i16,
-        "closed" => IncidentState::Closed as i16,
-        _ => -1,
+    // An unknown name matches nothing.
+    let state: Option<i16> = state.map(|s| {
+        IncidentState::from_str_name(&format!("INCIDENT_STATE_{}", s.to_ascii_uppercase()))
+            .map_or(-1, |st| st as i16)
     });
     type Row = (
         String,

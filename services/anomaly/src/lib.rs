@@ -451,27 +451,6 @@ async fn send_events(
     Ok(())
 }
 
-/// Outbox rows (seq, sensor, encoded message) decoded and grouped by
-/// sensor, sensors and rows in the order given.
-type SensorRows<M> = Vec<(String, Vec<i64>, Vec<M>)>;
-
-fn by_sensor<M: Message + Default>(
-    rows: Vec<(i64, String, Vec<u8>)>,
-) -> Result<SensorRows<M>, prost::DecodeError> {
-    let mut out: SensorRows<M> = Vec::new();
-    for (seq, sensor, body) in rows {
-        let m = M::decode(body.as_slice())?;
-        match out.iter_mut().find(|(s, _, _)| *s == sensor) {
-            Some((_, seqs, ms)) => {
-                seqs.push(seq);
-                ms.push(m);
-            }
-            None => out.push((sensor, vec![seq], vec![m])),
-        }
-    }
-    Ok(out)
-}
-
 fn wall_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -488,13 +467,15 @@ fn partition_of_subject(subject: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// A protobuf enum value's name as people read it: `SEVERITY_HIGH` with
+/// `prefix` `SEVERITY_` is `high`.
+fn short_name(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_ascii_lowercase()
+}
+
 fn severity_name(s: i32) -> String {
     Severity::try_from(s)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("SEVERITY_")
-                .to_ascii_lowercase()
-        })
+        .map(|s| short_name(s.as_str_name(), "SEVERITY_"))
         .unwrap_or_default()
 }
 
@@ -861,18 +842,11 @@ impl Service {
     /// transaction; returns how many profiles were stored.
     pub async fn checkpoint(&self) -> Result<usize, HandleError> {
         let mut mons = self.monitors.lock().await;
-        self.checkpoint_locked(&mut mons).await
+        self.checkpoint_with(&mut mons, &[]).await
     }
 
-    async fn checkpoint_locked(
-        &self,
-        mons: &mut HashMap<Part, Monitor>,
-    ) -> Result<usize, HandleError> {
-        self.checkpoint_with(mons, &[]).await
-    }
-
-    /// [`Service::checkpoint_locked`], marking the incidents `detached` in
-    /// the same transaction.
+    /// [`Service::checkpoint`] with the monitors locked, marking the
+    /// incidents `detached` in the same transaction.
     pub(crate) async fn checkpoint_with(
         &self,
         mons: &mut HashMap<Part, Monitor>,
@@ -1055,7 +1029,7 @@ impl Service {
         // The saved monitor holds the rolled-back baseline too, so a crash
         // now does not bring the old one back.
         held(&self.changed).insert((sensor.to_string(), part));
-        self.checkpoint_locked(&mut mons).await?;
+        self.checkpoint_with(&mut mons, &[]).await?;
         Ok(new_version)
     }
 
@@ -1206,14 +1180,13 @@ impl Service {
             }
         }
         let mut moved = Vec::new();
-        for ((sensor, part), m) in self.monitors.lock().await.iter_mut() {
+        for ((sensor, _), m) in self.monitors.lock().await.iter_mut() {
             if *sensor == b.sensor_id {
                 for (mac, id, t) in &named {
                     if m.device(*mac, id, t) {
                         moved.push((heimdall_proto::addr::mac_text(*mac), id.clone()));
                     }
                 }
-                held(&self.changed).insert((sensor.clone(), *part));
             }
         }
         if moved.is_empty() {
@@ -1255,7 +1228,7 @@ impl Service {
         .fetch_all(&self.pool)
         .await?;
         let mut sent = 0;
-        for (sensor, seqs, mut alerts) in by_sensor::<Alert>(rows)? {
+        for (sensor, seqs, mut alerts) in heimdall_bus::outbox::by_sensor::<Alert>(rows)? {
             for a in &mut alerts {
                 a.sensor_id.clone_from(&sensor);
             }
@@ -1303,7 +1276,7 @@ impl Service {
                 .fetch_all(&self.pool)
                 .await?;
         let mut sent = 0;
-        for (sensor, seqs, records) in by_sensor::<BaselineSummary>(rows)? {
+        for (sensor, seqs, records) in heimdall_bus::outbox::by_sensor::<BaselineSummary>(rows)? {
             // The same rows make the same id: a retry after a failed
             // update is recognised by the bus.
             let batch = BaselineBatch {

@@ -569,19 +569,8 @@ impl Service {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut by_sensor: Vec<(String, Vec<i64>, Vec<DeviceEvent>)> = Vec::new();
-        for (seq, sensor, body) in rows {
-            let event = DeviceEvent::decode(body.as_slice())?;
-            match by_sensor.iter_mut().find(|(s, _, _)| *s == sensor) {
-                Some((_, seqs, events)) => {
-                    seqs.push(seq);
-                    events.push(event);
-                }
-                None => by_sensor.push((sensor, vec![seq], vec![event])),
-            }
-        }
         let mut sent = 0;
-        for (sensor, seqs, events) in by_sensor {
+        for (sensor, seqs, events) in heimdall_bus::outbox::by_sensor::<DeviceEvent>(rows)? {
             let mut h = Sha1::new();
             for e in &events {
                 h.update(e.event_id.as_bytes());

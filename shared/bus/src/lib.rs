@@ -39,6 +39,7 @@ use tracing::{Instrument, debug, info_span, warn};
 mod headers;
 pub mod memory;
 pub mod nats;
+pub mod outbox;
 pub mod subjects;
 pub mod testing;
 mod transport;

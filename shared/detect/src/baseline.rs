@@ -1023,33 +1023,46 @@ impl Profiler {
         // mapping the network, however slowly.
         let (lan_hosts_max, lan_ports_max) = base.lan_max();
         if own && base.days() >= 2.0 && lan_hosts_max <= cfg.lan_quiet_max {
+            let days = cfg.window_days;
+            // `n` of what `name` counts against `usual`, under the shape
+            // detectors' suppression key: one scan, one alert.
+            let lan_alert = |kind: &str,
+                             (name, n, usual): (&str, u32, u32),
+                             description: String,
+                             (expected, observed): (String, String),
+                             key: String| Alert {
+                alert_type: kind.into(),
+                severity: Severity::Medium as i32,
+                score: (f64::from(n) / 20.0).clamp(0.5, 1.0),
+                description,
+                expected,
+                observed,
+                evidence: vec![
+                    kv(name, n.to_string()),
+                    kv("usual_max", usual.to_string()),
+                    kv("method", "baseline".into()),
+                ],
+                suppression_key: key,
+                ..Default::default()
+            };
             let hosts = d.current.lan_hosts.len() as u32;
             if new_lan_host
                 && hosts >= cfg.lan_min_hosts.max(2 * lan_hosts_max + 2)
                 && !d.fired.contains("host_sweep")
             {
-                alerts.push(Alert {
-                    alert_type: "host_sweep".into(),
-                    severity: Severity::Medium as i32,
-                    score: (f64::from(hosts) / 20.0).clamp(0.5, 1.0),
-                    description: format!(
-                        "{} contacted {hosts} LAN hosts in this hour; in {} days it never contacted more than {lan_hosts_max} in an hour",
-                        f.src, cfg.window_days
+                alerts.push(lan_alert(
+                    "host_sweep",
+                    ("lan_hosts", hosts, lan_hosts_max),
+                    format!(
+                        "{} contacted {hosts} LAN hosts in this hour; in {days} days it never contacted more than {lan_hosts_max} in an hour",
+                        f.src
                     ),
-                    expected: format!("at most {lan_hosts_max} LAN hosts an hour"),
-                    observed: format!("{hosts} LAN hosts, the latest {}", f.dst),
-                    evidence: vec![
-                        kv("lan_hosts", hosts.to_string()),
-                        kv("usual_max", lan_hosts_max.to_string()),
-                        kv("method", "baseline".into()),
-                    ],
-                    // The shape detector's key: one sweep, one alert.
-                    suppression_key: format!(
-                        "host_sweep|{}|{}|{}",
-                        f.src, f.dst_port, f.transport as i32
+                    (
+                        format!("at most {lan_hosts_max} LAN hosts an hour"),
+                        format!("{hosts} LAN hosts, the latest {}", f.dst),
                     ),
-                    ..Default::default()
-                });
+                    crate::sweep_key(f),
+                ));
             }
             let ports = if new_lan_probe {
                 d.current.lan_ports_most
@@ -1059,24 +1072,19 @@ impl Profiler {
             if ports >= cfg.lan_min_ports.max(2 * lan_ports_max + 2)
                 && !d.fired.contains("port_scan")
             {
-                alerts.push(Alert {
-                    alert_type: "port_scan".into(),
-                    severity: Severity::Medium as i32,
-                    score: (f64::from(ports) / 20.0).clamp(0.5, 1.0),
-                    description: format!(
-                        "{} probed {ports} ports of a LAN host in this hour ({} the latest); in {} days it never probed more than {lan_ports_max}",
-                        f.src, f.dst, cfg.window_days
+                alerts.push(lan_alert(
+                    "port_scan",
+                    ("ports", ports, lan_ports_max),
+                    format!(
+                        "{} probed {ports} ports of a LAN host in this hour ({} the latest); in {days} days it never probed more than {lan_ports_max}",
+                        f.src, f.dst
                     ),
-                    expected: format!("at most {lan_ports_max} probed ports on a LAN host"),
-                    observed: format!("{ports} probed ports on {}", f.dst),
-                    evidence: vec![
-                        kv("ports", ports.to_string()),
-                        kv("usual_max", lan_ports_max.to_string()),
-                        kv("method", "baseline".into()),
-                    ],
-                    suppression_key: format!("port_scan|{}|{}", f.src, f.dst),
-                    ..Default::default()
-                });
+                    (
+                        format!("at most {lan_ports_max} probed ports on a LAN host"),
+                        format!("{ports} probed ports on {}", f.dst),
+                    ),
+                    crate::scan_key(f),
+                ));
             }
         }
         let local = d.current.hour + i64::from(cfg.utc_offset_minutes) / 60;

@@ -352,6 +352,17 @@ pub struct Detector {
     out: Vec<Alert>,
 }
 
+/// The suppression key of a port scan by `f`'s source of `f`'s host, for
+/// every detector that finds one: one scan, one alert.
+pub(crate) fn scan_key(f: &Flow) -> String {
+    format!("port_scan|{}|{}", f.src, f.dst)
+}
+
+/// The suppression key of a sweep by `f`'s source over `f`'s port.
+pub(crate) fn sweep_key(f: &Flow) -> String {
+    format!("host_sweep|{}|{}|{}", f.src, f.dst_port, f.transport as i32)
+}
+
 /// Sets of pairs written as lists (JSON keys must be strings).
 pub(crate) mod pairs_set {
     use std::collections::HashSet;
@@ -629,7 +640,7 @@ impl Detector {
                     window,
                     first,
                     format!("{} ports of {}", n, f.dst),
-                    format!("port_scan|{}|{}", f.src, f.dst),
+                    scan_key(f),
                 );
                 self.raise(
                     alert,
@@ -664,7 +675,7 @@ impl Detector {
                     window,
                     first,
                     format!("{n} hosts on port {}", f.dst_port),
-                    format!("host_sweep|{}|{}|{proto}", f.src, f.dst_port),
+                    sweep_key(f),
                 );
                 alert.dst_ip = Default::default();
                 self.raise(
