@@ -279,9 +279,6 @@ pub enum HandleError {
     /// A stored profile did not parse.
     #[error("profile: {0}")]
     Json(#[from] serde_json::Error),
-    /// An earlier message of the consumer must be fed first.
-    #[error("{consumer} waits for message {sequence}, which could not be applied yet")]
-    Waiting { consumer: String, sequence: u64 },
 }
 
 /// Why a rollback was refused.
@@ -400,10 +397,6 @@ pub struct Service {
     positions: std::sync::Mutex<HashMap<String, u64>>,
     /// Monitors fed since the last checkpoint.
     changed: std::sync::Mutex<std::collections::HashSet<Part>>,
-    /// Per consumer, the first message that could not be fed (its
-    /// monitor did not load, or earlier output did not store): later ones
-    /// wait for it.
-    blocked: std::sync::Mutex<HashMap<String, u64>>,
     /// Alerts, versions and summaries a failed transaction could not store:
     /// kept for the next attempt, since the records that made them are
     /// not fed again.
@@ -499,7 +492,6 @@ impl Service {
             metrics: ServiceMetrics::default(),
             positions: std::sync::Mutex::new(HashMap::new()),
             changed: std::sync::Mutex::new(std::collections::HashSet::new()),
-            blocked: std::sync::Mutex::new(HashMap::new()),
             unsaved: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -623,28 +615,12 @@ impl Service {
     ) -> Result<usize, HandleError> {
         // A message with no stream sequence is fed untracked.
         let from = from.filter(|(_, seq)| *seq > 0);
-        // Messages of a consumer are fed in stream order: after one could
-        // not be fed, later ones wait (and come again) until it is.
-        if let Some((durable, seq)) = from
-            && let Some(first) = held(&self.blocked).get(durable).copied()
-            && seq > first
-        {
-            return Err(HandleError::Waiting {
-                consumer: durable.to_string(),
-                sequence: first,
-            });
-        }
         let mut mons = self.monitors.lock().await;
         let key = (sensor.to_string(), part);
-        let ready = self.prepare(&mut mons, sensor, part).await;
-        if let Err(e) = ready {
-            if let Some((durable, seq)) = from {
-                let mut blocked = held(&self.blocked);
-                let b = blocked.entry(durable.to_string()).or_insert(seq);
-                *b = (*b).min(seq);
-            }
-            return Err(e);
-        }
+        // Record consumers are in order (the bus tries a failed message
+        // again before any later one), so a message that could not be fed
+        // here is never overtaken.
+        self.prepare(&mut mons, sensor, part).await?;
         let Some(m) = mons.get_mut(&key) else {
             return Ok(0);
         };
@@ -660,12 +636,6 @@ impl Service {
             }
             None => true,
         };
-        if let Some((durable, seq)) = from {
-            let mut blocked = held(&self.blocked);
-            if blocked.get(durable).is_some_and(|b| *b <= seq) {
-                blocked.remove(durable);
-            }
-        }
         if fed {
             f(m);
             held(&self.changed).insert(key.clone());
@@ -1337,14 +1307,17 @@ impl Service {
 
     /// Consumer specs for `kind`: one per partition of this replica, or one
     /// for all.
+    /// In order: a record message is fed only after every earlier one of
+    /// its consumer, which the positions saved with the monitors rely on.
     fn specs(&self, bus: &Bus, kind: Kind) -> Vec<ConsumerSpec> {
         let base = format!("{}-{}", self.settings.durable, kind.token());
+        let spec = |p: Option<u16>| ConsumerSpec {
+            in_order: true,
+            ..bus.consumer_spec(kind, &base, p)
+        };
         match self.settings.partition_list() {
-            Ok(Some(list)) => list
-                .into_iter()
-                .map(|p| bus.consumer_spec(kind, &base, Some(p)))
-                .collect(),
-            _ => vec![bus.consumer_spec(kind, &base, None)],
+            Ok(Some(list)) => list.into_iter().map(|p| spec(Some(p))).collect(),
+            _ => vec![spec(None)],
         }
     }
 

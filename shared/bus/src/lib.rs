@@ -9,7 +9,9 @@
 //!   a de-duplication id so a retried publish is stored once.
 //! - [`Bus::consume`] runs a durable pull consumer: a message is acknowledged
 //!   only after the handler returned `Ok`, and the acknowledgement is
-//!   confirmed by the server; on `Err` it is delivered again after a back-off;
+//!   confirmed by the server; on `Err` it is delivered again after a back-off
+//!   (or, for an `in_order` consumer, tried again in place while later
+//!   messages wait);
 //!   a message that does not decode is terminated and counted, never retried
 //!   forever. Delivery is at-least-once, so handlers write idempotently
 //!   (keyed on the record uid); together that is exactly-once in the store.
@@ -537,6 +539,7 @@ impl Bus {
             max_ack_pending: self.config.max_ack_pending,
             max_deliver: -1,
             latest: false,
+            in_order: false,
         }
     }
 
@@ -650,19 +653,49 @@ impl Bus {
                     continue;
                 }
             };
-            let received = Received {
-                subject: delivery.subject().to_string(),
-                msg_id: delivery
+            let (subject, msg_id, sequence) = (
+                delivery.subject().to_string(),
+                delivery
                     .headers()
                     .get(MSG_ID)
                     .unwrap_or_default()
                     .to_string(),
-                delivered: delivery.delivered(),
-                sequence: delivery.sequence(),
+                delivery.sequence(),
+            );
+            let received = |message: M, delivered: u64| Received {
+                subject: subject.clone(),
+                msg_id: msg_id.clone(),
+                delivered,
+                sequence,
                 message,
             };
-            let delivered = received.delivered;
-            let outcome = handler(received).instrument(span.clone()).await;
+            let mut delivered = delivery.delivered();
+            let mut outcome = handler(received(message, delivered))
+                .instrument(span.clone())
+                .await;
+            // In order: a failed message is tried again here, after a
+            // back-off, and the ones behind it wait.
+            while spec.in_order
+                && let Err(e) = &outcome
+            {
+                self.metrics.handler_errors.get_or_create(&labels).inc();
+                let shift = delivered.saturating_sub(1).min(6) as u32;
+                let delay = self.config.retry_delay.saturating_mul(1 << shift);
+                span.in_scope(|| warn!(error = %e, retry_in = ?delay, "handler failed; trying the message again before any later one"));
+                tokio::select! {
+                    // Not acknowledged: it comes again after the ack wait.
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                // It decoded once; it decodes again.
+                let Ok(message) = M::decode(delivery.payload().as_ref()) else {
+                    break;
+                };
+                delivered += 1;
+                outcome = handler(received(message, delivered))
+                    .instrument(span.clone())
+                    .await;
+            }
             match outcome {
                 Ok(()) => match delivery.ack().instrument(span).await {
                     Ok(()) => {

@@ -144,6 +144,54 @@ async fn a_failed_handler_gets_the_message_again_and_nothing_is_skipped() {
 }
 
 #[tokio::test]
+async fn an_in_order_consumer_tries_a_failed_message_again_before_later_ones() {
+    for (name, bus) in backends().await {
+        bus.ensure_streams(&[Kind::Flows]).await.expect("streams");
+        let subject = bus.subjects().publish(Kind::Flows, "s1", 0);
+        for i in 0..3 {
+            bus.publish(&subject, &format!("o{i}"), &batch(&format!("o{i}"), 1))
+                .await
+                .expect("publish");
+        }
+        let spec = ConsumerSpec {
+            in_order: true,
+            ..bus.consumer_spec(Kind::Flows, "ordered", None)
+        };
+        // Every attempt, in the order made; o1 fails twice.
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        let (seen, stop2) = (attempts.clone(), stop.clone());
+        let run = bus.consume::<ConnBatch, _, _, String>(spec, stop.clone(), move |m| {
+            let mut seen = seen.lock().expect("lock");
+            let id = m.message.batch_id.clone();
+            let fails = id == "o1" && seen.iter().filter(|(i, _)| *i == id).count() < 2;
+            seen.push((id.clone(), m.delivered));
+            if id == "o2" {
+                stop2.cancel();
+            }
+            async move {
+                if fails {
+                    Err("injected failure".into())
+                } else {
+                    Ok(())
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("in time")
+            .expect("ran");
+        let got = attempts.lock().expect("lock").clone();
+        let want: Vec<(String, u64)> = [("o0", 1), ("o1", 1), ("o1", 2), ("o1", 3), ("o2", 1)]
+            .into_iter()
+            .map(|(i, d)| (i.to_string(), d))
+            .collect();
+        assert_eq!(got, want, "{name}");
+        bus.delete_streams(&Kind::ALL).await.expect("clean up");
+    }
+}
+
+#[tokio::test]
 async fn a_consumer_resumes_where_it_left_off() {
     // JetStream prefetches: what the first run pulled but did not handle
     // comes back after the ack wait, so keep it short here.

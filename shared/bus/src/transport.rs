@@ -77,6 +77,11 @@ pub struct ConsumerSpec {
     /// per subject ([`crate::Kind::Control`]), which a restarted service must
     /// read again.
     pub latest: bool,
+    /// A failed message is tried again in place, after the back-off, before
+    /// any later one is handled (the consumer keeps stream order), instead
+    /// of being delivered again later while later ones go on. Decided by
+    /// the client alone; the server's consumer is the same.
+    pub in_order: bool,
 }
 
 /// A pulled message, waiting for its verdict.
