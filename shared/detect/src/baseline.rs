@@ -1021,7 +1021,11 @@ impl Profiler {
         // The LAN: a device that kept to a host or two (a plug and the
         // gateway) and now reaches many, or probes a LAN host's ports, is
         // mapping the network, however slowly.
-        let (lan_hosts_max, lan_ports_max) = base.lan_max();
+        let (lan_hosts_max, lan_ports_max) = if new_lan_host || new_lan_probe {
+            base.lan_max()
+        } else {
+            (u32::MAX, u32::MAX)
+        };
         if own && base.days() >= 2.0 && lan_hosts_max <= cfg.lan_quiet_max {
             let days = cfg.window_days;
             // `n` of what `name` counts against `usual`, under the shape
