@@ -171,7 +171,7 @@ pub struct Bucket {
     pub lan_hosts: HashSet<u64>,
     /// Probed (host key, port key) pairs on the LAN: connections that
     /// never became a session (at most [`LAN_PROBES_KEPT`]).
-    #[serde(default, with = "crate::pairs_set")]
+    #[serde(default)]
     pub lan_probes: HashSet<(u64, u32)>,
     /// Probed ports per LAN host, and the most of them on one host.
     #[serde(default, with = "crate::pairs")]

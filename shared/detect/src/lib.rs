@@ -363,29 +363,6 @@ pub(crate) fn sweep_key(f: &Flow) -> String {
     format!("host_sweep|{}|{}|{}", f.src, f.dst_port, f.transport as i32)
 }
 
-/// Sets of pairs written as lists (JSON keys must be strings).
-pub(crate) mod pairs_set {
-    use std::collections::HashSet;
-    use std::hash::Hash;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<T: Serialize, S: Serializer>(
-        set: &HashSet<T>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(set)
-    }
-
-    pub fn deserialize<'de, T, D>(d: D) -> Result<HashSet<T>, D::Error>
-    where
-        T: Deserialize<'de> + Eq + Hash,
-        D: Deserializer<'de>,
-    {
-        Ok(Vec::<T>::deserialize(d)?.into_iter().collect())
-    }
-}
-
 /// Maps written as lists of pairs, so their keys need not be strings.
 pub(crate) mod pairs {
     use std::collections::HashMap;
