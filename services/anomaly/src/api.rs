@@ -161,15 +161,11 @@ async fn act(
         Ok(s) => s,
         Err(r) => return *r,
     };
-    let action = match action.as_str() {
-        "acknowledge" => Action::Acknowledge,
-        "close" => Action::Close,
-        other => {
-            return problem(
-                StatusCode::NOT_FOUND,
-                format!("no action {other}: use acknowledge or close"),
-            );
-        }
+    let Some(action) = Action::from_verb(&action) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            format!("no action {action}: use acknowledge or close"),
+        );
     };
     let Ok(axum::Json(body)) = body else {
         return problem(

@@ -23,6 +23,18 @@ pub enum Action {
     Close,
 }
 
+impl Action {
+    /// The action a verb names (`acknowledge`, `close`), as the API path
+    /// and the command line spell it.
+    pub fn from_verb(verb: &str) -> Option<Action> {
+        match verb {
+            "acknowledge" => Some(Action::Acknowledge),
+            "close" => Some(Action::Close),
+            _ => None,
+        }
+    }
+}
+
 /// Why a person's change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IncidentError {

@@ -112,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(verb @ ("acknowledge" | "close")) => {
+        Some(verb) if heimdall_anomaly_service::Action::from_verb(verb).is_some() => {
             let line = format!("{verb} SENSOR INCIDENT --by NAME [--note TEXT]");
             let (Some(sensor), Some(incident)) = (args.get(1), args.get(2)) else {
                 usage(&line);
@@ -127,10 +127,8 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             let Some(by) = by else { usage(&line) };
-            let action = if verb == "close" {
-                heimdall_anomaly_service::Action::Close
-            } else {
-                heimdall_anomaly_service::Action::Acknowledge
+            let Some(action) = heimdall_anomaly_service::Action::from_verb(verb) else {
+                usage(&line);
             };
             let pool = heimdall_anomaly_service::open_database().await?;
             match heimdall_anomaly_service::act(&pool, sensor, incident, action, &by, &note).await {
