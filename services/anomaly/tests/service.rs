@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use heimdall_bus::{Bus, Kind};
+use heimdall_proto::addr::ip_bytes;
 use heimdall_proto::sensor::v1::{
     AlertBatch, ConnBatch, ConnRecord, ConnState, DnsBatch, DnsRecord, Transport, alert_event,
 };
@@ -24,10 +25,7 @@ const T0: i64 = 1_759_996_800_000_000;
 const MINUTE: i64 = 60_000_000;
 
 fn ip(s: &str) -> Vec<u8> {
-    match s.parse::<IpAddr>().expect("ip") {
-        IpAddr::V4(v) => v.octets().to_vec(),
-        IpAddr::V6(v) => v.octets().to_vec(),
-    }
+    ip_bytes(s.parse::<IpAddr>().expect("ip"))
 }
 
 fn conn(ts_us: i64, dst: &str, port: u32, state: ConnState, up: u64, down: u64) -> ConnRecord {
@@ -439,16 +437,12 @@ async fn baselines_are_learnt_versioned_rolled_back_and_survive_a_restart() {
 
 /// A simulated connection as the capture service would publish it.
 fn record(f: &heimdall_detect::Flow, n: usize) -> ConnRecord {
-    let bytes = |a: IpAddr| match a {
-        IpAddr::V4(v) => v.octets().to_vec(),
-        IpAddr::V6(v) => v.octets().to_vec(),
-    };
     ConnRecord {
         ts_us: f.ts_us,
         uid: format!("S{n}"),
-        id_orig_h: bytes(f.src).into(),
+        id_orig_h: ip_bytes(f.src).into(),
         id_orig_p: 20_000 + (n % 40_000) as u32,
-        id_resp_h: bytes(f.dst).into(),
+        id_resp_h: ip_bytes(f.dst).into(),
         id_resp_p: u32::from(f.dst_port),
         proto: f.transport as i32,
         conn_state: f.state as i32,

@@ -961,7 +961,7 @@ impl Profiler {
                     Severity::Low
                 } as i32,
                 score: (1.0 - base.churn_per_day / (cfg.max_churn_per_day * 2.0)).clamp(0.3, 1.0),
-                dst_ip: crate::ip_bytes(&f.dst).into(),
+                dst_ip: heimdall_proto::addr::ip_bytes(f.dst).into(),
                 dst_port: Some(u32::from(f.dst_port)),
                 dst_domain: name.as_deref().map(str::to_string),
                 transport: f.transport as i32,
@@ -998,7 +998,7 @@ impl Profiler {
                 alert_type: "new_port".into(),
                 severity: Severity::Low as i32,
                 score: 0.5,
-                dst_ip: crate::ip_bytes(&f.dst).into(),
+                dst_ip: heimdall_proto::addr::ip_bytes(f.dst).into(),
                 dst_port: Some(u32::from(f.dst_port)),
                 transport: f.transport as i32,
                 description: format!(

@@ -48,6 +48,7 @@ pub mod thresholds;
 
 pub use monitor::Monitor;
 
+use heimdall_proto::addr::ip_bytes;
 use heimdall_proto::sensor::v1::{
     Alert, ArpOp, ConnState, KeyValue, Observation, Severity, Transport, observation,
 };
@@ -571,7 +572,7 @@ impl Detector {
         );
         alert.incident_id = incident;
         if let Some(ip) = src.ip {
-            alert.src_ip = ip_bytes(&ip).into();
+            alert.src_ip = ip_bytes(ip).into();
         }
         if let Some(mac) = src
             .mac
@@ -726,7 +727,7 @@ impl Detector {
                 Severity::Medium
             } as i32,
             score: (n as f64 / (cfg.brute_sessions as f64 * 4.0)).clamp(0.5, 1.0),
-            dst_ip: ip_bytes(&f.dst).into(),
+            dst_ip: ip_bytes(f.dst).into(),
             dst_port: Some(u32::from(f.dst_port)),
             transport: f.transport as i32,
             description: format!(
@@ -886,7 +887,7 @@ impl Detector {
             alert_type: "beaconing".into(),
             severity: severity as i32,
             score: (regular * 0.6 + same_size * 0.4).min(1.0),
-            dst_ip: ip_bytes(&f.dst).into(),
+            dst_ip: ip_bytes(f.dst).into(),
             dst_port: Some(u32::from(f.dst_port)),
             transport: f.transport as i32,
             description: format!(
@@ -1083,7 +1084,7 @@ fn scan_alert(
         alert_type: kind.into(),
         severity: severity as i32,
         score: (n as f64 / (limit as f64 * 5.0)).clamp(0.5, 1.0),
-        dst_ip: ip_bytes(&f.dst).into(),
+        dst_ip: ip_bytes(f.dst).into(),
         dst_port: Some(u32::from(f.dst_port)),
         transport: f.transport as i32,
         description: format!(
@@ -1108,13 +1109,6 @@ pub(crate) fn kv(k: &str, v: String) -> KeyValue {
     KeyValue {
         key: k.into(),
         value: v,
-    }
-}
-
-pub(crate) fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
     }
 }
 

@@ -1119,18 +1119,14 @@ pub fn feed(m: &mut Monitor, r: &Record) {
             mac,
             target,
         } => {
-            let bytes = |ip: &IpAddr| match ip {
-                IpAddr::V4(v) => v.octets().to_vec(),
-                IpAddr::V6(v) => v.octets().to_vec(),
-            };
             m.observation(&Observation {
                 ts_us: *ts_us,
                 src_mac: mac.to_vec().into(),
                 kind: Some(observation::Kind::Arp(ArpObservation {
                     op: ArpOp::Request as i32,
                     sender_mac: mac.to_vec().into(),
-                    sender_ip: bytes(src).into(),
-                    target_ip: bytes(target).into(),
+                    sender_ip: heimdall_proto::addr::ip_bytes(*src).into(),
+                    target_ip: heimdall_proto::addr::ip_bytes(*target).into(),
                     ..Default::default()
                 })),
                 ..Default::default()

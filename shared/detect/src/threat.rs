@@ -196,7 +196,7 @@ impl Threats {
             severity: s.severity,
             score: 1.0,
             dst_ip: f
-                .map(|f| crate::ip_bytes(&f.dst))
+                .map(|f| heimdall_proto::addr::ip_bytes(f.dst))
                 .unwrap_or_default()
                 .into(),
             dst_port: f.map(|f| u32::from(f.dst_port)),

@@ -1004,13 +1004,6 @@ fn shown_of(d: &DeviceState, x: &Decision) -> Shown {
     }
 }
 
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v) => v.octets().to_vec(),
-        IpAddr::V6(v) => v.octets().to_vec(),
-    }
-}
-
 /// The device as the proto shows it: most recent MACs and addresses first,
 /// strongest evidence first.
 pub fn snapshot(sensor_id: &str, d: &DeviceState, x: &Decision) -> Device {
@@ -1052,7 +1045,7 @@ pub fn snapshot(sensor_id: &str, d: &DeviceState, x: &Decision) -> Device {
         ips: ips
             .iter()
             .map(|s| DeviceIp {
-                ip: ip_bytes(s.ip).into(),
+                ip: heimdall_proto::addr::ip_bytes(s.ip).into(),
                 first_seen_us: s.first_us,
                 last_seen_us: s.last_us,
             })

@@ -49,6 +49,14 @@ pub mod addr {
         }
     }
 
+    /// `ip` as a `bytes` field holds it: 4 bytes IPv4, 16 bytes IPv6.
+    pub fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+        match ip {
+            IpAddr::V4(v) => v.octets().to_vec(),
+            IpAddr::V6(v) => v.octets().to_vec(),
+        }
+    }
+
     /// `aa:bb:cc:dd:ee:ff`.
     pub fn mac_text(mac: [u8; 6]) -> String {
         let mut s = String::with_capacity(17);
